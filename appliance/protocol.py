@@ -1,0 +1,176 @@
+"""Every message that crosses a process boundary, as msgspec Structs.
+
+Two tagged unions, one per direction of a worker's channel:
+
+    gateway -> worker   Request  = Embed | Rerank | Drain
+    worker  -> gateway  Response = Ready | Vectors | Scores | Failed | Stats | Bye
+
+Hot-path structs are ``array_like=True`` (msgpack arrays, no field names on the wire) and
+``gc=False`` (they hold no reference cycles). Schema evolution rule: fields are only ever
+appended, always with a default, so an old worker and a new gateway still understand each other.
+Vectors and scores travel as raw little-endian float32 bytes: ``np.frombuffer`` on the far side,
+never a list of Python floats. No pickle crosses a process boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+import numpy as np
+
+# An input is text, or (OpenAI's token-id form) a list of token ids for the model's tokenizer.
+Input = Union[str, list[int]]
+
+
+class Embed(msgspec.Struct, tag="embed", array_like=True, gc=False):
+    """Embed ``inputs`` with ``model``; answered by one ``Vectors`` or one ``Failed``."""
+
+    id: int
+    model: str
+    inputs: list[Input]
+    truncate: bool = True
+    # Whether the worker L2-normalises: the model's own config decides when None.
+    normalize: bool | None = None
+
+
+class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
+    """Score each document against the query; answered by one ``Scores`` or one ``Failed``."""
+
+    id: int
+    model: str
+    query: str
+    documents: list[str]
+    truncate: bool = True
+
+
+class Drain(msgspec.Struct, tag="drain", array_like=True, gc=False):
+    """Finish everything already received, send ``Bye``, exit 0."""
+
+    reason: str = ""
+
+
+class ModelInfo(msgspec.Struct, array_like=True, gc=False):
+    """What a worker holds: enough for /v1/models and for routing."""
+
+    name: str
+    kind: str  # "transformer" | "static" | "cross_encoder"
+    dim: int  # 0 for a cross-encoder (it scores, it does not embed)
+    max_length: int
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+class Ready(msgspec.Struct, tag="ready", array_like=True, gc=False):
+    """Sent once, after every model is loaded and warmed up."""
+
+    worker: int
+    pid: int
+    models: list[ModelInfo]
+    role: str = "light"  # "primary" | "light"
+    device: str = "cpu"
+    cores: list[int] = []
+
+
+class Vectors(msgspec.Struct, tag="vectors", array_like=True, gc=False):
+    """``len(tokens)`` vectors of ``dim`` float32 each, row-major, in input order."""
+
+    id: int
+    dim: int
+    data: bytes
+    tokens: list[int]
+    compute_us: int = 0
+    queue_us: int = 0
+    tokenize_us: int = 0
+
+    def array(self) -> np.ndarray:
+        """Zero-copy (n, dim) float32 view of ``data``."""
+        return np.frombuffer(self.data, dtype="<f4").reshape(len(self.tokens), self.dim)
+
+
+class Scores(msgspec.Struct, tag="scores", array_like=True, gc=False):
+    """One float32 relevance score per document, in document order."""
+
+    id: int
+    scores: bytes
+    tokens: list[int]
+    compute_us: int = 0
+    queue_us: int = 0
+    tokenize_us: int = 0
+
+    def array(self) -> np.ndarray:
+        return np.frombuffer(self.scores, dtype="<f4")
+
+
+class Failed(msgspec.Struct, tag="failed", array_like=True, gc=False):
+    """A request error: the request failed, the worker is fine.
+
+    ``kind`` is a stable machine-readable word (see ``FailureKind``); ``index`` names the
+    offending input when one input is to blame, else -1.
+    """
+
+    id: int
+    kind: str
+    message: str
+    index: int = -1
+
+
+class FailureKind:
+    """The stable ``Failed.kind`` words; the gateway maps each to an HTTP status."""
+
+    UNKNOWN_MODEL = "unknown_model"  # this worker does not hold the model -> 404 / reroute
+    INPUT_TOO_LONG = "input_too_long"  # truncate=false and too many tokens -> 422
+    INVALID_INPUT = "invalid_input"  # e.g. a token id outside the vocabulary -> 422
+    UNSUPPORTED = "unsupported"  # e.g. rerank on a static model without embeddings -> 422
+    OUT_OF_MEMORY = "out_of_memory"  # even after splitting the batch -> 503
+    INTERNAL = "internal"  # a bug in the worker; the worker stays up -> 500
+
+
+class Stats(msgspec.Struct, tag="stats", array_like=True, gc=False):
+    """Periodic worker counters (cumulative since the worker started)."""
+
+    worker: int
+    pid: int
+    batches: int = 0
+    items: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    requests: int = 0
+    rss_bytes: int = 0
+    compute_us: int = 0
+
+
+class Bye(msgspec.Struct, tag="bye", array_like=True, gc=False):
+    """Last message of a draining worker: everything it received has been answered."""
+
+    worker: int
+    reason: str = ""
+
+
+Request = Union[Embed, Rerank, Drain]
+Response = Union[Ready, Vectors, Scores, Failed, Stats, Bye]
+
+
+class RequestCodec:
+    """Typed msgpack encoder/decoder for the gateway -> worker direction, built once."""
+
+    __slots__ = ("encode", "decode")
+
+    def __init__(self) -> None:
+        self.encode = msgspec.msgpack.Encoder().encode
+        self.decode = msgspec.msgpack.Decoder(Request).decode
+
+
+class ResponseCodec:
+    """Typed msgpack encoder/decoder for the worker -> gateway direction, built once."""
+
+    __slots__ = ("encode", "decode")
+
+    def __init__(self) -> None:
+        self.encode = msgspec.msgpack.Encoder().encode
+        self.decode = msgspec.msgpack.Decoder(Response).decode
+
+
+def f32_bytes(array: np.ndarray) -> bytes:
+    """Raw little-endian float32 bytes of ``array`` (copies only if it must convert)."""
+    return np.ascontiguousarray(array, dtype="<f4").tobytes()
