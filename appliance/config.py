@@ -234,6 +234,8 @@ def validate(raw: Mapping[str, Any], source: Mapping[str, str] | None = None) ->
         message = re.sub(r"\s*-\s*at\s*`?\$[^`]*`?", "", str(exc)).strip()
         raise ConfigError(key, message, source.get(top, "")) from None
     check_models(config, source.get("models", ""))
+    if isinstance(config.workers, int) and config.workers < 1:
+        raise ConfigError("workers", "must be 'auto' or an integer >= 1", source.get("workers", ""))
     return config
 
 
@@ -250,8 +252,6 @@ def check_models(config: Config, source: str = "") -> None:
     main = config.main_model()
     if main.kind == "cross_encoder":
         raise ConfigError("models", f"the main model {main.name!r} must embed, not be a cross_encoder", source)
-    if isinstance(config.workers, int) and config.workers < 1:
-        raise ConfigError("workers", "must be 'auto' or an integer >= 1", source)
 
 
 def resolve_model_path(path: str, state_dir: str) -> Path:

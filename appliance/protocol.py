@@ -30,8 +30,6 @@ class Embed(msgspec.Struct, tag="embed", array_like=True, gc=False):
     model: str
     inputs: list[Input]
     truncate: bool = True
-    # Whether the worker L2-normalises: the model's own config decides when None.
-    normalize: bool | None = None
 
 
 class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
@@ -89,7 +87,11 @@ class Vectors(msgspec.Struct, tag="vectors", array_like=True, gc=False):
 
 
 class Scores(msgspec.Struct, tag="scores", array_like=True, gc=False):
-    """One float32 relevance score per document, in document order."""
+    """One float32 relevance score per document, in document order.
+
+    ``tokens`` counts each document's tokens (the whole pair for a cross-encoder); a bi-encoder
+    also embedded the query once, counted in ``query_tokens``.
+    """
 
     id: int
     scores: bytes
@@ -97,6 +99,7 @@ class Scores(msgspec.Struct, tag="scores", array_like=True, gc=False):
     compute_us: int = 0
     queue_us: int = 0
     tokenize_us: int = 0
+    query_tokens: int = 0
 
     def array(self) -> np.ndarray:
         return np.frombuffer(self.scores, dtype="<f4")
@@ -174,3 +177,35 @@ class ResponseCodec:
 def f32_bytes(array: np.ndarray) -> bytes:
     """Raw little-endian float32 bytes of ``array`` (copies only if it must convert)."""
     return np.ascontiguousarray(array, dtype="<f4").tobytes()
+
+
+# ---- worker start-up ------------------------------------------------------------------------
+# Exit codes a worker uses to tell the supervisor *why* it stopped. Boot and load failures are
+# not transient: the supervisor stops respawning instead of cycling forever (gunicorn's
+# WORKER_BOOT_ERROR / APP_LOAD_ERROR idea).
+EXIT_OK = 0
+EXIT_BOOT_ERROR = 3  # could not attach the channel, pin itself, or import its runtime
+EXIT_LOAD_ERROR = 4  # a configured model failed to load or warm up
+EXIT_PARENT_GONE = 5  # the gateway disappeared; nobody would read our results
+
+
+class WorkerSpec(msgspec.Struct, forbid_unknown_fields=False):
+    """Everything a worker process needs, passed as JSON on its command line."""
+
+    worker: int
+    role: str  # "primary" loads every model; "light" only the main one
+    cores: list[int]
+    gpu: int | None
+    channel: "ChannelSpec"
+    models: list["ModelConfig"]
+    state_dir: str
+    max_batch_tokens: int
+    max_batch_size: int
+    max_wait_us: int = 0
+    log_level: str = "info"
+    stats_interval_s: float = 1.0
+    parent_pid: int = 0
+
+
+from appliance.config import ModelConfig  # noqa: E402  (after the messages: config imports nothing from here)
+from appliance.ipc.channel import ChannelSpec  # noqa: E402

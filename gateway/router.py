@@ -1,0 +1,318 @@
+"""Routes work to workers and turns their results back into answers: the real ``Backend``.
+
+- Main-model work goes to the up worker with the least outstanding *tokens* (estimated from
+  text length: the gateway does not tokenize); other models go to the workers that hold them
+  (the primary). A large request is cut into parts spread over the workers that hold its model.
+- Every part is one work record on a worker's request ring and one future here. Outstanding
+  inputs per worker are bounded (``max_pending_inputs``): over it, 429 with Retry-After.
+  A full ring waits briefly for the worker to catch up, then 429: never drop, never overwrite.
+- A worker that dies loses nothing silently: each of its parts is resent once to another worker
+  that holds the model, else failed with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from appliance.config import Config
+from appliance.protocol import (
+    Embed,
+    Failed,
+    FailureKind,
+    ModelInfo,
+    Ready,
+    RequestCodec,
+    Rerank,
+    Scores,
+    Stats,
+    Vectors,
+)
+from gateway import errors
+from gateway.backend import EmbedOutcome, Input, ModelCard, RerankOutcome, Timings
+
+log = logging.getLogger("appliance.router")
+
+FULL_RING_WAIT_S = 1.0  # how long a part may wait for space in a full ring before 429
+RETRY_AFTER_S = 1.0
+SPLIT_MIN_INPUTS = 64  # below this, one worker does a request (splitting costs more than it saves)
+RECORD_OVERHEAD = 64
+
+
+@dataclass(slots=True)
+class Part:
+    """One work record in flight: a slice of a request on one worker."""
+
+    id: int
+    model: str
+    message: Embed | Rerank
+    inputs: int
+    tokens: int  # estimated, for least-outstanding-tokens routing
+    offset: int  # index of its first input in the whole request
+    future: asyncio.Future[Vectors | Scores]
+    worker: int = -1  # where it is in flight now, -1 when nowhere
+    served_by: int = -1  # the worker whose answer resolved it
+    resent: bool = False
+
+
+@dataclass(slots=True)
+class WorkerState:
+    index: int
+    up: bool = False
+    models: dict[str, ModelInfo] = field(default_factory=dict)
+    outstanding_tokens: int = 0
+    outstanding_inputs: int = 0
+    parts: dict[int, Part] = field(default_factory=dict)
+    stats: Stats | None = None
+
+
+class Router:
+    def __init__(self, config: Config, workers: int, send: Callable[[int, bytes], bool]) -> None:
+        self.config = config
+        self.workers = [WorkerState(i) for i in range(workers)]
+        self.send_record = send
+        self.codec = RequestCodec()
+        self.ids = itertools.count(1)
+        self.draining = False
+        self.main = config.main_model().name
+        self.configured = {m.name: m for m in config.models}
+        self.space = asyncio.Condition()
+        self.completed_parts = 0
+
+    # ---- Backend: state ------------------------------------------------------------------
+    def is_ready(self) -> bool:
+        held = {name for w in self.workers if w.up for name in w.models}
+        return not self.draining and all(name in held for name in self.configured)
+
+    def is_draining(self) -> bool:
+        return self.draining
+
+    def models(self) -> list[ModelCard]:
+        cards: list[ModelCard] = []
+        for name, model in self.configured.items():
+            holders = [w for w in self.workers if w.up and name in w.models]
+            info = holders[0].models[name] if holders else None
+            cards.append(ModelCard(name=name, kind=model.kind, dim=info.dim if info else 0,
+                                   max_length=info.max_length if info else 0, main=model.main,
+                                   workers=[w.index for w in holders]))  # fmt: skip
+        return cards
+
+    def outstanding(self) -> int:
+        return sum(len(w.parts) for w in self.workers)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no part is in flight (shutdown drain); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.outstanding() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return not self.outstanding()
+
+    # ---- Backend: work -------------------------------------------------------------------
+    async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float) -> EmbedOutcome:
+        holders = self.holders(model)
+        slices = self.slices(model, len(inputs), holders, sum(map(estimate_tokens, inputs)))
+        parts = [self.part(model, Embed(0, model, list(inputs[a:b]), truncate), b - a,
+                           sum(map(estimate_tokens, inputs[a:b])), a) for a, b in slices]  # fmt: skip
+        results = await self.run_parts(parts, holders, deadline)
+        outcome = merge_vectors(results)
+        outcome.workers = served_by(parts)
+        return outcome
+
+    async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool,
+                     deadline: float) -> RerankOutcome:  # fmt: skip
+        holders = self.holders(model)
+        tokens = estimate_tokens(query) * len(documents) + sum(map(estimate_tokens, documents))
+        part = self.part(model, Rerank(0, model, query, list(documents), truncate), len(documents) + 1, tokens, 0)
+        (result,) = await self.run_parts([part], holders, deadline)
+        assert isinstance(result, Scores)
+        timings = Timings(result.queue_us, result.tokenize_us, result.compute_us)
+        # usage counts the query once for a bi-encoder (it was embedded once), per pair for a cross-encoder
+        tokens = list(result.tokens) + ([result.query_tokens] if result.query_tokens else [])
+        return RerankOutcome(result.array().copy(), tokens, served_by([part]), timings)
+
+    def holders(self, model: str) -> list[WorkerState]:
+        if model not in self.configured:
+            raise errors.ModelNotFound(f"model {model!r} is not served here; see GET /v1/models")
+        if self.draining:
+            raise errors.Draining("the appliance is shutting down", retry_after=RETRY_AFTER_S)
+        holders = [w for w in self.workers if w.up and model in w.models]
+        if not holders:
+            raise errors.NotReady(f"no worker holding model {model!r} is up yet", retry_after=RETRY_AFTER_S)
+        return holders
+
+    def slices(self, model: str, n: int, holders: list[WorkerState], tokens: int) -> list[tuple[int, int]]:
+        """Cut a request so each part's record fits the ring and big requests use every holder."""
+        info = holders[0].models[model]
+        per_record = max(1, (self.config.ring_bytes // 2 - 4096) // (max(info.dim, 1) * 4 + 16))
+        ways = len(holders) if n >= SPLIT_MIN_INPUTS and len(holders) > 1 else 1
+        size = min(per_record, -(-n // ways))
+        return [(a, min(n, a + size)) for a in range(0, n, size)]
+
+    def part(self, model: str, message: Embed | Rerank, inputs: int, tokens: int, offset: int) -> Part:
+        message.id = next(self.ids)
+        future: asyncio.Future[Vectors | Scores] = asyncio.get_running_loop().create_future()
+        return Part(message.id, model, message, inputs, tokens, offset, future)
+
+    async def run_parts(self, parts: list[Part], holders: list[WorkerState], deadline: float) -> list[Vectors | Scores]:
+        loop = asyncio.get_running_loop()
+        try:
+            for part in parts:
+                await self.dispatch(part, holders, deadline)
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                raise asyncio.TimeoutError
+            done = await asyncio.wait_for(asyncio.gather(*(p.future for p in parts)), timeout)
+        except asyncio.TimeoutError:
+            raise errors.DeadlineExceeded(
+                f"request not finished within its deadline ({self.config.request_timeout:g}s)") from None
+        finally:
+            for part in parts:
+                self.forget(part)  # a part still on a worker is answered into the void
+        return list(done)
+
+    async def dispatch(self, part: Part, holders: list[WorkerState], deadline: float) -> None:
+        """Send a part to the least-loaded holder; wait briefly on full rings, then 429."""
+        record = self.codec.encode(part.message)
+        give_up = min(deadline, asyncio.get_running_loop().time() + FULL_RING_WAIT_S)
+        while True:
+            worker = self.least_loaded([w for w in holders if w.up])
+            if worker is None:
+                raise errors.WorkerLost(f"no worker holding model {part.model!r} is up", retry_after=RETRY_AFTER_S)
+            if worker.outstanding_inputs + part.inputs > self.config.max_pending_inputs and worker.parts:
+                raise errors.QueueFull(f"worker queue full ({worker.outstanding_inputs} inputs pending); retry",
+                                       retry_after=RETRY_AFTER_S)  # fmt: skip
+            if self.send_record(worker.index, record):
+                self.track(part, worker)
+                return
+            if asyncio.get_running_loop().time() >= give_up:
+                raise errors.QueueFull("worker ring full; retry", retry_after=RETRY_AFTER_S)
+            async with self.space:  # woken when any worker returns a result
+                try:
+                    await asyncio.wait_for(self.space.wait(), 0.01)
+                except asyncio.TimeoutError:
+                    pass
+
+    def least_loaded(self, workers: list[WorkerState]) -> WorkerState | None:
+        return min(workers, key=lambda w: (w.outstanding_tokens, w.outstanding_inputs), default=None)
+
+    def track(self, part: Part, worker: WorkerState) -> None:
+        part.worker = worker.index
+        worker.parts[part.id] = part
+        worker.outstanding_tokens += part.tokens
+        worker.outstanding_inputs += part.inputs
+
+    def forget(self, part: Part) -> None:
+        if part.worker < 0:
+            return
+        worker = self.workers[part.worker]
+        if worker.parts.pop(part.id, None) is not None:
+            worker.outstanding_tokens -= part.tokens
+            worker.outstanding_inputs -= part.inputs
+        if not part.future.done():
+            part.future.cancel()
+
+    # ---- WorkerEvents --------------------------------------------------------------------
+    def worker_ready(self, worker: int, ready: Ready) -> None:
+        state = self.workers[worker]
+        state.models = {m.name: m for m in ready.models}
+        state.up = True
+
+    def worker_stats(self, worker: int, stats: Stats) -> None:
+        self.workers[worker].stats = stats
+
+    def worker_unavailable(self, worker: int) -> None:
+        self.workers[worker].up = False
+
+    def worker_result(self, worker: int, message: Vectors | Scores | Failed) -> None:
+        state = self.workers[worker]
+        part = state.parts.pop(message.id, None)
+        if part is None:
+            return  # its request timed out or was resent; nobody waits for this any more
+        state.outstanding_tokens -= part.tokens
+        state.outstanding_inputs -= part.inputs
+        part.worker, part.served_by = -1, worker
+        self.completed_parts += 1
+        if not part.future.done():
+            if isinstance(message, Failed):
+                part.future.set_exception(failure_error(message, part))
+            else:
+                part.future.set_result(message)
+        self.wake_senders()
+
+    def worker_lost(self, worker: int, reason: str) -> None:
+        state = self.workers[worker]
+        state.up = False
+        orphans = list(state.parts.values())
+        state.parts.clear()
+        state.outstanding_tokens = state.outstanding_inputs = 0
+        if orphans:
+            log.warning("worker %d %s with %d part(s) in flight", worker, reason, len(orphans))
+        for part in orphans:
+            part.worker = -1
+            self.resend_or_fail(part, reason)
+        self.wake_senders()
+
+    def resend_or_fail(self, part: Part, reason: str) -> None:
+        if part.future.done():
+            return
+        others = [w for w in self.workers if w.up and part.model in w.models]
+        target = self.least_loaded(others)
+        if not part.resent and target is not None:
+            part.resent = True
+            if self.send_record(target.index, self.codec.encode(part.message)):
+                self.track(part, target)
+                return
+        part.future.set_exception(errors.WorkerLost(
+            f"the worker serving this request was lost ({reason}) and no other worker could take it",
+            retry_after=RETRY_AFTER_S))  # fmt: skip
+
+    def wake_senders(self) -> None:
+        if self.space._waiters:  # type: ignore[attr-defined]  (cheap check on the hot path)
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self.space:
+            self.space.notify_all()
+
+
+def served_by(parts: list[Part]) -> str:
+    return ",".join(str(w) for w in sorted({p.served_by for p in parts if p.served_by >= 0}))
+
+
+def estimate_tokens(item: Input) -> int:
+    # ~4 characters per token for English WordPiece, plus [CLS]/[SEP]; close enough to balance load.
+    return len(item) if isinstance(item, list) else len(item) // 4 + 2
+
+
+def failure_error(message: Failed, part: Part) -> errors.ApiError:
+    index = message.index + part.offset if message.index >= 0 else message.index
+    where = f" (input {index})" if index >= 0 else ""
+    text = f"{message.message}{where}"
+    if message.kind == FailureKind.INPUT_TOO_LONG:
+        return errors.InputTooLong(text)
+    if message.kind == FailureKind.UNKNOWN_MODEL:
+        return errors.ModelNotFound(text)
+    if message.kind in (FailureKind.INVALID_INPUT, FailureKind.UNSUPPORTED):
+        return errors.InvalidField(text) if message.kind == FailureKind.INVALID_INPUT else errors.Unsupported(text)
+    if message.kind == FailureKind.OUT_OF_MEMORY:
+        return errors.Overloaded(text, retry_after=RETRY_AFTER_S)
+    return errors.Internal(f"worker error: {text}")
+
+
+def merge_vectors(results: list[Vectors | Scores]) -> EmbedOutcome:
+    vectors = [r for r in results if isinstance(r, Vectors)]
+    arrays = [v.array() for v in vectors]
+    matrix = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    tokens = [t for v in vectors for t in v.tokens]
+    timings = Timings(
+        queue_us=max(v.queue_us for v in vectors),
+        tokenize_us=max(v.tokenize_us for v in vectors),
+        compute_us=max(v.compute_us for v in vectors),
+    )
+    return EmbedOutcome(matrix, tokens, "", timings)

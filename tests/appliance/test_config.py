@@ -1,0 +1,131 @@
+"""appliance/config.py: layer precedence and key-naming validation errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from appliance import config as cfg
+from appliance.config import ConfigError, load_config
+
+
+def write_toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "appliance.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_valid_and_have_two_models() -> None:
+    config = load_config(environ={})
+    assert config.port == 11435 and config.host == "127.0.0.1"
+    assert config.main_model().name == cfg.MAIN_MODEL_NAME
+    assert [m.name for m in config.models] == [cfg.MAIN_MODEL_NAME, cfg.STATIC_MODEL_NAME]
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'port = 9000\nhost = "0.0.0.0"\nmax_batch_size = 7\n')
+    only_file = load_config(path, environ={})
+    assert (only_file.port, only_file.host, only_file.max_batch_size) == (9000, "0.0.0.0", 7)
+    env = {"APPLIANCE_PORT": "9001", "APPLIANCE_MAX_BATCH_SIZE": "9"}
+    file_env = load_config(path, environ=env)
+    assert (file_env.port, file_env.max_batch_size, file_env.host) == (9001, 9, "0.0.0.0")
+    all_three = load_config(path, environ=env, flags={"port": 9002, "host": None})
+    assert (all_three.port, all_three.max_batch_size, all_three.host) == (9002, 9, "0.0.0.0")
+
+
+def test_sizes_accept_units_and_workers_accept_int_or_auto() -> None:
+    config = load_config(environ={"APPLIANCE_RING_BYTES": "1MiB", "APPLIANCE_WORKERS": "3",
+                                  "APPLIANCE_MEMORY_FLOOR": "2GB"})
+    assert config.ring_bytes == 1 << 20 and config.workers == 3 and config.memory_floor == 2 * 10**9
+    assert load_config(environ={"APPLIANCE_WORKERS": "auto"}).workers == "auto"
+
+
+def test_models_from_file_and_env(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[[models]]\nname = "a"\npath = "/m/a"\nmain = true\n'
+                                '[[models]]\nname = "b"\npath = "/m/b"\nkind = "cross_encoder"\n')
+    config = load_config(path, environ={})
+    assert [(m.name, m.kind, m.main) for m in config.models] == [
+        ("a", "transformer", True), ("b", "cross_encoder", False)]
+    env = {"APPLIANCE_MODELS": json.dumps([{"name": "z", "path": "/m/z", "main": True}])}
+    assert [m.name for m in load_config(path, environ=env).models] == ["z"]
+
+
+BAD_VALUES = [
+    ({"APPLIANCE_PORT": "0"}, "port"),
+    ({"APPLIANCE_PORT": "http"}, "port"),
+    ({"APPLIANCE_HOST": ""}, "host"),
+    ({"APPLIANCE_WORKERS": "many"}, "workers"),
+    ({"APPLIANCE_WORKERS": "0"}, "workers"),
+    ({"APPLIANCE_GATEWAY_CORES": "-1"}, "gateway_cores"),
+    ({"APPLIANCE_MAX_BATCH_TOKENS": "0"}, "max_batch_tokens"),
+    ({"APPLIANCE_MAX_BATCH_SIZE": "-3"}, "max_batch_size"),
+    ({"APPLIANCE_MAX_WAIT_US": "-1"}, "max_wait_us"),
+    ({"APPLIANCE_RING_BYTES": "lots"}, "ring_bytes"),
+    ({"APPLIANCE_MAX_BODY_BYTES": "-5"}, "max_body_bytes"),
+    ({"APPLIANCE_MAX_INPUTS": "0"}, "max_inputs"),
+    ({"APPLIANCE_MAX_INPUT_CHARS": "0"}, "max_input_chars"),
+    ({"APPLIANCE_MAX_PENDING_INPUTS": "0"}, "max_pending_inputs"),
+    ({"APPLIANCE_REQUEST_TIMEOUT": "0"}, "request_timeout"),
+    ({"APPLIANCE_CACHE_BYTES": "-1"}, "cache_bytes"),
+    ({"APPLIANCE_CACHE_MAX_TEXT_CHARS": "-1"}, "cache_max_text_chars"),
+    ({"APPLIANCE_MEMORY_FLOOR": "-1GB"}, "memory_floor"),
+    ({"APPLIANCE_WORKER_RSS_LIMIT": "x"}, "worker_rss_limit"),
+    ({"APPLIANCE_WORKER_MAX_BATCHES": "-1"}, "worker_max_batches"),
+    ({"APPLIANCE_WORKER_TIMEOUT": "0"}, "worker_timeout"),
+    ({"APPLIANCE_READY_TIMEOUT": "-2"}, "ready_timeout"),
+    ({"APPLIANCE_SHUTDOWN_GRACE": "never"}, "shutdown_grace"),
+    ({"APPLIANCE_STATE_DIR": ""}, "state_dir"),
+    ({"APPLIANCE_RATE_LIMIT_RPM": "-1"}, "rate_limit_rpm"),
+    ({"APPLIANCE_RATE_LIMIT_IPM": "1.5"}, "rate_limit_ipm"),
+    ({"APPLIANCE_LOG_LEVEL": "loud"}, "log_level"),
+    ({"APPLIANCE_MODELS": "not json"}, "models"),
+    ({"APPLIANCE_MODELS": "[]"}, "models"),
+    ({"APPLIANCE_MODELS": '[{"name": "a", "path": "/a"}]'}, "models"),
+    ({"APPLIANCE_MODELS": '[{"name": "a", "path": "/a", "main": true, "kind": "gpt"}]'}, "models[0].kind"),
+    ({"APPLIANCE_MODELS": '[{"name": "a", "path": "/a", "main": true, "dtype": "int3"}]'}, "models[0].dtype"),
+    ({"APPLIANCE_MODELS": '[{"name": "", "path": "/a", "main": true}]'}, "models[0].name"),
+    ({"APPLIANCE_MODELS": '[{"name": "a", "path": "/a", "main": true},{"name": "a", "path": "/b"}]'},
+     "models[1].name"),
+    ({"APPLIANCE_MODELS": '[{"name": "a", "path": "/a", "main": true, "kind": "cross_encoder"}]'}, "models"),
+]
+
+
+@pytest.mark.parametrize(("environ", "key"), BAD_VALUES, ids=[k for _, k in BAD_VALUES])
+def test_every_invalid_value_names_its_key(environ: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ=environ)
+    assert info.value.key == key
+    assert f"`{key}`" in str(info.value)
+    assert "APPLIANCE_" in str(info.value)  # names the layer the bad value came from
+
+
+def test_bad_file_values_name_key_and_file(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "port = 70000\n")
+    with pytest.raises(ConfigError, match=r"`port` \(from file .*appliance.toml\)"):
+        load_config(path, environ={})
+    with pytest.raises(ConfigError, match="`colour`.*unknown key"):
+        load_config(write_toml(tmp_path, 'colour = "red"\n'), environ={})
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(write_toml(tmp_path, "port = = 1\n"), environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", environ={})
+
+
+def test_every_key_has_a_doc_line() -> None:
+    text = cfg.describe(load_config(environ={}))
+    for key in cfg.field_names():
+        if key == "models":
+            continue
+        assert f"\n{key} = " in "\n" + text, key
+    docs = [line for line in text.splitlines() if line.startswith("# ")]
+    assert len(docs) == len(cfg.field_names()) - 1 and all(len(d) > 10 for d in docs)
+
+
+def test_package_reference_resolves_to_the_hf_directory() -> None:
+    path = cfg.resolve_model_path(cfg.MAIN_MODEL_PACKAGE, ".state")
+    assert (path / "config.json").exists() and (path / "modules.json").exists()
+    assert cfg.resolve_model_path("state:models/x", "/var/lib/a") == Path("/var/lib/a/models/x")
+    with pytest.raises(FileNotFoundError, match="not installed"):
+        cfg.resolve_model_path("package:no_such_package_here", ".state")

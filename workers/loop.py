@@ -1,0 +1,297 @@
+"""The worker's serving loop: one readable cycle of poll -> step -> publish.
+
+Each model has its own ``Batcher`` (a forward pass runs one model); requests are tokenized when
+they arrive, their items join the model's batcher, and a request is answered with exactly one
+record once its last item has been computed. A request error (bad input, an exception in one
+batch) fails that request and only that request; the loop itself keeps going.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import psutil
+
+from appliance.ipc.ring import RecordTooLarge
+from appliance.protocol import (
+    EXIT_OK,
+    EXIT_PARENT_GONE,
+    Bye,
+    Drain,
+    Embed,
+    Failed,
+    FailureKind,
+    ModelInfo,
+    Ready,
+    RequestCodec,
+    Rerank,
+    ResponseCodec,
+    Scores,
+    Stats,
+    Vectors,
+    WorkerSpec,
+    f32_bytes,
+)
+from workers.batcher import Batch, Batcher
+from workers.runtimes import InputTooLong, Runtime, Tokenized, cosine_scores
+
+log = logging.getLogger("appliance.worker")
+
+IDLE_WAIT_S = 0.2  # longest blocking wait: bounds heartbeat gaps and drain/parent checks
+SEND_RETRY_S = 1.0
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request whose items are in a batcher."""
+
+    id: int
+    model: str
+    mode: str  # "embed" | "bi_rerank" | "cross_rerank"
+    tokens: list[int]
+    received_ns: int
+    tokenize_us: int
+    first_batch_ns: int = 0
+    compute_us: int = 0
+
+
+@dataclass(slots=True)
+class Counters:
+    batches: int = 0
+    items: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    requests: int = 0
+    compute_us: int = 0
+    failed_batches: int = field(default=0)
+
+
+class WorkerLoop:
+    def __init__(self, spec: WorkerSpec, channel: "ChannelLike", runtimes: dict[str, Runtime]) -> None:
+        self.spec = spec
+        self.channel = channel
+        self.runtimes = runtimes
+        self.batchers = {
+            name: Batcher(spec.max_batch_tokens, spec.max_batch_size, max_wait_us=spec.max_wait_us)
+            for name in runtimes
+        }
+        self.pending: dict[int, Pending] = {}
+        self.requests = RequestCodec()
+        self.responses = ResponseCodec()
+        self.counters = Counters()
+        self.draining = False
+        self.process = psutil.Process()
+        self._next_stats = 0.0
+        self._turn = 0  # round-robin position over the models' batchers
+
+    # ---- the cycle -----------------------------------------------------------------------
+    def run(self) -> int:
+        self.send_ready()
+        while True:
+            self.receive()  # 1) poll input (blocks only when there is nothing to compute)
+            self.step()  # 2) one forward batch
+            self.housekeeping()  # 3) heartbeat, stats
+            if not os.getppid() == self.spec.parent_pid and self.spec.parent_pid:
+                log.error("gateway (pid %d) is gone; exiting", self.spec.parent_pid)
+                return EXIT_PARENT_GONE
+            if self.draining and not self.pending:
+                self.send(Bye(worker=self.spec.worker, reason="drained"))
+                return EXIT_OK
+
+    def receive(self) -> None:
+        if self.pending:
+            records = self.channel.poll_requests()
+        else:
+            records = self.channel.wait_requests(self.idle_wait())
+        for record in records:
+            self.handle(self.requests.decode(record))
+
+    def idle_wait(self) -> float:
+        hints = [h for b in self.batchers.values() if (h := b.wait_hint_s()) is not None]
+        return min([IDLE_WAIT_S, *hints])
+
+    def step(self) -> None:
+        names = list(self.batchers)
+        for offset in range(len(names)):
+            name = names[(self._turn + offset) % len(names)]
+            batch = self.batchers[name].next_batch()
+            if batch is not None:
+                self._turn = (self._turn + offset + 1) % len(names)
+                self.run_batch(name, batch)
+                return
+
+    def housekeeping(self) -> None:
+        self.channel.beat()
+        from workers.main import sigterm_received
+
+        if sigterm_received() and not self.draining:
+            log.info("SIGTERM: draining %d request(s)", len(self.pending))
+            self.draining = True
+        now = time.monotonic()
+        if now >= self._next_stats:
+            self._next_stats = now + self.spec.stats_interval_s
+            self.send(self.stats())
+
+    # ---- requests ------------------------------------------------------------------------
+    def handle(self, message: Embed | Rerank | Drain) -> None:
+        if isinstance(message, Drain):
+            log.info("drain requested (%s); %d request(s) to finish", message.reason, len(self.pending))
+            self.draining = True
+            return
+        runtime = self.runtimes.get(message.model)
+        if runtime is None:
+            held = ", ".join(self.runtimes)
+            self.fail(message.id, FailureKind.UNKNOWN_MODEL, f"worker {self.spec.worker} does not hold model "
+                      f"{message.model!r} (it holds: {held})")  # fmt: skip
+            return
+        received = time.perf_counter_ns()
+        try:
+            mode, items = self.tokenize(runtime, message)
+        except InputTooLong as exc:
+            self.fail(message.id, FailureKind.INPUT_TOO_LONG, str(exc), getattr(exc, "index", -1))
+            return
+        except (ValueError, TypeError) as exc:
+            self.fail(message.id, FailureKind.INVALID_INPUT, str(exc), getattr(exc, "index", -1))
+            return
+        tokenize_us = (time.perf_counter_ns() - received) // 1000
+        self.counters.requests += 1
+        self.pending[message.id] = Pending(
+            message.id, message.model, mode, [t.length for t in items], received, tokenize_us
+        )
+        self.batchers[message.model].add(message.id, [t.length for t in items], items)
+
+    def tokenize(self, runtime: Runtime, message: Embed | Rerank) -> tuple[str, list[Tokenized]]:
+        if isinstance(message, Embed):
+            if runtime.kind == "cross_encoder":
+                raise TypeError(f"model {runtime.name!r} is a cross-encoder: it scores pairs, it cannot embed")
+            return "embed", runtime.tokenize(message.inputs, truncate=message.truncate)
+        if runtime.kind == "cross_encoder":
+            return "cross_rerank", runtime.tokenize_pairs(message.query, message.documents, truncate=message.truncate)
+        texts: list[str | list[int]] = [message.query, *message.documents]
+        try:
+            return "bi_rerank", runtime.tokenize(texts, truncate=message.truncate)
+        except InputTooLong as exc:
+            exc.index = exc.index - 1  # report the document's index; -1 means the query
+            raise
+
+    # ---- batches -------------------------------------------------------------------------
+    def run_batch(self, name: str, batch: Batch) -> None:
+        started = time.perf_counter_ns()
+        batcher = self.batchers[name]
+        try:
+            outputs = forward_splitting_on_oom(self.runtimes[name].forward, batch.payloads)
+        except Exception as exc:
+            self.counters.failed_batches += 1
+            log.exception("batch of %d item(s) on %r failed", len(batch.payloads), name)
+            kind = FailureKind.OUT_OF_MEMORY if is_out_of_memory(exc) else FailureKind.INTERNAL
+            for key in batcher.fail_batch(batch):
+                self.fail(int(key), kind, f"{type(exc).__name__}: {exc}")
+            return
+        elapsed_us = (time.perf_counter_ns() - started) // 1000
+        self.count_batch(batch, elapsed_us)
+        for key in set(batch.keys):
+            request = self.pending.get(int(key))
+            if request is not None:
+                request.compute_us += elapsed_us
+                request.first_batch_ns = request.first_batch_ns or started
+        for key, result in batcher.complete(batch, outputs):
+            request = self.pending.pop(int(key), None)
+            if request is not None:
+                self.send(self.result(request, result))
+
+    def count_batch(self, batch: Batch, elapsed_us: int) -> None:
+        c = self.counters
+        c.batches += 1
+        c.items += len(batch.payloads)
+        c.tokens += sum(batch.lengths)
+        c.padded_tokens += batch.padded_tokens
+        c.compute_us += elapsed_us
+
+    def result(self, request: Pending, output: np.ndarray) -> Vectors | Scores:
+        queue_us = max(0, (request.first_batch_ns - request.received_ns) // 1000 - request.tokenize_us)
+        if request.mode == "embed":
+            return Vectors(request.id, int(output.shape[1]), f32_bytes(output), request.tokens,
+                           request.compute_us, queue_us, request.tokenize_us)  # fmt: skip
+        if request.mode == "bi_rerank":
+            scores = cosine_scores(output[0], output[1:])
+            return Scores(request.id, f32_bytes(scores), request.tokens[1:], request.compute_us, queue_us,
+                          request.tokenize_us, query_tokens=request.tokens[0])  # fmt: skip
+        return Scores(request.id, f32_bytes(output.reshape(-1)), request.tokens, request.compute_us, queue_us,
+                      request.tokenize_us)  # fmt: skip
+
+    # ---- output --------------------------------------------------------------------------
+    def fail(self, request_id: int, kind: str, message: str, index: int = -1) -> None:
+        self.pending.pop(request_id, None)
+        for batcher in self.batchers.values():
+            batcher.cancel(request_id)
+        self.send(Failed(request_id, kind, message, index))
+
+    def send(self, message: object) -> None:
+        try:
+            record = self.responses.encode(message)
+        except Exception:  # never let one bad message take the worker down
+            log.exception("cannot encode %s", type(message).__name__)
+            return
+        try:
+            while not self.channel.send_response(record, timeout=SEND_RETRY_S):
+                # The gateway is not draining its ring: keep the heartbeat alive while we wait,
+                # and give up if the gateway itself is gone.
+                self.channel.beat()
+                if self.spec.parent_pid and os.getppid() != self.spec.parent_pid:
+                    return
+                log.warning("response ring full for %.1fs; still waiting", SEND_RETRY_S)
+        except RecordTooLarge as exc:
+            request_id = getattr(message, "id", -1)
+            log.error("result for request %d too large for the ring: %s", request_id, exc)
+            self.send(Failed(request_id, FailureKind.INTERNAL, f"result too large for the ring: {exc}"))
+
+    def send_ready(self) -> None:
+        infos: list[ModelInfo] = [rt.info() for rt in self.runtimes.values()]
+        device = "cpu" if self.spec.gpu is None else f"cuda:{self.spec.gpu}"
+        self.send(Ready(self.spec.worker, os.getpid(), infos, self.spec.role, device, list(self.spec.cores)))
+
+    def stats(self) -> Stats:
+        c = self.counters
+        return Stats(self.spec.worker, os.getpid(), c.batches, c.items, c.tokens, c.padded_tokens, c.requests,
+                     self.process.memory_info().rss, c.compute_us)  # fmt: skip
+
+
+def forward_splitting_on_oom(forward: Callable[[Sequence[Tokenized]], np.ndarray],
+                             payloads: Sequence[Tokenized]) -> np.ndarray:  # fmt: skip
+    """Run a batch; on an accelerator out-of-memory error, halve it and retry each half."""
+    try:
+        return forward(payloads)
+    except Exception as exc:
+        if not is_out_of_memory(exc) or len(payloads) < 2:
+            raise
+    release_accelerator_cache()
+    half = len(payloads) // 2
+    log.warning("out of memory on a batch of %d; retrying as %d + %d", len(payloads), half, len(payloads) - half)
+    first = forward_splitting_on_oom(forward, payloads[:half])
+    return np.concatenate([first, forward_splitting_on_oom(forward, payloads[half:])])
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def release_accelerator_cache() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # best effort: the retry is what matters
+        pass
+
+
+class ChannelLike:  # the worker-side surface of appliance.ipc.channel.Channel this loop uses
+    def poll_requests(self) -> list[bytes]: ...
+    def wait_requests(self, timeout: float) -> list[bytes]: ...
+    def send_response(self, record: bytes, timeout: float = 5.0) -> bool: ...
+    def beat(self) -> None: ...
