@@ -9,6 +9,7 @@ SCENARIOS = {
     "ipc": "bench.ipc",
     "raw": "bench.raw",
     "serve": "bench.serve",
+    "encoding": "bench.encoding",
 }
 
 

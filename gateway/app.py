@@ -1,0 +1,114 @@
+"""The aiohttp application: routes, the one error mapping, and the headers every answer carries.
+
+``build_app(config, backend)`` is all the wiring needs (``appliance/cli.py`` adds its resources
+as ``cleanup_ctx`` on the returned app). The middleware here is the ONE place where errors become
+responses: a ``gateway.errors.ApiError`` becomes ``{"error": {"message", "type", "code"}}`` with
+its status (and ``Retry-After`` when it has one); aiohttp's own 404/405/413 get the same shape;
+anything else is a 500 ``internal_error`` with a log line and no traceback for the client.
+Every response gets ``X-Request-ID`` (the client's, or a fresh one) and a ``Server-Timing``
+``total`` entry; routes that reached the backend add the worker, stage timings and cache state.
+A streaming route must set its headers before ``prepare()``: once prepared, they are sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from appliance.config import Config
+from gateway import errors, routes
+from gateway.backend import Backend
+from gateway.encoding import encode
+from gateway.routes import CONTEXT, JSON, REQUEST_ID, Context
+from gateway.schemas import ErrorBody, ErrorDetail
+
+log = logging.getLogger("appliance.gateway")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# aiohttp raises these itself (no route, wrong method, body over client_max_size).
+HTTP_ERROR_TYPES = {
+    404: errors.NotFound.type,
+    405: "method_not_allowed",
+    413: errors.BodyTooLarge.type,
+}
+MAX_REQUEST_ID = 128
+
+
+def build_app(config: Config, backend: Backend) -> web.Application:
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[gateway_middleware])
+    app[CONTEXT] = Context(config=config, backend=backend, started=time.time())
+    routes.register(app)
+    return app
+
+
+@web.middleware
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter_ns()
+    request_id = request_id_of(request)
+    request[REQUEST_ID] = request_id
+    response = await answer(request, handler)
+    if not response.prepared:
+        stamp(response, request_id, started)
+    return response
+
+
+async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's response, or the error it raised as a JSON error response."""
+    try:
+        return await handler(request)
+    except errors.ApiError as exc:
+        return error_response(exc.status, exc.type, exc.message, exc.retry_after)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return http_error_response(request, exc)
+    except Exception:
+        request_id = request[REQUEST_ID]
+        log.exception("request %s (%s %s) failed", request_id, request.method, request.path)
+        return error_response(500, errors.Internal.type, f"internal error (request id {request_id})")
+
+
+def http_error_response(request: web.Request, exc: web.HTTPException) -> web.Response:
+    kind = HTTP_ERROR_TYPES.get(exc.status, errors.BadRequest.type if exc.status < 500 else errors.Internal.type)
+    if exc.status == 404:
+        message = f"no route {request.method} {request.path}"
+    elif exc.status == 405:
+        message = f"{request.method} is not allowed on {request.path} (allowed: {exc.headers.get('Allow', '')})"
+    elif exc.status == 413:
+        message = f"request body exceeds the {request.client_max_size}-byte limit"
+    else:
+        message = exc.text or exc.reason
+    response = error_response(exc.status, kind, message)
+    if "Allow" in exc.headers:  # a 405 must say which methods are allowed
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+def error_response(status: int, kind: str, message: str, retry_after: float | None = None) -> web.Response:
+    body = encode(ErrorBody(ErrorDetail(message=message, type=kind, code=status)))
+    response = web.Response(body=body, status=status, content_type=JSON)
+    if retry_after is not None:
+        # HTTP wants whole seconds; round up so a client never comes back too early.
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
+def request_id_of(request: web.Request) -> str:
+    """The client's ``X-Request-ID`` when it is sane to echo, else 16 random hex digits."""
+    sent = request.headers.get("X-Request-ID")
+    if sent and len(sent) <= MAX_REQUEST_ID and sent.isascii() and sent.isprintable():
+        return sent
+    return secrets.token_hex(8)
+
+
+def stamp(response: web.StreamResponse, request_id: str, started_ns: int) -> None:
+    response.headers["X-Request-ID"] = request_id
+    total = f"total;dur={(time.perf_counter_ns() - started_ns) / 1e6:.3f}"
+    stages = response.headers.get("Server-Timing")
+    response.headers["Server-Timing"] = f"{stages},{total}" if stages else total

@@ -1,0 +1,38 @@
+"""``POST /api/embed/batch`` (the seeds' shape): groups of texts in, the same groups of vectors
+out, plus cache statistics. All groups go to the backend as ONE call (one round of routing and
+batching for the whole request), and are regrouped on the way out."""
+
+from __future__ import annotations
+
+from itertools import chain
+
+import msgspec
+from aiohttp import web
+
+from gateway import encoding
+from gateway.routes import CONTEXT, check_inputs, outcome_headers, read_json, respond
+from gateway.schemas import BatchEmbed, BatchEmbedResponse, CacheStats
+
+_decoder = msgspec.json.Decoder(BatchEmbed)
+
+
+async def embed_batch(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    ctx.admit()
+    body = await read_json(request, _decoder)
+    card = ctx.embedding_model(body.model)
+    texts = list(chain.from_iterable(body.inputs))
+    check_inputs(texts, ctx.config, field="inputs")
+    # use_cache is accepted but cannot reach the cache yet: Backend.embed has no such switch.
+    outcome = await ctx.embed(card.name, texts, body.truncate)
+    hits = outcome.cache_hits
+    answer = BatchEmbedResponse(
+        model=card.name,
+        batches=encoding.groups_json(outcome.vectors, [len(group) for group in body.inputs]),
+        cache_stats=CacheStats(hits=hits, misses=len(texts) - hits, hit_rate=hits / len(texts)),
+    )
+    return respond(encoding.encode(answer), headers=outcome_headers(outcome, len(texts)))
+
+
+def register(app: web.Application) -> None:
+    app.router.add_post("/api/embed/batch", embed_batch)

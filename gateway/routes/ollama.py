@@ -1,0 +1,39 @@
+"""Ollama's ``POST /api/embed``: ``{model, input, truncate, dimensions?}`` -> ``{model, embeddings,
+total_duration, load_duration, prompt_eval_count}``, durations in nanoseconds."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from aiohttp import web
+
+from gateway import encoding
+from gateway.routes import CONTEXT, check_dimensions, check_inputs, outcome_headers, read_json, respond
+from gateway.schemas import OllamaEmbed, OllamaEmbedResponse
+
+_decoder = msgspec.json.Decoder(OllamaEmbed)
+
+
+async def embed(request: web.Request) -> web.Response:
+    started = time.perf_counter_ns()
+    ctx = request.app[CONTEXT]
+    ctx.admit()
+    body = await read_json(request, _decoder)
+    card = ctx.embedding_model(body.model)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    check_inputs(texts, ctx.config)
+    dims = check_dimensions(body.dimensions, card)
+    outcome = await ctx.embed(card.name, texts, body.truncate)
+    answer = OllamaEmbedResponse(
+        model=card.name,
+        embeddings=encoding.matrix_json(encoding.shorten(outcome.vectors, dims)),
+        total_duration=time.perf_counter_ns() - started,
+        load_duration=0,
+        prompt_eval_count=sum(outcome.tokens),
+    )
+    return respond(encoding.encode(answer), headers=outcome_headers(outcome, len(texts)))
+
+
+def register(app: web.Application) -> None:
+    app.router.add_post("/api/embed", embed)

@@ -1,0 +1,55 @@
+"""OpenAI's ``POST /v1/embeddings``: text, texts, one token-id list or token-id lists in;
+``float`` (JSON numbers) or ``base64`` (raw little-endian float32, the SDK's default) out."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import msgspec
+from aiohttp import web
+
+from gateway import encoding, errors
+from gateway.backend import Input
+from gateway.routes import CONTEXT, check_dimensions, check_inputs, outcome_headers, read_json, respond
+from gateway.schemas import OpenAIEmbed, OpenAIEmbedding, OpenAIEmbedResponse, OpenAIUsage
+
+_decoder = msgspec.json.Decoder(OpenAIEmbed)
+
+
+def inputs_of(raw: str | list[str | int | list[int]]) -> list[Input]:
+    """OpenAI's four input forms as a list of items. The schema lets the element types mix
+    (msgspec allows one array type per union), so a mix is refused here."""
+    if isinstance(raw, str):
+        return [raw]
+    kinds = {type(item) for item in raw}
+    if len(kinds) > 1:
+        raise errors.InvalidField(
+            "`input` must be a string, strings, one token-id list or token-id lists, not a mix - at `$.input`"
+        )
+    if kinds == {int}:
+        return [cast(list[int], raw)]  # one token-id list is one input
+    return cast(list[Input], raw)
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    ctx.admit()
+    body = await read_json(request, _decoder)
+    card = ctx.embedding_model(body.model)
+    items = inputs_of(body.input)
+    check_inputs(items, ctx.config)
+    dims = check_dimensions(body.dimensions, card)
+    outcome = await ctx.embed(card.name, items, body.truncate)
+    vectors = encoding.shorten(outcome.vectors, dims)
+    rows = encoding.rows_base64(vectors) if body.encoding_format == "base64" else encoding.rows_json(vectors)
+    tokens = sum(outcome.tokens)
+    answer = OpenAIEmbedResponse(
+        data=[OpenAIEmbedding(index=i, embedding=row) for i, row in enumerate(rows)],
+        model=card.name,
+        usage=OpenAIUsage(prompt_tokens=tokens, total_tokens=tokens),
+    )
+    return respond(encoding.encode(answer), headers=outcome_headers(outcome, len(items)))
+
+
+def register(app: web.Application) -> None:
+    app.router.add_post("/v1/embeddings", embeddings)

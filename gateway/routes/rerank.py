@@ -1,0 +1,81 @@
+"""Rerank: ``POST /api/rerank`` (``{model, query, documents, top_k?}`` -> results with ``score``)
+and ``POST /v1/rerank`` (Cohere/Jina: documents as strings or ``{text}``, ``top_n``,
+``return_documents``). Both answer best first; ties keep document order."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+from aiohttp import web
+
+from appliance.config import Config
+from gateway import encoding, errors
+from gateway.backend import RerankOutcome
+from gateway.routes import CONTEXT, REQUEST_ID, Context, check_inputs, outcome_headers, read_json, respond
+from gateway.schemas import (
+    CohereMeta,
+    CohereRerank,
+    CohereRerankResponse,
+    CohereResult,
+    CohereTokens,
+    Document,
+    Rerank,
+    RerankResponse,
+    RerankResult,
+)
+
+_decoder = msgspec.json.Decoder(Rerank)
+_cohere_decoder = msgspec.json.Decoder(CohereRerank)
+
+
+def check_query(query: str, config: Config) -> None:
+    if not query:
+        raise errors.EmptyInput("`query` is empty: nothing to rank against")
+    if len(query) > config.max_input_chars:
+        raise errors.InputTooLong(f"`query` has {len(query)} characters; the limit is {config.max_input_chars}")
+
+
+async def score(ctx: Context, model: str | None, query: str, documents: list[str], truncate: bool) -> tuple[str, RerankOutcome]:
+    """Resolve the model, check the query and documents, score: (model name, outcome)."""
+    card = ctx.model(model)
+    check_query(query, ctx.config)
+    check_inputs(documents, ctx.config, field="documents")
+    return card.name, await ctx.rerank(card.name, query, documents, truncate)
+
+
+def ranking(scores: np.ndarray, top: int | None) -> tuple[list[int], list[float]]:
+    """Indices best first (stable, so ties keep document order), cut to ``top``, and their
+    scores as floats that print like the float32 they are."""
+    order = np.argsort(-scores, kind="stable")[:top]
+    return order.tolist(), encoding.float32_list(scores[order])
+
+
+async def rerank(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    ctx.admit()
+    body = await read_json(request, _decoder)
+    model, outcome = await score(ctx, body.model, body.query, body.documents, body.truncate)
+    order, scores = ranking(outcome.scores, body.top_k)
+    results = [RerankResult(index=i, score=s, document=body.documents[i]) for i, s in zip(order, scores)]
+    return respond(encoding.encode(RerankResponse(model, results)), headers=outcome_headers(outcome))
+
+
+async def rerank_cohere(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    ctx.admit()
+    body = await read_json(request, _cohere_decoder)
+    texts = [d if isinstance(d, str) else d.text for d in body.documents]
+    _, outcome = await score(ctx, body.model, body.query, texts, body.truncate)
+    order, scores = ranking(outcome.scores, body.top_n)
+    results = [
+        CohereResult(index=i, relevance_score=s, document=Document(texts[i]) if body.return_documents else None)
+        for i, s in zip(order, scores)
+    ]
+    meta = CohereMeta(tokens=CohereTokens(input_tokens=sum(outcome.tokens)))
+    answer = CohereRerankResponse(id=request[REQUEST_ID], results=results, meta=meta)
+    return respond(encoding.encode(answer), headers=outcome_headers(outcome))
+
+
+def register(app: web.Application) -> None:
+    app.router.add_post("/api/rerank", rerank)
+    app.router.add_post("/v1/rerank", rerank_cohere)

@@ -1,0 +1,77 @@
+"""Liveness, readiness and the model lists: ``/health``, ``/ready``, ``/v1/models`` (OpenAI's
+list shape) and ``/api/tags`` (Ollama's), both with dimensions, max length and workers added."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from aiohttp import web
+
+from gateway import encoding
+from gateway.backend import ModelCard
+from gateway.routes import CONTEXT, respond
+from gateway.schemas import (
+    OllamaDetails,
+    OllamaModel,
+    OllamaTags,
+    OpenAIModel,
+    OpenAIModelList,
+    Status,
+)
+
+_OK = encoding.encode(Status("ok"))
+_READY = encoding.encode(Status("ready"))
+
+
+async def health(request: web.Request) -> web.Response:
+    """200 for as long as the process can answer, draining or not: liveness, not readiness."""
+    return respond(_OK)
+
+
+async def ready(request: web.Request) -> web.Response:
+    request.app[CONTEXT].admit()  # 503 + Retry-After while loading or draining
+    return respond(_READY)
+
+
+def openai_model(card: ModelCard, created: int) -> OpenAIModel:
+    return OpenAIModel(
+        id=card.name,
+        created=created,
+        kind=card.kind,
+        dimensions=card.dim,
+        max_length=card.max_length,
+        main=card.main,
+        workers=card.workers,
+    )
+
+
+def ollama_model(card: ModelCard, modified_at: str) -> OllamaModel:
+    return OllamaModel(
+        name=card.name,
+        model=card.name,
+        modified_at=modified_at,
+        details=OllamaDetails(family=card.kind, families=[card.kind]),
+        dimensions=card.dim,
+        max_length=card.max_length,
+        workers=card.workers,
+    )
+
+
+async def models(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    created = int(ctx.started)
+    data = [openai_model(card, created) for card in ctx.backend.models()]
+    return respond(encoding.encode(OpenAIModelList(data=data)))
+
+
+async def tags(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    modified_at = datetime.fromtimestamp(ctx.started, timezone.utc).isoformat()
+    return respond(encoding.encode(OllamaTags([ollama_model(card, modified_at) for card in ctx.backend.models()])))
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/api/tags", tags)

@@ -1,0 +1,248 @@
+"""The HTTP wire shapes (DESIGN.md section 7) as msgspec Structs, and how a body becomes one.
+
+Requests: known fields are strictly typed (no coercion: ``"3"`` is not an int), unknown fields
+are ignored (msgspec's default) because clients send vendor extras, and ``model`` may be left
+out to mean the main model (the seeds' routes had a default model). Requests are ``kw_only`` so
+required and defaulted fields can sit in the order the public APIs document them.
+
+Responses: vectors are spliced in as pre-encoded ``msgspec.Raw`` (float32 shortest repr) or as
+``bytes`` (msgspec writes those as base64); see ``gateway/encoding.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+import msgspec
+from msgspec import Meta
+
+from gateway.errors import InvalidField, MalformedJson
+
+T = TypeVar("T")
+
+TokenId = Annotated[int, Meta(ge=0)]
+Dimensions = Annotated[int, Meta(ge=1)]
+Count = Annotated[int, Meta(ge=1)]
+
+
+# ---- requests -------------------------------------------------------------------------------
+class OllamaEmbed(msgspec.Struct, kw_only=True):
+    """``POST /api/embed``. ``keep_alive`` and ``options`` are accepted and ignored: models stay
+    loaded, and runtime options are the operator's, not the client's."""
+
+    model: str | None = None
+    input: str | list[str]
+    truncate: bool = True
+    dimensions: Dimensions | None = None
+    keep_alive: str | float | None = None
+    options: dict[str, Any] | None = None
+
+
+class OpenAIEmbed(msgspec.Struct, kw_only=True):
+    """``POST /v1/embeddings``. ``input``: a text, texts, one token-id list, or token-id lists.
+    msgspec allows one array type per union, so the element union is checked after decoding
+    (``gateway/routes/openai.py``). ``truncate`` is our extension (default on, as OpenAI's
+    server refuses rather than truncates, but most local servers truncate)."""
+
+    model: str | None = None
+    input: str | list[Union[str, TokenId, list[TokenId]]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Dimensions | None = None
+    user: str | None = None
+    truncate: bool = True
+
+
+class BatchEmbed(msgspec.Struct, kw_only=True):
+    """``POST /api/embed/batch`` (the seeds' shape). ``batch_size`` is accepted for
+    compatibility; forward batches are the workers' business (token budget), not the client's."""
+
+    model: str | None = None
+    inputs: list[list[str]]
+    batch_size: Count | None = None
+    use_cache: bool = True
+    truncate: bool = True
+
+
+class Rerank(msgspec.Struct, kw_only=True):
+    """``POST /api/rerank``."""
+
+    model: str | None = None
+    query: str
+    documents: list[str]
+    top_k: Count | None = None
+    truncate: bool = True
+
+
+class Document(msgspec.Struct):
+    text: str
+
+
+class CohereRerank(msgspec.Struct, kw_only=True):
+    """``POST /v1/rerank`` (Cohere / Jina): documents are strings or ``{"text": ...}``."""
+
+    model: str | None = None
+    query: str
+    documents: list[Union[str, Document]]
+    top_n: Count | None = None
+    return_documents: bool = False
+    truncate: bool = True
+
+
+# ---- responses ------------------------------------------------------------------------------
+class OllamaEmbedResponse(msgspec.Struct):
+    model: str
+    embeddings: msgspec.Raw
+    total_duration: int  # ns
+    load_duration: int  # ns; models are loaded before ready, so 0
+    prompt_eval_count: int
+
+
+class OpenAIEmbedding(msgspec.Struct, kw_only=True):
+    object: str = "embedding"
+    index: int
+    embedding: msgspec.Raw | bytes  # float JSON array, or float32 bytes written as base64
+
+
+class OpenAIUsage(msgspec.Struct):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbedResponse(msgspec.Struct, kw_only=True):
+    object: str = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class CacheStats(msgspec.Struct):
+    hits: int
+    misses: int
+    hit_rate: float
+
+
+class BatchEmbedResponse(msgspec.Struct):
+    model: str
+    batches: msgspec.Raw
+    cache_stats: CacheStats
+
+
+class RerankResult(msgspec.Struct):
+    index: int
+    score: float
+    document: str
+
+
+class RerankResponse(msgspec.Struct):
+    model: str
+    results: list[RerankResult]
+
+
+class CohereResult(msgspec.Struct, omit_defaults=True):
+    index: int
+    relevance_score: float
+    document: Document | None = None
+
+
+class CohereTokens(msgspec.Struct):
+    input_tokens: int
+    output_tokens: int = 0
+
+
+class CohereBilled(msgspec.Struct):
+    search_units: int = 1
+
+
+class CohereMeta(msgspec.Struct):
+    tokens: CohereTokens
+    billed_units: CohereBilled = msgspec.field(default_factory=CohereBilled)
+
+
+class CohereRerankResponse(msgspec.Struct):
+    id: str
+    results: list[CohereResult]
+    meta: CohereMeta
+
+
+class Status(msgspec.Struct):
+    status: str
+
+
+class OpenAIModel(msgspec.Struct, kw_only=True):
+    """OpenAI's model object plus what an operator needs to see (extra fields are allowed)."""
+
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str = "appliance"
+    kind: str
+    dimensions: int
+    max_length: int
+    main: bool
+    workers: list[int]
+
+
+class OpenAIModelList(msgspec.Struct, kw_only=True):
+    object: str = "list"
+    data: list[OpenAIModel]
+
+
+class OllamaDetails(msgspec.Struct, kw_only=True):
+    format: str = "safetensors"
+    family: str
+    families: list[str]
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
+class OllamaModel(msgspec.Struct, kw_only=True):
+    name: str
+    model: str
+    modified_at: str  # RFC 3339
+    size: int = 0
+    digest: str = ""
+    details: OllamaDetails
+    dimensions: int
+    max_length: int
+    workers: list[int]
+
+
+class OllamaTags(msgspec.Struct):
+    models: list[OllamaModel]
+
+
+class ErrorDetail(msgspec.Struct):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+# ---- decoding -------------------------------------------------------------------------------
+_any_json = msgspec.json.Decoder()
+
+
+def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """Body bytes -> request Struct; 400 when it is not JSON, 422 naming the field when a field
+    is wrong."""
+    if not body:
+        raise MalformedJson("request body is empty; expected a JSON object")
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        _raise_if_malformed(body)
+        raise InvalidField(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedJson(f"malformed JSON: {exc}") from None
+
+
+def _raise_if_malformed(body: bytes) -> None:
+    """msgspec validates while it parses, so ``{"input": 1,}`` reports the type error first;
+    the syntax error is the truer answer (400). Only runs on the error path."""
+    try:
+        _any_json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise MalformedJson(f"malformed JSON: {exc}") from None
