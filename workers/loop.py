@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import psutil
@@ -155,8 +155,11 @@ class WorkerLoop:
         except InputTooLong as exc:
             self.fail(message.id, FailureKind.INPUT_TOO_LONG, str(exc), getattr(exc, "index", -1))
             return
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:  # e.g. a token id outside the vocabulary
             self.fail(message.id, FailureKind.INVALID_INPUT, str(exc), getattr(exc, "index", -1))
+            return
+        except TypeError as exc:  # the model cannot do this kind of request
+            self.fail(message.id, FailureKind.UNSUPPORTED, str(exc))
             return
         tokenize_us = (time.perf_counter_ns() - received) // 1000
         self.counters.requests += 1
@@ -290,7 +293,9 @@ def release_accelerator_cache() -> None:
         pass
 
 
-class ChannelLike:  # the worker-side surface of appliance.ipc.channel.Channel this loop uses
+class ChannelLike(Protocol):
+    """The worker-side surface of ``appliance.ipc.channel.Channel`` this loop uses."""
+
     def poll_requests(self) -> list[bytes]: ...
     def wait_requests(self, timeout: float) -> list[bytes]: ...
     def send_response(self, record: bytes, timeout: float = 5.0) -> bool: ...

@@ -32,11 +32,15 @@ def main(argv: list[str]) -> int:
     try:
         from workers import pinning
 
-        pinning.apply_in_child(pinning.Slot(spec.worker, spec.role, tuple(spec.cores), spec.gpu))
+        slot = pinning.Slot(spec.worker, spec.role, tuple(spec.cores), spec.gpu)
+        pinning.apply_in_child(slot)  # order matters: before torch is imported
         install_signal_handlers()
         from appliance.ipc.channel import Channel
 
         channel = Channel.attach(spec.channel)
+        import torch  # noqa: F401  (first import, after pinning)
+
+        pinning.apply_torch_threads(slot)
     except Exception:
         log.exception("worker %d: boot failed", spec.worker)
         return EXIT_BOOT_ERROR
