@@ -88,6 +88,7 @@ class WorkerLoop:
         self.process = psutil.Process()
         self._next_stats = 0.0
         self._turn = 0  # round-robin position over the models' batchers
+        self._ran_batch = False
 
     # ---- the cycle -----------------------------------------------------------------------
     def run(self) -> int:
@@ -104,9 +105,10 @@ class WorkerLoop:
                 return EXIT_OK
 
     def receive(self) -> None:
-        if self.pending:
-            records = self.channel.poll_requests()
+        if self.pending and self._ran_batch:
+            records = self.channel.poll_requests()  # more work is ready: do not sleep
         else:
+            # nothing to compute, or a batch held back by max_wait_us: block (bounded) for input
             records = self.channel.wait_requests(self.idle_wait())
         for record in records:
             self.handle(self.requests.decode(record))
@@ -117,12 +119,14 @@ class WorkerLoop:
 
     def step(self) -> None:
         names = list(self.batchers)
+        self._ran_batch = False
         for offset in range(len(names)):
             name = names[(self._turn + offset) % len(names)]
             batch = self.batchers[name].next_batch()
             if batch is not None:
                 self._turn = (self._turn + offset + 1) % len(names)
                 self.run_batch(name, batch)
+                self._ran_batch = True
                 return
 
     def housekeeping(self) -> None:
@@ -162,11 +166,14 @@ class WorkerLoop:
             self.fail(message.id, FailureKind.UNSUPPORTED, str(exc))
             return
         tokenize_us = (time.perf_counter_ns() - received) // 1000
+        lengths = [t.length for t in items]
+        try:
+            self.batchers[message.model].add(message.id, lengths, items)
+        except ValueError as exc:  # a duplicate id, or an item over the whole batch budget
+            self.fail(message.id, FailureKind.INVALID_INPUT, str(exc))
+            return
         self.counters.requests += 1
-        self.pending[message.id] = Pending(
-            message.id, message.model, mode, [t.length for t in items], received, tokenize_us
-        )
-        self.batchers[message.model].add(message.id, [t.length for t in items], items)
+        self.pending[message.id] = Pending(message.id, message.model, mode, lengths, received, tokenize_us)
 
     def tokenize(self, runtime: Runtime, message: Embed | Rerank) -> tuple[str, list[Tokenized]]:
         if isinstance(message, Embed):

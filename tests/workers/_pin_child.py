@@ -1,0 +1,42 @@
+"""Child process for test_pinning: applies a slot the way a worker boots, then reports what stuck.
+
+Usage: python _pin_child.py '<slot JSON>' [--no-torch] [--omp-drift]. Prints one JSON object.
+``--omp-drift`` starts torch with 1 OpenMP thread, so only ``apply_torch_threads`` can fix the count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def main(argv: list[str]) -> int:
+    from workers.pinning import Slot, apply_in_child, apply_torch_threads
+
+    fields = json.loads(argv[0])
+    slot = Slot(fields["index"], fields["role"], tuple(fields["cores"]), fields["gpu"])
+    apply_in_child(slot)  # first, before torch, as workers/main.py does
+    report: dict[str, object] = {
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "env": {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        "torch_imported_before": "torch" in sys.modules,
+    }
+    if "--omp-drift" in argv:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    if "--no-torch" not in argv:
+        import torch
+
+        report["threads_at_import"] = torch.get_num_threads()
+
+        apply_torch_threads(slot)
+        apply_torch_threads(slot)  # a second call must not fail (inter-op threads may be set once)
+        report["threads"] = torch.get_num_threads()
+        report["interop_threads"] = torch.get_num_interop_threads()
+        report["cuda_devices"] = torch.cuda.device_count()
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,329 @@
+"""workers/batcher.py: token budget, result order, padding saved by sorting, fairness, cancel/fail,
+max_wait_us with an injected clock, and the start-up budget check.
+
+The worker loop is simulated: ``Loop`` adds requests when their arrival step comes, takes the
+next batch, "runs" it with a fake forward that encodes (request, item) in every output row, and
+completes it; so every assertion about order checks the rows that really came back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from workers.batcher import Batch, Batcher, check_budget
+
+SEED = 20240611
+
+
+def fake_forward(batch: Batch, ids: dict[object, int]) -> np.ndarray:
+    """(n, 3) rows: request id, item index, length; stands in for a model's (n, dim) vectors."""
+    return np.array([[ids[k], i, n] for k, i, n in zip(batch.keys, batch.indices, batch.lengths)], dtype=np.float32)
+
+
+@dataclass
+class Loop:
+    """The worker loop's use of a batcher: arrivals between batches, one batch at a time."""
+
+    batcher: Batcher
+    arrivals: dict[int, list[tuple[object, list[int]]]]  # step -> requests that arrive before it
+    ids: dict[object, int] = field(default_factory=dict)
+    lengths: dict[object, list[int]] = field(default_factory=dict)
+    finished: dict[object, int] = field(default_factory=dict)  # key -> step its last item finished
+    batches: list[Batch] = field(default_factory=list)
+
+    def run(self, max_steps: int = 100_000) -> None:
+        step = 0
+        while step <= max(self.arrivals, default=0) or self.batcher.pending_items:
+            assert step < max_steps, "the batcher did not drain"  # never loop forever
+            for key, lengths in self.arrivals.get(step, []):
+                self.add(key, lengths)
+            self.step(step)
+            step += 1
+
+    def add(self, key: object, lengths: list[int]) -> None:
+        self.ids[key] = len(self.ids)
+        self.lengths[key] = lengths
+        self.batcher.add(key, lengths, [(key, i) for i in range(len(lengths))])
+
+    def step(self, step: int) -> None:
+        batch = self.batcher.next_batch()
+        if batch is None:
+            return
+        self.batches.append(batch)
+        for key, result in self.batcher.complete(batch, fake_forward(batch, self.ids)):
+            assert key not in self.finished, f"{key!r} finished twice"
+            self.finished[key] = step
+            self.check_result(key, result)
+
+    def check_result(self, key: object, result: np.ndarray) -> None:
+        n = len(self.lengths[key])
+        assert result.shape == (n, 3)
+        assert (result[:, 0] == self.ids[key]).all()
+        assert result[:, 1].tolist() == list(range(n)), "rows not in the request's input order"
+        assert result[:, 2].tolist() == self.lengths[key]
+
+
+def realistic_lengths(rng: np.random.Generator, n: int) -> list[int]:
+    """Token counts of search/RAG texts: log-normal, median ~40, long tail cut at 512."""
+    return np.clip(rng.lognormal(3.7, 0.7, n).astype(int), 3, 512).tolist()
+
+
+def budget_ok(batch: Batch, batcher: Batcher) -> bool:
+    widest = max(max(1, n) for n in batch.lengths)
+    return len(batch) <= batcher.max_batch_size and len(batch) * widest <= batcher.max_batch_tokens
+
+
+# ---- token budget ----------------------------------------------------------------------------
+@st.composite
+def workloads(draw: st.DrawFn) -> tuple[Batcher, dict[int, list[tuple[object, list[int]]]]]:
+    budget = draw(st.integers(1, 2048))
+    size = draw(st.integers(1, 64))
+    batcher = Batcher(budget, size, chunk_items=draw(st.none() | st.integers(1, 16)),
+                      lookahead=draw(st.none() | st.integers(1, 128)),
+                      sort_by_length=draw(st.booleans()))  # fmt: skip
+    arrivals: dict[int, list[tuple[object, list[int]]]] = {}
+    for key in range(draw(st.integers(1, 12))):
+        lengths = draw(st.lists(st.integers(0, budget), min_size=1, max_size=40))
+        arrivals.setdefault(draw(st.integers(0, 6)), []).append((key, lengths))
+    return batcher, arrivals
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workloads())
+def test_budget_is_never_exceeded_and_every_request_completes_in_order(
+    workload: tuple[Batcher, dict[int, list[tuple[object, list[int]]]]],
+) -> None:
+    batcher, arrivals = workload
+    loop = Loop(batcher, arrivals)
+    loop.run()
+    for batch in loop.batches:
+        assert budget_ok(batch, batcher), (batch.lengths, batcher.max_batch_tokens, batcher.max_batch_size)
+        assert batch.padded_tokens == len(batch) * max(batch.lengths)
+    assert set(loop.finished) == set(loop.lengths)  # check_result ran for each: order, shape, values
+    total = sum(map(len, loop.lengths.values()))
+    assert sum(len(b) for b in loop.batches) == total  # each item computed exactly once
+    assert batcher.real_tokens == sum(map(sum, loop.lengths.values()))
+    assert batcher.padded_tokens == sum(b.padded_tokens for b in loop.batches)
+    assert batcher.pending_items == 0 and batcher.pending_requests == 0
+
+
+def test_batch_closes_on_rows_and_on_padded_tokens() -> None:
+    by_rows = Batcher(10_000, 4)
+    by_rows.add("a", [10] * 9, list(range(9)))
+    assert [len(by_rows.next_batch() or []) for _ in range(4)] == [4, 4, 1, 0]
+
+    by_tokens = Batcher(100, 64)
+    by_tokens.add("a", [10] * 12 + [50, 50, 50], list(range(15)))
+    sizes = []
+    while (batch := by_tokens.next_batch()) is not None:
+        sizes.append((len(batch), batch.padded_tokens))
+    assert sizes == [(10, 100), (2, 20), (2, 100), (1, 50)]
+
+
+def test_one_dimensional_outputs_come_back_in_input_order() -> None:
+    """A cross-encoder returns one score per item: (n,) rows."""
+    batcher = Batcher(64, 3)
+    lengths = [30, 5, 20, 5, 60, 10, 1]
+    batcher.add("pairs", lengths, list(range(len(lengths))))
+    result = None
+    while (batch := batcher.next_batch()) is not None:
+        scores = np.array([float(p) for p in batch.payloads], dtype=np.float32)  # type: ignore[arg-type]
+        for key, result in batcher.complete(batch, scores):
+            assert key == "pairs"
+    assert result is not None and result.shape == (7,)
+    assert result.tolist() == list(range(7))
+
+
+# ---- padding saved by sorting ----------------------------------------------------------------
+def mixed_traffic(seed: int) -> dict[int, list[tuple[object, list[int]]]]:
+    """60 requests of 1..1,024 texts, three arriving per batch step."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.choice([1, 1, 2, 4, 8, 16, 32, 64, 256, 1024], size=60)
+    requests = [(f"r{i}", realistic_lengths(rng, int(n))) for i, n in enumerate(sizes)]
+    return {step: requests[3 * step : 3 * step + 3] for step in range(20)}
+
+
+@pytest.mark.parametrize(("budget", "size"), [(16_384, 128), (4_096, 64)])
+def test_sorting_by_length_cuts_padding(budget: int, size: int) -> None:
+    runs = {}
+    for sort in (True, False):
+        loop = Loop(Batcher(budget, size, sort_by_length=sort), mixed_traffic(SEED))
+        loop.run()
+        runs[sort] = loop.batcher
+    real = runs[True].real_tokens
+    assert runs[False].real_tokens == real
+    ratio = {sort: b.padded_tokens / real for sort, b in runs.items()}
+    print(f"\nbudget {budget} tokens x {size} rows, {real} real tokens: padded/real "
+          f"{ratio[False]:.2f} in arrival order ({runs[False].batches} batches) -> "
+          f"{ratio[True]:.2f} sorted ({runs[True].batches} batches), "
+          f"{1 - runs[True].padded_tokens / runs[False].padded_tokens:.0%} fewer padded tokens")  # fmt: skip
+    assert runs[True].padded_tokens < 0.5 * runs[False].padded_tokens
+    assert ratio[True] < 1.6
+    assert runs[True].batches < runs[False].batches
+
+
+# ---- fairness --------------------------------------------------------------------------------
+@pytest.mark.parametrize("small_length", [12, 40, 500])
+def test_small_request_after_a_big_one_finishes_first(small_length: int) -> None:
+    """A 1-text request queued right behind 2,048 texts is served within a few batches, even when
+    its text is longer than any of the big request's (length sorting alone would defer it)."""
+    rng = np.random.default_rng(SEED)
+    big = np.clip(rng.lognormal(3.0, 0.5, 2048).astype(int), 3, 200).tolist()
+    loop = Loop(Batcher(16_384, 128), {0: [("big", big)], 1: [("small", [small_length])]})
+    loop.run()
+    print(f"\nsmall ({small_length} tokens) done at batch {loop.finished['small']}, "
+          f"big at batch {loop.finished['big']}")
+    assert loop.finished["small"] < loop.finished["big"]
+    assert loop.finished["small"] <= 3  # arrived before batch 1; served at its turn
+
+
+def test_a_long_item_is_not_starved_by_a_stream_of_short_ones() -> None:
+    rng = np.random.default_rng(SEED)
+    arrivals: dict[int, list[tuple[object, list[int]]]] = {
+        step: [(f"short{step}", rng.integers(4, 12, 64).tolist())] for step in range(200)
+    }
+    arrivals[5].append(("long", [480, 9, 7]))
+    loop = Loop(Batcher(4_096, 64), arrivals)
+    loop.run()
+    print(f"\nlong request arrived before batch 5, done at batch {loop.finished['long']}")
+    # The stream drains as fast as it arrives, so only a request or two ever take turns ahead of
+    # it; a shortest-first batcher would hold the 480-token item until the stream stops (batch 200).
+    assert loop.finished["long"] - 5 <= 4
+
+
+def test_requests_take_turns_in_arrival_order() -> None:
+    """Three big requests progress together instead of one after the other."""
+    batcher = Batcher(10_000, 8, chunk_items=8, lookahead=8)
+    for key in "abc":
+        batcher.add(key, [10] * 40, [None] * 40)
+    owners = []
+    for _ in range(6):
+        batch = batcher.next_batch()
+        assert batch is not None
+        owners.append(set(batch.keys))
+    assert owners == [{"a"}, {"b"}, {"c"}, {"a"}, {"b"}, {"c"}]
+
+
+# ---- cancel / fail_batch ---------------------------------------------------------------------
+def test_cancel_drops_queued_items_and_ignores_those_in_flight() -> None:
+    batcher = Batcher(1_000, 4)
+    batcher.add("a", [10] * 6, list(range(6)))
+    batcher.add("b", [10] * 2, list(range(2)))
+    first = batcher.next_batch()
+    assert first is not None and set(first.keys) == {"a"}
+    assert batcher.cancel("a") == 2  # 4 in flight, 2 still queued
+    assert batcher.cancel("a") == 0 and batcher.cancel("never-added") == 0
+    assert batcher.pending_items == 2 and batcher.pending_requests == 1
+    batcher.add("a", [10], ["new a"])  # the key may be reused at once
+    assert batcher.complete(first, np.zeros((4, 2))) == []  # the old "a" is gone; the new one waits
+    done = []
+    while (batch := batcher.next_batch()) is not None:
+        done += batcher.complete(batch, np.ones((len(batch), 2)))
+    assert sorted(k for k, _ in done) == ["a", "b"]
+    assert dict(done)["a"].shape == (1, 2) and (dict(done)["a"] == 1).all()
+
+
+def test_fail_batch_fails_exactly_the_requests_it_held() -> None:
+    batcher = Batcher(1_000, 4)
+    batcher.add("a", [5, 50], [0, 1])
+    batcher.add("b", [5], [0])
+    batcher.add("c", [60, 60, 60, 60, 60], [0, 1, 2, 3, 4])
+    batcher.add("d", [400, 400], [0, 1])  # longer than everything: not in the first batch
+    batch = batcher.next_batch()
+    assert batch is not None and batch.keys == ["a", "b", "a", "c"]  # shortest first: 5, 5, 50, 60
+    assert batcher.fail_batch(batch) == ["a", "b", "c"]
+    assert batcher.pending_requests == 1 and batcher.pending_items == 2  # c's other four are dropped
+    rest = batcher.next_batch()
+    assert rest is not None and rest.keys == ["d", "d"]
+    assert [k for k, _ in batcher.complete(rest, np.zeros((2, 1)))] == ["d"]
+    with pytest.raises(ValueError, match="already"):
+        batcher.complete(batch, np.zeros((len(batch), 1)))
+
+
+def test_complete_refuses_outputs_of_the_wrong_length() -> None:
+    batcher = Batcher(100, 8)
+    batcher.add("a", [3, 3], [0, 1])
+    batch = batcher.next_batch()
+    assert batch is not None
+    with pytest.raises(ValueError, match="2 batch items"):
+        batcher.complete(batch, np.zeros((3, 4)))
+
+
+# ---- max_wait_us -----------------------------------------------------------------------------
+class FakeClock:
+    def __init__(self) -> None:
+        self.ns = 1_000_000_000
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+def test_no_wait_by_default() -> None:
+    batcher = Batcher(1_000, 8)
+    assert batcher.next_batch() is None and batcher.wait_hint_s() is None
+    batcher.add("a", [5], [0])
+    assert batcher.wait_hint_s() is None
+    assert batcher.next_batch() is not None
+
+
+def test_max_wait_holds_a_batch_that_could_still_grow() -> None:
+    clock = FakeClock()
+    batcher = Batcher(1_000, 8, max_wait_us=2_000, clock=clock)
+    batcher.add("a", [5, 5], [0, 1])
+    clock.ns += 500_000
+    assert batcher.next_batch() is None
+    assert batcher.wait_hint_s() == pytest.approx(0.0015)
+    batcher.add("b", [5], [0])  # a later arrival does not restart the oldest item's wait
+    clock.ns += 1_400_000
+    assert batcher.next_batch() is None
+    assert batcher.wait_hint_s() == pytest.approx(0.0001)
+    clock.ns += 100_000
+    batch = batcher.next_batch()
+    assert batch is not None and len(batch) == 3
+    assert batcher.next_batch() is None and batcher.wait_hint_s() is None
+
+
+def test_max_wait_does_not_hold_a_full_batch() -> None:
+    clock = FakeClock()
+    by_rows = Batcher(1_000, 4, max_wait_us=10_000, clock=clock)
+    by_rows.add("a", [5] * 4, [0] * 4)
+    assert by_rows.wait_hint_s() == 0.0
+    assert by_rows.next_batch() is not None
+
+    by_tokens = Batcher(100, 64, max_wait_us=10_000, clock=clock)
+    by_tokens.add("a", [40, 40, 40], [0] * 3)  # two rows fill the budget: the batch is closed
+    first = by_tokens.next_batch()
+    assert first is not None and len(first) == 2
+    assert by_tokens.next_batch(now_ns=clock.ns + 9_999_000) is None  # the leftover row may wait ...
+    assert by_tokens.next_batch(now_ns=clock.ns + 10_000_000) is not None  # ... until max_wait_us
+
+
+# ---- start-up and input checks ---------------------------------------------------------------
+def test_check_budget_refuses_a_budget_below_the_max_length() -> None:
+    check_budget(512, 512)
+    check_budget(16_384, 512)
+    with pytest.raises(ValueError, match=r"max_batch_tokens = 256 cannot hold one input .*\(512 tokens\)"):
+        check_budget(256, 512)
+    with pytest.raises(ValueError, match="at least 1"):
+        check_budget(256, 0)
+
+
+def test_add_refuses_what_could_never_run_and_queues_nothing() -> None:
+    batcher = Batcher(100, 8)
+    with pytest.raises(ValueError, match="item 1: 101 tokens cannot fit"):
+        batcher.add("a", [10, 101], [0, 1])
+    with pytest.raises(ValueError, match="at least one item"):
+        batcher.add("b", [], [])
+    with pytest.raises(ValueError, match="2 lengths for 1 payloads"):
+        batcher.add("c", [1, 2], [0])
+    assert batcher.pending_items == 0 and batcher.pending_requests == 0
+    batcher.add("d", [100], [0])
+    with pytest.raises(ValueError, match="already queued"):
+        batcher.add("d", [1], [0])
+    batch = batcher.next_batch()
+    assert batch is not None and batch.padded_tokens == 100
