@@ -170,7 +170,8 @@ class WorkerLoop:
         try:
             self.batchers[message.model].add(message.id, lengths, items)
         except ValueError as exc:  # a duplicate id, or an item over the whole batch budget
-            self.fail(message.id, FailureKind.INVALID_INPUT, str(exc))
+            # not self.fail(): that would also cancel an earlier request holding the same id
+            self.send(Failed(message.id, FailureKind.INVALID_INPUT, str(exc)))
             return
         self.counters.requests += 1
         self.pending[message.id] = Pending(message.id, message.model, mode, lengths, received, tokenize_us)

@@ -1,1 +1,53 @@
-"""runtimes"""
+"""Model runtimes, one module per kind, behind one interface (``base.Runtime``).
+
+``load_runtime`` picks the module by ``ModelConfig.kind`` and imports it only then: a worker that
+holds just a static model never pays for importing transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from appliance.config import ModelConfig
+from workers.runtimes.base import (
+    InputTooLong,
+    InvalidInput,
+    ModelLoadError,
+    Runtime,
+    TextTokenizer,
+    Tokenized,
+    cosine_scores,
+)
+
+MODULES = {
+    "transformer": "workers.runtimes.transformer",
+    "static": "workers.runtimes.static",
+    "cross_encoder": "workers.runtimes.cross_encoder",
+}
+
+__all__ = [
+    "InputTooLong",
+    "InvalidInput",
+    "ModelLoadError",
+    "Runtime",
+    "TextTokenizer",
+    "Tokenized",
+    "cosine_scores",
+    "load_runtime",
+]
+
+
+def load_runtime(model: ModelConfig, path: Path, device: str = "cpu") -> Runtime:
+    """Load ``model`` from the local directory ``path`` onto ``device`` ("cpu", "cuda:0").
+
+    Raises ``ModelLoadError`` (naming the model and the path) for anything that stops it loading.
+    """
+    path = Path(path)
+    if model.kind not in MODULES:
+        raise ModelLoadError(model.name, path, f"unknown model kind {model.kind!r} (known: {', '.join(MODULES)})")
+    if not path.is_dir():
+        raise ModelLoadError(model.name, path, "no such directory")
+    module = importlib.import_module(MODULES[model.kind])
+    runtime: Runtime = module.load(model, path, device)
+    return runtime
