@@ -182,9 +182,16 @@ async def serve(config: Config) -> int:
     from appliance.ipc.channel import sweep_stale_segments
     from appliance.supervisor import BootError, Supervisor
     from gateway.app import build_app
+    from gateway.caching import CachingBackend
+    from gateway.preload import PreloadError, preload, read_preload_file
     from gateway.router import Router
     from workers.pinning import plan_slots
 
+    try:
+        queries = read_preload_file(config.preload_file)  # a bad file fails now, not after loading models
+    except PreloadError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     removed = sweep_stale_segments()
     if removed:
         log.warning("removed %d shared-memory segment(s) left by a crashed run: %s", len(removed), removed)
@@ -203,7 +210,9 @@ async def serve(config: Config) -> int:
     if stop.is_set():
         await supervisor.stop(config.shutdown_grace)
         return 0
-    runner = web.AppRunner(build_app(config, router), access_log=None, shutdown_timeout=config.shutdown_grace)
+    backend = CachingBackend(config, router)  # admission -> cache -> coalesce -> route
+    await preload(backend, queries, stop.is_set)  # before the port opens: ready means preloaded
+    runner = web.AppRunner(build_app(config, backend), access_log=None, shutdown_timeout=config.shutdown_grace)
     await runner.setup()
     await web.TCPSite(runner, config.host, config.port).start()
     print(f"appliance serving {', '.join(m.name for m in config.models)} on http://{config.host}:{config.port}",

@@ -48,8 +48,52 @@ class ModelCard(msgspec.Struct):
     workers: list[int]  # ids of the workers that hold it (and are up)
 
 
-class Backend(Protocol):
-    """Raises ``gateway.errors.ApiError`` subclasses: ModelNotFound, InputTooLong, QueueFull,
+class WorkerCard(msgspec.Struct):
+    """One worker slot as /stats shows it; counters are the worker's own (its last Stats message)."""
+
+    index: int
+    up: bool
+    models: list[str]
+    outstanding_inputs: int
+    outstanding_tokens: int
+    pid: int = 0
+    batches: int = 0
+    items: int = 0  # inputs the worker's models have computed
+    tokens: int = 0
+    padded_tokens: int = 0
+    requests: int = 0
+    rss_bytes: int = 0
+    compute_us: int = 0
+
+
+class CacheCounts(msgspec.Struct, kw_only=True):
+    """Result-cache counters, for one model or summed over all. ``hit_rate`` = hits / (hits +
+    misses); coalesced inputs are misses that waited for an identical computation in flight
+    instead of sending their own; bypassed inputs were never looked up (``use_cache: false``, or
+    longer than ``cache_max_text_chars``)."""
+
+    hits: int = 0
+    misses: int = 0
+    coalesced: int = 0
+    bypassed: int = 0
+    evictions: int = 0
+    entries: int = 0
+    bytes: int = 0
+    hit_rate: float = 0.0
+
+
+class CacheReport(CacheCounts, kw_only=True):
+    """``GET /cache-stats``: the totals, the budget, and the same counters per model."""
+
+    enabled: bool = False
+    capacity_bytes: int = 0
+    in_flight: int = 0  # inputs being computed right now that others may join
+    models: dict[str, CacheCounts] = msgspec.field(default_factory=dict)
+
+
+class UncachedBackend(Protocol):
+    """What computes: the router. ``gateway.caching.CachingBackend`` wraps one into a ``Backend``.
+    Raises ``gateway.errors.ApiError`` subclasses: ModelNotFound, InputTooLong, QueueFull,
     WorkerLost, DeadlineExceeded, NotReady, Draining, Unsupported."""
 
     def is_ready(self) -> bool: ...
@@ -58,14 +102,25 @@ class Backend(Protocol):
 
     def models(self) -> list[ModelCard]: ...
 
+    def workers(self) -> list[WorkerCard]: ...
+
     async def embed(
-        self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float
+        self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float, use_cache: bool = True
     ) -> EmbedOutcome:
-        """``deadline`` is an absolute ``loop.time()``; past it the call raises DeadlineExceeded."""
+        """``deadline`` is an absolute ``loop.time()``; past it the call raises DeadlineExceeded.
+        ``use_cache=False`` bypasses the result cache (the batch route's per-request switch)."""
         ...
 
     async def rerank(
         self, model: str, query: str, documents: Sequence[str], *, truncate: bool, deadline: float
     ) -> RerankOutcome:
         """Cross-encoder scores for a cross_encoder model, else query/document cosine."""
+        ...
+
+
+class Backend(UncachedBackend, Protocol):
+    """What the routes call: an ``UncachedBackend`` plus the result cache's counters."""
+
+    def cache_stats(self) -> CacheReport:
+        """For ``GET /cache-stats`` and ``GET /stats`` (``enabled=False`` when there is no cache)."""
         ...

@@ -68,9 +68,11 @@ class Context:
             raise errors.Unsupported(f"model {card.name!r} is a cross-encoder: it can rerank, not embed")
         return card
 
-    async def embed(self, model: str, inputs: Sequence[Input], truncate: bool) -> EmbedOutcome:
+    async def embed(self, model: str, inputs: Sequence[Input], truncate: bool,
+                    use_cache: bool = True) -> EmbedOutcome:
         return await self._before_deadline(
-            lambda deadline: self.backend.embed(model, inputs, truncate=truncate, deadline=deadline)
+            lambda deadline: self.backend.embed(model, inputs, truncate=truncate, deadline=deadline,
+                                                use_cache=use_cache)
         )
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], truncate: bool) -> RerankOutcome:

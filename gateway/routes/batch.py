@@ -1,6 +1,7 @@
 """``POST /api/embed/batch`` (the seeds' shape): groups of texts in, the same groups of vectors
-out, plus cache statistics. All groups go to the backend as ONE call (one round of routing and
-batching for the whole request), and are regrouped on the way out."""
+out, plus this request's cache statistics (``use_cache: false`` skips the result cache: no read,
+no write). All groups go to the backend as ONE call (one round of routing and batching for the
+whole request), and are regrouped on the way out."""
 
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ async def embed_batch(request: web.Request) -> web.Response:
     card = ctx.embedding_model(body.model)
     texts = list(chain.from_iterable(body.inputs))
     check_inputs(texts, ctx.config, field="inputs")
-    # use_cache is accepted but cannot reach the cache yet: Backend.embed has no such switch.
-    outcome = await ctx.embed(card.name, texts, body.truncate)
+    outcome = await ctx.embed(card.name, texts, body.truncate, use_cache=body.use_cache)
     hits = outcome.cache_hits
     answer = BatchEmbedResponse(
         model=card.name,

@@ -1,14 +1,18 @@
-"""Liveness, readiness and the model lists: ``/health``, ``/ready``, ``/v1/models`` (OpenAI's
-list shape) and ``/api/tags`` (Ollama's), both with dimensions, max length and workers added."""
+"""Liveness, readiness, the model lists and the operator's views: ``/health``, ``/ready``,
+``/v1/models`` (OpenAI's list shape) and ``/api/tags`` (Ollama's), both with dimensions, max
+length and workers added; ``/cache-stats`` (the result cache, overall and per model) and
+``/stats`` (per-worker cards with the workers' own counters, plus the cache summary)."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
+import msgspec
 from aiohttp import web
 
 from gateway import encoding
-from gateway.backend import ModelCard
+from gateway.backend import CacheReport, ModelCard, WorkerCard
 from gateway.routes import CONTEXT, respond
 from gateway.schemas import (
     OllamaDetails,
@@ -18,6 +22,18 @@ from gateway.schemas import (
     OpenAIModelList,
     Status,
 )
+
+
+class SystemStats(msgspec.Struct):
+    """``GET /stats``. Worker counters come from each worker's own periodic Stats message (about
+    once a second), so they trail the gateway's view by up to that long."""
+
+    uptime_s: float
+    ready: bool
+    draining: bool
+    workers: list[WorkerCard]
+    cache: CacheReport
+
 
 _OK = encoding.encode(Status("ok"))
 _READY = encoding.encode(Status("ready"))
@@ -70,8 +86,23 @@ async def tags(request: web.Request) -> web.Response:
     return respond(encoding.encode(OllamaTags([ollama_model(card, modified_at) for card in ctx.backend.models()])))
 
 
+async def cache_stats(request: web.Request) -> web.Response:
+    return respond(encoding.encode(request.app[CONTEXT].backend.cache_stats()))
+
+
+async def stats(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    backend = ctx.backend
+    answer = SystemStats(uptime_s=round(time.time() - ctx.started, 3), ready=backend.is_ready(),
+                         draining=backend.is_draining(), workers=backend.workers(),
+                         cache=backend.cache_stats())  # fmt: skip
+    return respond(encoding.encode(answer))
+
+
 def register(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/api/tags", tags)
+    app.router.add_get("/cache-stats", cache_stats)
+    app.router.add_get("/stats", stats)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from appliance.config import Config
 from gateway.app import build_app
-from gateway.backend import EmbedOutcome, Input, ModelCard, RerankOutcome, Timings
+from gateway.backend import CacheReport, EmbedOutcome, Input, ModelCard, RerankOutcome, Timings, WorkerCard
 
 MAIN, STATIC, CROSS = "mini", "static", "cross"
 DIMS = {MAIN: 8, STATIC: 6, CROSS: 0}
@@ -47,6 +47,7 @@ class Call:
     inputs: list[Any]
     truncate: bool
     remaining_s: float  # deadline minus loop.time() when the call arrived
+    use_cache: bool = True
 
 
 @dataclass
@@ -58,7 +59,7 @@ class FakeBackend:
     fail: BaseException | None = None  # raised by the next embed/rerank calls
     delay_s: float = 0.0
     cache_hits: int = 0  # reported as served from the cache (capped at the input count)
-    workers: str = "0"
+    served_by: str = "0"  # the outcome's `workers`
     calls: list[Call] = field(default_factory=list)
 
     def is_ready(self) -> bool:
@@ -74,24 +75,33 @@ class FakeBackend:
             ModelCard(name=CROSS, kind="cross_encoder", dim=0, max_length=256, main=False, workers=[0]),
         ]
 
+    def workers(self) -> list[WorkerCard]:
+        return [WorkerCard(index=0, up=True, models=[CROSS, MAIN, STATIC], outstanding_inputs=0, outstanding_tokens=0),
+                WorkerCard(index=1, up=True, models=[MAIN], outstanding_inputs=0, outstanding_tokens=0)]  # fmt: skip
+
+    def cache_stats(self) -> CacheReport:
+        return CacheReport()
+
     def vectors_for(self, model: str, inputs: Sequence[Input]) -> np.ndarray:
         return np.stack([vector_for(model, item) for item in inputs])
 
-    async def _arrive(self, kind: str, model: str, inputs: list[Any], truncate: bool, deadline: float) -> None:
+    async def _arrive(self, kind: str, model: str, inputs: list[Any], truncate: bool, deadline: float,
+                      use_cache: bool = True) -> None:  # fmt: skip
         remaining = deadline - asyncio.get_running_loop().time()
-        self.calls.append(Call(kind, model, inputs, truncate, remaining))
+        self.calls.append(Call(kind, model, inputs, truncate, remaining, use_cache))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.fail is not None:
             raise self.fail
 
-    async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float) -> EmbedOutcome:
-        await self._arrive("embed", model, list(inputs), truncate, deadline)
+    async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
+                    use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
+        await self._arrive("embed", model, list(inputs), truncate, deadline, use_cache)
         hits = min(self.cache_hits, len(inputs))
         return EmbedOutcome(
             vectors=self.vectors_for(model, inputs),
             tokens=[len(item) + 2 for item in inputs],
-            workers="" if hits == len(inputs) else self.workers,
+            workers="" if hits == len(inputs) else self.served_by,
             timings=Timings(queue_us=1500, tokenize_us=250, compute_us=4000),
             cache_hits=hits,
         )
@@ -105,7 +115,7 @@ class FakeBackend:
         return RerankOutcome(
             scores=scores,
             tokens=[len(query) + len(d) + 3 for d in documents],
-            workers=self.workers,
+            workers=self.served_by,
             timings=Timings(queue_us=10, tokenize_us=20, compute_us=30),
         )
 

@@ -102,8 +102,8 @@ def test_rerank_bi_encoder_and_cross_encoder(appliance: Appliance) -> None:
 
 
 def test_non_main_models_are_served_by_the_primary_only(appliance: Appliance) -> None:
-    for _ in range(8):
-        status, headers, _ = embed(appliance, {"model": STATIC, "input": "static text"})
+    for i in range(8):  # distinct texts: a cache hit would be served by no worker at all
+        status, headers, _ = embed(appliance, {"model": STATIC, "input": f"static text {i}"})
         assert status == 200 and headers["X-Worker-ID"] == "0"
 
 

@@ -453,7 +453,7 @@ def timing(header: str) -> dict[str, float]:
 
 @pytest.mark.parametrize("route", list(POST_BODIES))
 def test_worker_and_server_timing_headers(server, backend, route):
-    backend.workers = "0,1"
+    backend.served_by = "0,1"
     r = server.post(route, POST_BODIES[route])
     assert r.headers["X-Worker-ID"] == "0,1"
     t = timing(r.headers["Server-Timing"])

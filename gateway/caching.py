@@ -1,0 +1,252 @@
+"""``CachingBackend``: the result cache and in-flight coalescing in front of the router
+(DESIGN.md section 3, steps 3 and 4): a ``Backend`` that wraps an ``UncachedBackend``.
+
+One ``embed`` call, in steps:
+
+1. **Key** every input: ``item_key(model, truncate, input)``.
+2. **Look up** the cacheable ones (``use_cache`` and at most ``cache_max_text_chars`` long):
+   hits are served here and never reach a worker.
+3. **Coalesce** the misses: a key already in flight (another request's, or an earlier duplicate
+   in this one) is awaited, not sent again. The rest become ONE computation (one router call,
+   so the workers still batch them together) that others may join while it runs.
+4. **Wait** for every needed computation up to this request's deadline, then assemble the
+   vectors in input order. The computation fills the cache itself, so the result is kept even
+   when the client that asked for it has gone.
+
+Choices worth knowing:
+
+- Uncacheable inputs (``use_cache: false``, or too long) still coalesce: joining a computation
+  already in flight gives a freshly computed vector, which is all ``use_cache: false`` promises
+  (no cache read, no cache write); a long text is exactly the input that is worth not computing
+  twice at once.
+- A shared computation that fails fails all its waiters with the same error. The one exception is
+  an error about one specific input (too long with ``truncate: false``, invalid): a request whose
+  inputs were not computed exactly as it sent them (some were hits, duplicates or joined) is then
+  recomputed on its own, uncached, so that it gets its own error with the right input index, or
+  its answer if the bad input was someone else's.
+- Rerank is passed through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence, TypeVar
+
+import numpy as np
+
+from appliance.config import Config
+from gateway import errors
+from gateway.backend import (
+    CacheCounts,
+    CacheReport,
+    EmbedOutcome,
+    Input,
+    ModelCard,
+    RerankOutcome,
+    Timings,
+    UncachedBackend,
+    WorkerCard,
+)
+from gateway.cache import Entry, ModelCounters, ResultCache, item_key
+from gateway.coalesce import InFlight, settle
+
+C = TypeVar("C", bound=CacheCounts)
+
+# Errors that are about one input of the computation, not about the computation itself.
+INPUT_ERRORS = (errors.InputTooLong, errors.InvalidField)
+
+
+@dataclass(slots=True)
+class Row:
+    """One computed input: the full vector, its token count, and the computation's provenance.
+    A cache hit is represented by the cache's ``Entry`` itself (same ``vector`` and ``tokens``),
+    so a hit allocates nothing."""
+
+    vector: bytes  # float32; the very object the cache stores, so a fill copies nothing
+    tokens: int
+    workers: str
+    timings: Timings
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one request still needs after the cache lookup."""
+
+    inputs: Sequence[Input]
+    keys: list[bytes]  # per input
+    rows: list[Row | Entry | None]  # per input: the hit, or None until computed
+    hits: int
+    lead: dict[bytes, Input]  # keys this request computes itself, in first-seen order
+    joined: dict[bytes, asyncio.Future[Row]]  # keys already in flight elsewhere
+
+
+class CachingBackend:
+    def __init__(self, config: Config, inner: UncachedBackend) -> None:
+        self.config = config
+        self.inner = inner
+        self.cache = ResultCache(config.cache_bytes)
+        self.inflight: InFlight[bytes, Row] = InFlight()
+
+    # ---- Backend: state, passed through ------------------------------------------------
+    def is_ready(self) -> bool:
+        return self.inner.is_ready()
+
+    def is_draining(self) -> bool:
+        return self.inner.is_draining()
+
+    def models(self) -> list[ModelCard]:
+        return self.inner.models()
+
+    def workers(self) -> list[WorkerCard]:
+        return self.inner.workers()
+
+    async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool,
+                     deadline: float) -> RerankOutcome:  # fmt: skip
+        return await self.inner.rerank(model, query, documents, truncate=truncate, deadline=deadline)
+
+    # ---- Backend: embed ----------------------------------------------------------------
+    async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
+                    use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
+        plan = self.plan(model, inputs, truncate, use_cache)
+        if plan.lead or plan.joined:
+            try:
+                await self.complete(model, plan, truncate, deadline, use_cache)
+            except INPUT_ERRORS:
+                if len(plan.lead) == len(inputs):
+                    raise  # computed exactly as sent: the error and its input index are this request's
+                return await self.inner.embed(model, inputs, truncate=truncate, deadline=deadline)
+        return assemble(plan.rows, plan.hits)
+
+    def plan(self, model: str, inputs: Sequence[Input], truncate: bool, use_cache: bool) -> Plan:
+        """Steps 1 to 3: key every input, serve the hits, sort each miss into "join" or "lead".
+        The hot loop of a cache hit: kept free of allocations and attribute chains."""
+        keys = [item_key(model, truncate, item) for item in inputs]
+        plan = Plan(inputs, keys, [None] * len(inputs), 0, {}, {})
+        lookup = use_cache and self.cache.enabled
+        limit, get = self.config.cache_max_text_chars, self.cache.get
+        for i, (item, key) in enumerate(zip(inputs, keys)):
+            if lookup and len(item) <= limit:
+                entry = get(key, model)
+                if entry is not None:
+                    plan.rows[i] = entry
+                    plan.hits += 1
+                    continue
+            else:
+                self.cache.counters(model).bypassed += 1
+            self.route_miss(model, key, item, plan)
+        return plan
+
+    def route_miss(self, model: str, key: bytes, item: Input, plan: Plan) -> None:
+        if key in plan.lead or key in plan.joined:
+            self.inflight.coalesced[model] += 1  # a duplicate inside this request
+            return
+        future = self.inflight.joining(key, model)
+        if future is not None:
+            plan.joined[key] = future
+        else:
+            plan.lead[key] = item
+
+    async def complete(self, model: str, plan: Plan, truncate: bool, deadline: float, use_cache: bool) -> None:
+        """Step 4: launch this request's own computation, wait for it and for the joined ones
+        (this request's deadline), and fill in the rows."""
+        futures = dict(plan.joined)
+        if plan.lead:
+            lead_keys, items = list(plan.lead), list(plan.lead.values())
+            store = [use_cache and self.cacheable(item) for item in items]
+            launched = self.inflight.launch(
+                lead_keys, lambda: self.compute(model, items, lead_keys, store, truncate, deadline))
+            futures.update(zip(lead_keys, launched))
+        if not await settle(list(futures.values()), deadline):
+            raise errors.DeadlineExceeded(
+                f"request not finished within its deadline ({self.config.request_timeout:g}s)")
+        for i, key in enumerate(plan.keys):
+            if plan.rows[i] is None:
+                plan.rows[i] = futures[key].result()  # raises the shared error, if any
+        if use_cache:
+            self.keep_joined(model, plan)
+
+    async def compute(self, model: str, items: list[Input], keys: list[bytes], store: list[bool],
+                      truncate: bool, deadline: float) -> list[Row]:  # fmt: skip
+        """The shared computation (runs in its own task): one router call, then the cache fill."""
+        outcome = await self.inner.embed(model, items, truncate=truncate, deadline=deadline)
+        vectors = np.ascontiguousarray(outcome.vectors, dtype=np.float32)
+        rows = [Row(vectors[j].tobytes(), outcome.tokens[j], outcome.workers, outcome.timings)
+                for j in range(len(items))]  # fmt: skip
+        for key, row, keep in zip(keys, rows, store):
+            if keep:
+                self.cache.put(key, model, row.vector, row.tokens)
+        return rows
+
+    def keep_joined(self, model: str, plan: Plan) -> None:
+        """A joined computation may have been launched with ``use_cache: false``; this request
+        wants its results kept, so keep them (nothing to do for what is already cached)."""
+        for item, key in zip(plan.inputs, plan.keys):
+            if key in plan.joined and key not in self.cache and self.cacheable(item):
+                row = plan.joined[key].result()
+                self.cache.put(key, model, row.vector, row.tokens)
+
+    def cacheable(self, item: Input) -> bool:
+        return self.cache.enabled and len(item) <= self.config.cache_max_text_chars
+
+    # ---- preloading ----------------------------------------------------------------------
+    async def warm(self, model: str, texts: list[str], *, deadline: float) -> int:
+        """Compute ``texts`` (truncated, as the routes' default) and cache them without evicting
+        anything and without counting hits or misses; how many were stored."""
+        outcome = await self.inner.embed(model, texts, truncate=True, deadline=deadline)
+        vectors = np.ascontiguousarray(outcome.vectors, dtype=np.float32)
+        stored = 0
+        for text, vector, tokens in zip(texts, vectors, outcome.tokens):
+            if not self.cache.put(item_key(model, True, text), model, vector.tobytes(), tokens, evict=False):
+                break
+            stored += 1
+        return stored
+
+    # ---- visibility ------------------------------------------------------------------------
+    def cache_stats(self) -> CacheReport:
+        names = sorted(set(self.cache.all_counters()) | set(self.inflight.coalesced))
+        models = {name: counts(self.cache.counters(name), self.inflight.coalesced[name]) for name in names}
+        total = sum_counters(self.cache.all_counters().values())
+        return counts(total, sum(self.inflight.coalesced.values()), CacheReport, enabled=self.cache.enabled,
+                      capacity_bytes=self.cache.capacity, in_flight=len(self.inflight), models=models)  # fmt: skip
+
+
+def counts(c: ModelCounters, coalesced: int, kind: type[C] = CacheCounts,  # type: ignore[assignment]
+           **extra: Any) -> C:  # fmt: skip
+    """The counters as ``kind`` (``CacheCounts``, or the ``CacheReport`` that extends it)."""
+    looked_up = c.hits + c.misses
+    return kind(hits=c.hits, misses=c.misses, coalesced=coalesced, bypassed=c.bypassed,
+                evictions=c.evictions, entries=c.entries, bytes=c.bytes,
+                hit_rate=c.hits / looked_up if looked_up else 0.0, **extra)  # fmt: skip
+
+
+def sum_counters(all_counters: Iterable[ModelCounters]) -> ModelCounters:
+    total = ModelCounters()
+    for c in all_counters:
+        total.hits += c.hits
+        total.misses += c.misses
+        total.bypassed += c.bypassed
+        total.evictions += c.evictions
+        total.entries += c.entries
+        total.bytes += c.bytes
+    return total
+
+
+def assemble(rows: list[Row | Entry | None], hits: int) -> EmbedOutcome:
+    """The rows, all present by now, as one outcome in input order: ONE join of the float32
+    bytes and one (read-only) array over them."""
+    done = [row for row in rows if row is not None]
+    assert len(done) == len(rows), "every input has a row once its computations are settled"
+    vectors = np.frombuffer(b"".join([row.vector for row in done]), dtype=np.float32).reshape(len(done), -1)
+    computed = {id(row.timings): row for row in done if isinstance(row, Row)}.values()
+    served = sorted({w for row in computed for w in row.workers.split(",") if w}, key=int)
+    return EmbedOutcome(vectors=vectors, tokens=[row.tokens for row in done], workers=",".join(served),
+                        timings=slowest([row.timings for row in computed]), cache_hits=hits)  # fmt: skip
+
+
+def slowest(timings: list[Timings]) -> Timings:
+    """The stage timings of the slowest computation a request waited for (zeros for all-hits)."""
+    if not timings:
+        return Timings()
+    return Timings(queue_us=max(t.queue_us for t in timings), tokenize_us=max(t.tokenize_us for t in timings),
+                   compute_us=max(t.compute_us for t in timings))  # fmt: skip

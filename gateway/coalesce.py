@@ -1,0 +1,106 @@
+"""In-flight coalescing (single-flight): one computation per key, however many callers want it.
+
+``InFlight.launch(keys, compute)`` starts ONE task that computes a value for each key and
+registers a future per key; anyone who asks for a key while it is in flight gets that future
+from ``joining(key)`` instead of computing it again. The task settles every future when it ends,
+with its value or with the SAME exception, and unregisters the keys.
+
+Three properties matter, and each is why the code looks the way it does:
+
+- **A caller's cancellation never cancels the shared work.** The computation runs in its own
+  task, not in any caller's, and callers wait with ``asyncio.wait`` (which, unlike awaiting a
+  future or ``gather``, does not cancel what it waits for when the waiter is cancelled). A client
+  that disconnects leaves the others' answer, and the cache fill, untouched.
+- **Nothing waits forever.** ``settle`` takes each waiter's own deadline; the computation has the
+  deadline of the caller that launched it (the backend enforces it).
+- **Failures are shared, not duplicated.** A failed computation fails every waiter with the same
+  exception object; nobody retries it behind the others' backs.
+
+Generic over the key and value: the caching backend (``gateway/caching.py``) keys by the result
+cache's key, so coalescing and the cache agree on what "the same input" means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Awaitable, Callable, Generic, Hashable, Sequence, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class InFlight(Generic[K, V]):
+    def __init__(self) -> None:
+        self._flights: dict[K, asyncio.Future[V]] = {}
+        # A bare create_task is only weakly referenced by the loop; hold the tasks until they end.
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.coalesced: Counter[str] = Counter()  # joins per label (the model), for /cache-stats
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    def joining(self, key: K, label: str = "") -> asyncio.Future[V] | None:
+        """The future of ``key``'s computation if one is in flight (counted as coalesced under
+        ``label``), else None."""
+        future = self._flights.get(key)
+        if future is not None:
+            self.coalesced[label] += 1
+        return future
+
+    def launch(self, keys: Sequence[K], compute: Callable[[], Awaitable[Sequence[V]]]) -> list[asyncio.Future[V]]:
+        """Start ``compute()`` (one value per key, in order) as a task of its own; return one
+        future per key. Keys must be distinct and not in flight (ask ``joining`` first)."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[V]] = [loop.create_future() for _ in keys]
+        for key, future in zip(keys, futures):
+            self._flights[key] = future
+        task = loop.create_task(self._run(keys, futures, compute))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return futures
+
+    async def _run(self, keys: Sequence[K], futures: list[asyncio.Future[V]],
+                   compute: Callable[[], Awaitable[Sequence[V]]]) -> None:  # fmt: skip
+        try:
+            values = await compute()
+            if len(values) != len(keys):  # a future left unset would hold its waiters to their deadline
+                raise RuntimeError(f"the computation returned {len(values)} values for {len(keys)} keys")
+        except BaseException as exc:  # noqa: BLE001 - every waiter must learn of ANY failure
+            self._fail(futures, exc)
+            if not isinstance(exc, Exception):
+                raise  # cancellation or exit: settle the waiters, then let it propagate
+        else:
+            for future, value in zip(futures, values):
+                if not future.done():
+                    future.set_result(value)
+        finally:
+            self._forget(keys, futures)
+
+    @staticmethod
+    def _fail(futures: list[asyncio.Future[V]], exc: BaseException) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            # Only loop shutdown cancels this task (no caller holds it): waiters must not hang.
+            exc = RuntimeError("the shared computation was cancelled (shutting down)")
+        for future in futures:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: with every waiter gone, nobody else will
+
+    def _forget(self, keys: Sequence[K], futures: list[asyncio.Future[V]]) -> None:
+        for key, future in zip(keys, futures):
+            if self._flights.get(key) is future:
+                del self._flights[key]
+
+
+async def settle(futures: Sequence[asyncio.Future[V]], deadline: float) -> bool:
+    """Wait until every future is done or ``deadline`` (loop time) passes; True when all are done.
+    Cancelling the caller cancels only this wait, never the futures."""
+    pending = {f for f in futures if not f.done()}
+    if not pending:
+        return True
+    timeout = deadline - asyncio.get_running_loop().time()
+    if timeout <= 0:
+        return False
+    _, still = await asyncio.wait(pending, timeout=timeout)
+    return not still

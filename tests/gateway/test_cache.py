@@ -1,0 +1,398 @@
+"""The result cache (``gateway/cache.py``), the caching backend that puts it and coalescing in
+front of the router (``gateway/caching.py``), and preloading (``gateway/preload.py``).
+
+The inner backend is the contract tests' ``FakeBackend`` (fixture ``backend``): deterministic
+vectors per (model, input), and a record of every call, so "what reached the workers" is exact.
+The routes are exercised over real HTTP (aiohttp's test server) with the real wrapper in front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.config import Config
+from gateway import errors
+from gateway.app import build_app
+from gateway.backend import EmbedOutcome, Input
+from gateway.cache import ENTRY_OVERHEAD, ResultCache, item_key
+from gateway.caching import CachingBackend
+from gateway.preload import PreloadError, PreloadQuery, preload, read_preload_file
+
+pytestmark = pytest.mark.timeout(60)
+
+MAIN, STATIC, CROSS = "mini", "static", "cross"  # the FakeBackend's models (8 and 6 dims)
+CONFIG = Config(cache_bytes=1 << 20, cache_max_text_chars=40, request_timeout=2.0, max_inputs=64)
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def embed(cb: CachingBackend, inputs: Sequence[Input], *, model: str = MAIN, truncate: bool = True,
+                use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
+    deadline = asyncio.get_running_loop().time() + 2.0
+    return await cb.embed(model, inputs, truncate=truncate, deadline=deadline, use_cache=use_cache)
+
+
+def computed(backend: Any) -> list[Any]:
+    """Every input the inner backend was asked to embed, in order."""
+    return [item for call in backend.calls if call.kind == "embed" for item in call.inputs]
+
+
+# ---- the LRU ----------------------------------------------------------------------------------
+def vec(size: int, fill: int = 0) -> bytes:
+    return bytes([fill % 256]) * size
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(capacity=st.integers(0, 20_000),
+       ops=st.lists(st.tuples(st.sampled_from(["put", "get"]), st.integers(0, 30), st.integers(0, 6_000)),
+                    max_size=120))  # fmt: skip
+def test_lru_stays_within_its_byte_bound_and_evicts_least_recently_used(
+        capacity: int, ops: list[tuple[str, int, int]]) -> None:  # fmt: skip
+    cache = ResultCache(capacity)
+    model: OrderedDict[bytes, int] = OrderedDict()  # the reference LRU: key -> counted size
+    for op, k, size in ops:
+        key = k.to_bytes(16, "little")
+        if op == "get":
+            assert (cache.get(key, "m") is not None) == (key in model)
+            if key in model:
+                model.move_to_end(key)
+            continue
+        stored = cache.put(key, "m", vec(size, k), tokens=k)
+        if key in model:
+            model.move_to_end(key)  # present: touched, never replaced
+        elif size + ENTRY_OVERHEAD <= capacity:
+            while sum(model.values()) + size + ENTRY_OVERHEAD > capacity:
+                model.popitem(last=False)
+            model[key] = size + ENTRY_OVERHEAD
+        assert stored == (key in model)
+        assert cache.bytes <= capacity
+        assert list(cache._entries) == list(model)  # same entries, same recency order
+        assert cache.bytes == sum(model.values()) == cache.counters("m").bytes
+        assert len(cache) == cache.counters("m").entries
+
+
+def test_evictions_are_counted_per_model_and_preloading_never_evicts() -> None:
+    cache = ResultCache(3 * (100 + ENTRY_OVERHEAD))
+    for i in range(3):
+        assert cache.put(bytes([i]) * 16, "a", vec(100), 1)
+    assert not cache.put(b"x" * 16, "b", vec(100), 1, evict=False)  # full: preload stops here
+    assert len(cache) == 3 and cache.counters("a").evictions == 0
+    assert cache.put(b"y" * 16, "b", vec(100), 1)  # a request's put evicts the oldest
+    assert cache.counters("a").evictions == 1 and cache.counters("a").entries == 2
+    assert cache.counters("b").entries == 1 and bytes([0]) * 16 not in cache
+    assert not cache.put(b"z" * 16, "b", vec(cache.capacity), 1)  # larger than the whole budget
+
+
+def test_keys_separate_models_truncate_and_input_forms() -> None:
+    keys = [
+        item_key("mini", True, "hello"),
+        item_key("mini", False, "hello"),
+        item_key("static", True, "hello"),
+        item_key("mini", True, "hello "),
+        item_key("min", True, "ihello"),  # the model name is length-prefixed: no run-together
+        item_key("mini", True, "[1, 2]"),
+        item_key("mini", True, [1, 2]),
+        item_key("mini", True, [1, 2, 0]),
+        item_key("mini", True, "\ud800"),  # a lone surrogate hashes rather than raising
+    ]
+    assert len(set(keys)) == len(keys) and all(len(k) == 16 for k in keys)
+    assert item_key("mini", True, [2**70]) == item_key("mini", True, [2**70])
+
+
+# ---- the caching backend ----------------------------------------------------------------------
+def test_a_half_cached_batch_sends_only_the_other_half(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachingBackend(CONFIG, backend)
+        texts = [f"text {i}" for i in range(10)]
+        await embed(cb, texts[::2])  # cache the even ones
+        backend.calls.clear()
+        outcome = await embed(cb, texts)
+        assert computed(backend) == texts[1::2]
+        assert outcome.cache_hits == 5
+        np.testing.assert_array_equal(outcome.vectors, backend.vectors_for(MAIN, texts))
+        assert outcome.tokens == [len(t) + 2 for t in texts]  # usage stays right on hits
+        assert outcome.workers == "0"
+
+    run(main())
+
+
+def test_an_all_hit_answer_names_no_worker_and_no_time(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachingBackend(CONFIG, backend)
+        await embed(cb, ["a", "b"])
+        backend.calls.clear()
+        outcome = await embed(cb, ["b", "a", "b"])
+        assert backend.calls == [] and outcome.cache_hits == 3
+        assert outcome.workers == "" and outcome.timings.compute_us == 0
+        np.testing.assert_array_equal(outcome.vectors, backend.vectors_for(MAIN, ["b", "a", "b"]))
+
+    run(main())
+
+
+def test_no_hit_crosses_models_or_truncate_settings(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachingBackend(CONFIG, backend)
+        await embed(cb, ["shared text"])
+        backend.calls.clear()
+        other_model = await embed(cb, ["shared text"], model=STATIC)
+        other_truncate = await embed(cb, ["shared text"], truncate=False)
+        assert other_model.cache_hits == other_truncate.cache_hits == 0
+        assert [(c.model, c.truncate) for c in backend.calls] == [(STATIC, True), (MAIN, False)]
+        assert other_model.vectors.shape == (1, 6)
+        np.testing.assert_array_equal(other_model.vectors[0], backend.vectors_for(STATIC, ["shared text"])[0])
+
+    run(main())
+
+
+def test_use_cache_false_neither_reads_nor_writes(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachingBackend(CONFIG, backend)
+        await embed(cb, ["cached"])
+        bypass = await embed(cb, ["cached", "fresh"], use_cache=False)
+        assert bypass.cache_hits == 0 and computed(backend) == ["cached", "cached", "fresh"]
+        assert item_key(MAIN, True, "fresh") not in cb.cache
+        assert cb.cache_stats().bypassed == 2
+
+    run(main())
+
+
+def test_long_texts_are_not_cached_and_duplicates_are_computed_once(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachingBackend(CONFIG, backend)
+        long = "x" * (CONFIG.cache_max_text_chars + 1)
+        outcome = await embed(cb, [long, "dup", long, "dup", "dup"])
+        assert computed(backend) == [long, "dup"]  # one computation per distinct input
+        np.testing.assert_array_equal(outcome.vectors, backend.vectors_for(MAIN, [long, "dup", long, "dup", "dup"]))
+        assert item_key(MAIN, True, long) not in cb.cache and item_key(MAIN, True, "dup") in cb.cache
+        again = await embed(cb, [long])
+        assert again.cache_hits == 0 and computed(backend).count(long) == 2
+        stats = cb.cache_stats()
+        assert (stats.coalesced, stats.bypassed, stats.entries) == (3, 3, 1)
+
+    run(main())
+
+
+def test_concurrent_requests_share_one_computation_and_its_failure(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachingBackend(CONFIG, backend)
+        backend.delay_s = 0.05
+        outcomes = await asyncio.gather(*(embed(cb, ["same", f"own {i % 2}"]) for i in range(20)))
+        assert sorted(computed(backend)) == ["own 0", "own 1", "same"]
+        assert all(np.array_equal(o.vectors[0], outcomes[0].vectors[0]) for o in outcomes)
+        backend.calls.clear()
+        backend.fail = errors.WorkerLost("worker 0 died", retry_after=1.0)
+        failures = await asyncio.gather(*(embed(cb, ["boom"]) for _ in range(5)), return_exceptions=True)
+        assert len(backend.calls) == 1 and all(f is failures[0] for f in failures)
+        assert isinstance(failures[0], errors.WorkerLost) and "worker 0 died" in failures[0].message
+        assert item_key(MAIN, True, "boom") not in cb.cache and len(cb.inflight) == 0
+
+    run(main())
+
+
+def test_a_cancelled_request_still_fills_the_cache_for_the_next(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachingBackend(CONFIG, backend)
+        backend.delay_s = 0.05
+        leader = asyncio.create_task(embed(cb, ["slow"]))
+        await asyncio.sleep(0.01)
+        follower = asyncio.create_task(embed(cb, ["slow"]))
+        await asyncio.sleep(0.01)
+        leader.cancel()
+        outcome = await follower
+        assert outcome.cache_hits == 0 and len(backend.calls) == 1
+        assert (await embed(cb, ["slow"])).cache_hits == 1
+
+    run(main())
+
+
+def test_a_waiter_past_its_deadline_gets_504_while_the_work_goes_on(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachingBackend(CONFIG, backend)
+        backend.delay_s = 0.3
+        loop = asyncio.get_running_loop()
+        with pytest.raises(errors.DeadlineExceeded):
+            await cb.embed(MAIN, ["late"], truncate=True, deadline=loop.time() + 0.05)
+        await asyncio.sleep(0.4)
+        assert item_key(MAIN, True, "late") in cb.cache  # computed once, kept for the next request
+
+    run(main())
+
+
+class PickyBackend:
+    """The fake, plus one input error: any input containing "TOO LONG" fails its whole call, as a
+    worker refuses a record with an over-long input when ``truncate`` is false."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
+                    use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
+        bad = [i for i, item in enumerate(inputs) if "TOO LONG" in item]
+        if bad:
+            self.inner.calls.append(None)
+            await asyncio.sleep(0.05)
+            raise errors.InputTooLong(f"input exceeds the model's 128 tokens (input {bad[0]})")
+        return await self.inner.embed(model, inputs, truncate=truncate, deadline=deadline)
+
+
+def test_an_input_error_stays_with_the_request_that_sent_the_input(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachingBackend(CONFIG, PickyBackend(backend))  # type: ignore[arg-type]
+        await embed(cb, ["cached"], truncate=False)
+        bad = asyncio.create_task(embed(cb, ["shared", "TOO LONG"], truncate=False))
+        await asyncio.sleep(0.01)
+        good = await embed(cb, ["shared"], truncate=False)  # joined the failing computation
+        np.testing.assert_array_equal(good.vectors, backend.vectors_for(MAIN, ["shared"]))
+        with pytest.raises(errors.InputTooLong, match=r"\(input 1\)"):
+            await bad
+        with pytest.raises(errors.InputTooLong, match=r"\(input 2\)"):  # index into the request, not the misses
+            await embed(cb, ["cached", "x", "TOO LONG"], truncate=False)
+
+    run(main())
+
+
+def test_cache_stats_totals_and_per_model(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachingBackend(CONFIG, backend)
+        await embed(cb, ["a", "b"])
+        await embed(cb, ["a", "c"])
+        await embed(cb, ["a"], model=STATIC)
+        stats = cb.cache_stats()
+        assert (stats.hits, stats.misses, stats.entries, stats.enabled) == (1, 4, 4, True)
+        assert stats.hit_rate == pytest.approx(0.2) and stats.capacity_bytes == CONFIG.cache_bytes
+        assert stats.bytes == 3 * (8 * 4 + ENTRY_OVERHEAD) + (6 * 4 + ENTRY_OVERHEAD)
+        assert (stats.models[MAIN].hits, stats.models[MAIN].misses, stats.models[STATIC].misses) == (1, 3, 1)
+
+    run(main())
+
+
+def test_a_disabled_cache_still_coalesces(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachingBackend(Config(cache_bytes=0, request_timeout=2.0), backend)
+        backend.delay_s = 0.05
+        outcomes = await asyncio.gather(*(embed(cb, ["same"]) for _ in range(10)))
+        assert len(backend.calls) == 1 and all(o.cache_hits == 0 for o in outcomes)
+        assert len(cb.cache) == 0 and cb.cache_stats().enabled is False
+
+    run(main())
+
+
+# ---- preloading -------------------------------------------------------------------------------
+def test_preload_most_frequent_first_until_the_cache_is_full(backend: Any, caplog: pytest.LogCaptureFixture) -> None:
+    queries = [PreloadQuery(text=f"q{i}", model=MAIN, frequency=i) for i in range(10)]
+    queries += [PreloadQuery(text="elsewhere", model="nope", frequency=99),
+                PreloadQuery(text="pairs only", model=CROSS, frequency=98),
+                PreloadQuery(text="", frequency=97),
+                PreloadQuery(text="q9", frequency=50)]  # fmt: skip  (no model: the main one; a duplicate)
+
+    async def main() -> CachingBackend:
+        cb = CachingBackend(Config(cache_bytes=4 * (8 * 4 + ENTRY_OVERHEAD), request_timeout=2.0), backend)
+        assert await preload(cb, queries) == 4
+        return cb
+
+    with caplog.at_level(logging.INFO, logger="appliance.preload"):
+        cb = run(main())
+    assert sorted(t for call in backend.calls for t in call.inputs) == ["q6", "q7", "q8", "q9"]
+    assert all(item_key(MAIN, True, f"q{i}") in cb.cache for i in (6, 7, 8, 9))
+    stats = cb.cache_stats()
+    assert (stats.hits, stats.misses, stats.evictions) == (0, 0, 0)  # preloading is not traffic
+    text = caplog.text
+    assert "'nope'" in text and "'cross'" in text and "empty text" in text and "duplicate" in text
+    assert "4 of 10 texts cached" in text and "full" in text
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'[{"text": "a", "model": "m", "frequency": 3}, {"model": "m"}]', "missing required field `text` - at `$[1]`"),
+    (b'[{"text": "a", "frequency": "often"}]', "at `$[0].frequency`"),
+    (b'{"text": "a"}', "expected a list"),
+    (b'[{"text": "a"} // a comment\n]', "not valid JSON"),
+])  # fmt: skip
+def test_a_bad_preload_file_is_a_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "common.json"
+    path.write_bytes(content)
+    with pytest.raises(PreloadError, match="common.json") as raised:
+        read_preload_file(str(path))
+    assert message in str(raised.value)
+    with pytest.raises(PreloadError, match="cannot be read"):
+        read_preload_file(str(tmp_path / "missing.json"))
+    assert read_preload_file("") == []
+
+
+def test_the_seeds_preload_shape_reads(tmp_path: Path) -> None:
+    path = tmp_path / "common_queries.json"
+    seeds = [{"text": "What is the status?", "model": "qwen25-1024d", "frequency": 150},
+             {"text": "Explain how this works", "model": "qwen25-1024d", "frequency": 89}]  # fmt: skip
+    path.write_text(json.dumps(seeds))
+    assert [q.text for q in read_preload_file(str(path))] == ["What is the status?", "Explain how this works"]
+
+
+# ---- over HTTP ----------------------------------------------------------------------------------
+async def with_client(cb: CachingBackend, body: Callable[[TestClient], Awaitable[None]]) -> None:
+    async with TestClient(TestServer(build_app(CONFIG, cb))) as client:
+        await body(client)
+
+
+def test_routes_show_hits_misses_and_cut_dimensions_from_the_full_vector(backend: Any) -> None:
+    async def body(client: TestClient) -> None:
+        first = await client.post("/v1/embeddings", json={"model": MAIN, "input": ["alpha"], "dimensions": 3})
+        second = await client.post("/v1/embeddings", json={"model": MAIN, "input": ["alpha"], "dimensions": 3})
+        full = await client.post("/api/embed", json={"model": MAIN, "input": ["alpha", "beta"]})
+        assert [r.headers["X-Cache"] for r in (first, second, full)] == ["miss", "hit", "partial"]
+        cut_miss, cut_hit = [(await r.json())["data"][0]["embedding"] for r in (first, second)]
+        assert cut_miss == cut_hit and len(cut_hit) == 3
+        expected = backend.vectors_for(MAIN, ["alpha"])[0].tolist()
+        assert (await full.json())["embeddings"][0] == pytest.approx(expected)
+        assert second.headers["X-Worker-ID"] == "none"
+
+    run(with_client(CachingBackend(CONFIG, backend), body))
+
+
+def test_batch_route_reports_cache_stats_and_honours_use_cache(backend: Any) -> None:
+    async def body(client: TestClient) -> None:
+        await client.post("/api/embed", json={"model": MAIN, "input": ["a", "b"]})
+        mixed = await client.post("/api/embed/batch", json={"model": MAIN, "inputs": [["a", "x"], ["b", "y"]]})
+        doc = await mixed.json()
+        assert doc["cache_stats"] == {"hits": 2, "misses": 2, "hit_rate": 0.5}
+        assert mixed.headers["X-Cache"] == "partial"
+        expected = backend.vectors_for(MAIN, ["a", "x", "b", "y"])
+        assert np.allclose(np.array(doc["batches"]).reshape(4, -1), expected)
+        backend.calls.clear()
+        bypass = await client.post("/api/embed/batch", json={"model": MAIN, "inputs": [["a"]], "use_cache": False})
+        assert (await bypass.json())["cache_stats"]["hits"] == 0 and bypass.headers["X-Cache"] == "miss"
+        assert computed(backend) == ["a"]
+
+    run(with_client(CachingBackend(CONFIG, backend), body))
+
+
+def test_cache_stats_and_stats_routes(backend: Any) -> None:
+    async def body(client: TestClient) -> None:
+        await client.post("/api/embed", json={"model": MAIN, "input": ["a", "a", "b"]})
+        await client.post("/api/embed", json={"model": STATIC, "input": "a"})
+        await client.post("/api/embed", json={"model": MAIN, "input": "a"})
+        cache = await (await client.get("/cache-stats")).json()
+        assert {k: cache[k] for k in ("hits", "misses", "coalesced", "entries", "evictions")} == {
+            "hits": 1, "misses": 4, "coalesced": 1, "entries": 3, "evictions": 0}  # fmt: skip
+        assert cache["hit_rate"] == pytest.approx(0.2) and cache["enabled"] is True
+        assert cache["models"][MAIN]["hits"] == 1 and cache["models"][STATIC]["misses"] == 1
+        assert cache["bytes"] == sum(m["bytes"] for m in cache["models"].values()) > 0
+        stats = await (await client.get("/stats")).json()
+        assert [w["index"] for w in stats["workers"]] == [0, 1] and "items" in stats["workers"][0]
+        assert stats["cache"]["entries"] == 3 and stats["ready"] is True
+
+    run(with_client(CachingBackend(CONFIG, backend), body))

@@ -1,0 +1,168 @@
+"""``gateway/coalesce.py``: single-flight under asyncio. One computation per key however many
+wait; a failure reaches every waiter as the same error; a cancelled waiter (a client that went
+away) cancels nothing shared; every wait ends by its deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+from gateway.coalesce import InFlight, settle
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class Computation:
+    """A computation the test releases by hand, counting how often it ran."""
+
+    def __init__(self, values: list[str], error: BaseException | None = None) -> None:
+        self.values, self.error = values, error
+        self.release = asyncio.Event()
+        self.runs = 0
+        self.finished = False
+
+    async def __call__(self) -> list[str]:
+        self.runs += 1
+        await self.release.wait()
+        self.finished = True
+        if self.error is not None:
+            raise self.error
+        return self.values
+
+
+async def get(flights: InFlight[str, str], key: str, compute: Callable[[], Awaitable[list[str]]],
+              deadline: float = float("inf")) -> str:  # fmt: skip
+    """What a request does: join the key's flight, or launch it; then wait by its deadline."""
+    future = flights.joining(key, "m") or flights.launch([key], compute)[0]
+    if not await settle([future], deadline):
+        raise TimeoutError(key)
+    return future.result()
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_many_waiters_one_computation() -> None:
+    async def main() -> None:
+        flights: InFlight[str, str] = InFlight()
+        compute = Computation(["v"])
+        waiters = [asyncio.create_task(get(flights, "k", compute)) for _ in range(200)]
+        await asyncio.sleep(0)  # every waiter has joined before the computation may finish
+        assert len(flights) == 1 and flights.coalesced["m"] == 199
+        compute.release.set()
+        assert await asyncio.gather(*waiters) == ["v"] * 200
+        assert compute.runs == 1 and len(flights) == 0  # done: the key is free again
+
+    run(main())
+
+
+def test_keys_of_one_launch_are_joinable_one_by_one() -> None:
+    async def main() -> None:
+        flights: InFlight[str, str] = InFlight()
+        compute = Computation(["a!", "b!", "c!"])
+        flights.launch(["a", "b", "c"], compute)
+        later = [flights.joining(k) for k in ("c", "a")]
+        compute.release.set()
+        assert await settle([f for f in later if f], float("inf"))
+        assert [f.result() for f in later if f] == ["c!", "a!"]
+
+    run(main())
+
+
+def test_a_failure_reaches_every_waiter_as_the_same_error() -> None:
+    async def main() -> None:
+        flights: InFlight[str, str] = InFlight()
+        error = ConnectionError("worker 1 died with the batch in flight")
+        compute = Computation(["never"], error=error)
+        waiters = [asyncio.create_task(get(flights, "k", compute)) for _ in range(20)]
+        await asyncio.sleep(0)
+        compute.release.set()
+        outcomes = await asyncio.gather(*waiters, return_exceptions=True)
+        assert all(o is error for o in outcomes), outcomes
+        assert compute.runs == 1 and len(flights) == 0
+        # a fresh request after the failure computes again rather than inheriting it
+        retry = Computation(["ok"])
+        retry.release.set()
+        assert await get(flights, "k", retry) == "ok"
+
+    run(main())
+
+
+def test_a_cancelled_waiter_does_not_cancel_the_computation() -> None:
+    async def main() -> None:
+        flights: InFlight[str, str] = InFlight()
+        compute = Computation(["v"])
+        leader = asyncio.create_task(get(flights, "k", compute))  # launches it
+        await asyncio.sleep(0)
+        follower = asyncio.create_task(get(flights, "k", compute))
+        await asyncio.sleep(0)
+        leader.cancel()  # the launching client disconnects
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        compute.release.set()
+        assert await follower == "v"
+        assert compute.runs == 1 and compute.finished
+
+    run(main())
+
+
+def test_the_computation_finishes_even_when_every_waiter_left() -> None:
+    async def main() -> None:
+        flights: InFlight[str, str] = InFlight()
+        compute = Computation(["v"])
+        waiters = [asyncio.create_task(get(flights, "k", compute)) for _ in range(3)]
+        await asyncio.sleep(0)
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        compute.release.set()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert compute.finished and len(flights) == 0
+
+    run(main())
+
+
+def test_every_wait_ends_by_its_own_deadline() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        flights: InFlight[str, str] = InFlight()
+        compute = Computation(["v"])  # never released while the waiters wait
+        started = loop.time()
+        waiters = [asyncio.create_task(get(flights, "k", compute, started + d)) for d in (0.05, 0.15)]
+        outcomes = await asyncio.gather(*waiters, return_exceptions=True)
+        assert all(isinstance(o, TimeoutError) for o in outcomes)
+        assert 0.14 <= loop.time() - started < 1.0
+        assert len(flights) == 1  # the shared computation itself is still running, unharmed
+        compute.release.set()
+        await asyncio.sleep(0.01)
+        assert compute.finished and len(flights) == 0
+        assert not await settle([loop.create_future()], loop.time() - 1)  # past deadline: no wait at all
+
+    run(main())
+
+
+def test_a_failure_nobody_waits_for_is_not_reported_as_unretrieved() -> None:
+    reported: list[dict[str, Any]] = []
+
+    async def fails() -> list[str]:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("boom")  # fresh: nothing but the future keeps it alive
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: reported.append(ctx))
+        flights: InFlight[str, str] = InFlight()
+        waiter = asyncio.create_task(get(flights, "k", fails))
+        await asyncio.sleep(0)
+        waiter.cancel()  # the only client leaves before the computation fails
+        await asyncio.gather(waiter, return_exceptions=True)
+        del waiter
+        await asyncio.sleep(0.05)
+        gc.collect()  # an unretrieved exception is reported when its future is collected
+
+    run(main())
+    assert reported == []
