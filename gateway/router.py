@@ -35,14 +35,14 @@ from appliance.protocol import (
     Vectors,
 )
 from gateway import errors
-from gateway.backend import EmbedOutcome, Input, ModelCard, RerankOutcome, Timings
+from gateway.backend import EmbedOutcome, Input, ModelCard, RerankOutcome, Timings, WorkerCard
 
 log = logging.getLogger("appliance.router")
 
 FULL_RING_WAIT_S = 1.0  # how long a part may wait for space in a full ring before 429
 RETRY_AFTER_S = 1.0
 SPLIT_MIN_INPUTS = 64  # below this, one worker does a request (splitting costs more than it saves)
-RECORD_OVERHEAD = 64
+RECORD_SLACK = 4096  # room in a half-ring record for the message envelope around the inputs
 
 
 @dataclass(slots=True)
@@ -75,7 +75,7 @@ class WorkerState:
 class Router:
     def __init__(self, config: Config, workers: int, send: Callable[[int, bytes], bool]) -> None:
         self.config = config
-        self.workers = [WorkerState(i) for i in range(workers)]
+        self.workers_state = [WorkerState(i) for i in range(workers)]
         self.send_record = send
         self.codec = RequestCodec()
         self.ids = itertools.count(1)
@@ -87,7 +87,7 @@ class Router:
 
     # ---- Backend: state ------------------------------------------------------------------
     def is_ready(self) -> bool:
-        held = {name for w in self.workers if w.up for name in w.models}
+        held = {name for w in self.workers_state if w.up for name in w.models}
         return not self.draining and all(name in held for name in self.configured)
 
     def is_draining(self) -> bool:
@@ -96,15 +96,25 @@ class Router:
     def models(self) -> list[ModelCard]:
         cards: list[ModelCard] = []
         for name, model in self.configured.items():
-            holders = [w for w in self.workers if w.up and name in w.models]
+            holders = [w for w in self.workers_state if w.up and name in w.models]
             info = holders[0].models[name] if holders else None
             cards.append(ModelCard(name=name, kind=model.kind, dim=info.dim if info else 0,
                                    max_length=info.max_length if info else 0, main=model.main,
                                    workers=[w.index for w in holders]))  # fmt: skip
         return cards
 
+    def workers(self) -> list[WorkerCard]:
+        cards = []
+        for w in self.workers_state:
+            s = w.stats
+            counters = (s.pid, s.batches, s.items, s.tokens, s.padded_tokens, s.requests, s.rss_bytes,
+                        s.compute_us) if s else (0,) * 8  # fmt: skip
+            cards.append(WorkerCard(w.index, w.up, sorted(w.models), w.outstanding_inputs, w.outstanding_tokens,
+                                    *counters))  # fmt: skip
+        return cards
+
     def outstanding(self) -> int:
-        return sum(len(w.parts) for w in self.workers)
+        return sum(len(w.parts) for w in self.workers_state)
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no part is in flight (shutdown drain); False on timeout."""
@@ -114,9 +124,11 @@ class Router:
         return not self.outstanding()
 
     # ---- Backend: work -------------------------------------------------------------------
-    async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float) -> EmbedOutcome:
+    async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
+                    use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
+        del use_cache  # the router computes everything it is given; the cache wraps it
         holders = self.holders(model)
-        slices = self.slices(model, len(inputs), holders, sum(map(estimate_tokens, inputs)))
+        slices = self.slices(model, inputs, holders)
         parts = [self.part(model, Embed(0, model, list(inputs[a:b]), truncate), b - a,
                            sum(map(estimate_tokens, inputs[a:b])), a) for a, b in slices]  # fmt: skip
         results = await self.run_parts(parts, holders, deadline)
@@ -141,18 +153,30 @@ class Router:
             raise errors.ModelNotFound(f"model {model!r} is not served here; see GET /v1/models")
         if self.draining:
             raise errors.Draining("the appliance is shutting down", retry_after=RETRY_AFTER_S)
-        holders = [w for w in self.workers if w.up and model in w.models]
+        holders = [w for w in self.workers_state if w.up and model in w.models]
         if not holders:
             raise errors.NotReady(f"no worker holding model {model!r} is up yet", retry_after=RETRY_AFTER_S)
         return holders
 
-    def slices(self, model: str, n: int, holders: list[WorkerState], tokens: int) -> list[tuple[int, int]]:
-        """Cut a request so each part's record fits the ring and big requests use every holder."""
+    def slices(self, model: str, inputs: Sequence[Input], holders: list[WorkerState]) -> list[tuple[int, int]]:
+        """Cut a request so each part's records (request and answer) fit the ring, and big requests
+        use every holder."""
+        n = len(inputs)
         info = holders[0].models[model]
-        per_record = max(1, (self.config.ring_bytes // 2 - 4096) // (max(info.dim, 1) * 4 + 16))
+        budget = self.config.ring_bytes // 2 - RECORD_SLACK
+        per_record = max(1, budget // (max(info.dim, 1) * 4 + 16))
         ways = len(holders) if n >= SPLIT_MIN_INPUTS and len(holders) > 1 else 1
         size = min(per_record, -(-n // ways))
-        return [(a, min(n, a + size)) for a in range(0, n, size)]
+        cuts: list[tuple[int, int]] = []
+        start, used = 0, 0
+        for i, item in enumerate(inputs):
+            cost = record_bytes(item)
+            if i > start and (i - start >= size or used + cost > budget):
+                cuts.append((start, i))
+                start, used = i, 0
+            used += cost
+        cuts.append((start, n))
+        return cuts
 
     def part(self, model: str, message: Embed | Rerank, inputs: int, tokens: int, offset: int) -> Part:
         message.id = next(self.ids)
@@ -179,6 +203,10 @@ class Router:
     async def dispatch(self, part: Part, holders: list[WorkerState], deadline: float) -> None:
         """Send a part to the least-loaded holder; wait briefly on full rings, then 429."""
         record = self.codec.encode(part.message)
+        if len(record) > self.config.ring_bytes // 2 - RECORD_SLACK:
+            # one input (or a rerank query with its documents) larger than a ring record can be
+            raise errors.BodyTooLarge(f"this request needs a {len(record)}-byte record; the worker rings take "
+                                      f"{self.config.ring_bytes // 2 - RECORD_SLACK} (raise ring_bytes)")  # fmt: skip
         give_up = min(deadline, asyncio.get_running_loop().time() + FULL_RING_WAIT_S)
         while True:
             worker = self.least_loaded([w for w in holders if w.up])
@@ -210,7 +238,7 @@ class Router:
     def forget(self, part: Part) -> None:
         if part.worker < 0:
             return
-        worker = self.workers[part.worker]
+        worker = self.workers_state[part.worker]
         if worker.parts.pop(part.id, None) is not None:
             worker.outstanding_tokens -= part.tokens
             worker.outstanding_inputs -= part.inputs
@@ -219,18 +247,18 @@ class Router:
 
     # ---- WorkerEvents --------------------------------------------------------------------
     def worker_ready(self, worker: int, ready: Ready) -> None:
-        state = self.workers[worker]
+        state = self.workers_state[worker]
         state.models = {m.name: m for m in ready.models}
         state.up = True
 
     def worker_stats(self, worker: int, stats: Stats) -> None:
-        self.workers[worker].stats = stats
+        self.workers_state[worker].stats = stats
 
     def worker_unavailable(self, worker: int) -> None:
-        self.workers[worker].up = False
+        self.workers_state[worker].up = False
 
     def worker_result(self, worker: int, message: Vectors | Scores | Failed) -> None:
-        state = self.workers[worker]
+        state = self.workers_state[worker]
         part = state.parts.pop(message.id, None)
         if part is None:
             return  # its request timed out or was resent; nobody waits for this any more
@@ -246,7 +274,7 @@ class Router:
         self.wake_senders()
 
     def worker_lost(self, worker: int, reason: str) -> None:
-        state = self.workers[worker]
+        state = self.workers_state[worker]
         state.up = False
         orphans = list(state.parts.values())
         state.parts.clear()
@@ -261,7 +289,7 @@ class Router:
     def resend_or_fail(self, part: Part, reason: str) -> None:
         if part.future.done():
             return
-        others = [w for w in self.workers if w.up and part.model in w.models]
+        others = [w for w in self.workers_state if w.up and part.model in w.models]
         target = self.least_loaded(others)
         if not part.resent and target is not None:
             part.resent = True
@@ -283,6 +311,13 @@ class Router:
 
 def served_by(parts: list[Part]) -> str:
     return ",".join(str(w) for w in sorted({p.served_by for p in parts if p.served_by >= 0}))
+
+
+def record_bytes(item: Input) -> int:
+    """Upper bound of an input's bytes in a msgpack record (str.isascii is O(1) in CPython)."""
+    if isinstance(item, list):
+        return 5 * len(item) + 5
+    return (len(item) if item.isascii() else 4 * len(item)) + 5
 
 
 def estimate_tokens(item: Input) -> int:

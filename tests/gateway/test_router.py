@@ -1,0 +1,139 @@
+"""gateway/router.py with scripted workers: slicing to fit the rings, least-loaded routing, resend.
+
+The send callback stands in for the channel (the real one is covered by tests/appliance and the
+integration tests): it decodes each record as a worker would and answers from the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from appliance.config import Config, ModelConfig
+from appliance.protocol import Embed, ModelInfo, Ready, RequestCodec, Vectors, f32_bytes
+from gateway import errors
+from gateway.router import Router
+
+DIM = 8
+RING = 64 << 10  # small rings so a few long texts fill a record
+
+
+class ScriptedWorkers:
+    """Answers every Embed with vectors whose first column is the input's length."""
+
+    def __init__(self, answer: bool = True) -> None:
+        self.codec = RequestCodec()
+        self.records: list[tuple[int, Embed]] = []
+        self.answer = answer
+        self.router: Router | None = None
+
+    def send(self, worker: int, record: bytes) -> bool:
+        assert len(record) <= RING // 2, "the router sent a record the ring refuses"
+        message = self.codec.decode(record)
+        assert isinstance(message, Embed)
+        self.records.append((worker, message))
+        if self.answer:
+            asyncio.get_running_loop().call_soon(self.reply, worker, message)
+        return True
+
+    def reply(self, worker: int, message: Embed) -> None:
+        vectors = np.zeros((len(message.inputs), DIM), np.float32)
+        vectors[:, 0] = [len(text) for text in message.inputs]
+        assert self.router is not None
+        self.router.worker_result(worker, Vectors(message.id, DIM, f32_bytes(vectors), [1] * len(message.inputs)))
+
+
+def make_router(workers: ScriptedWorkers, n: int = 2) -> Router:
+    config = Config(models=[ModelConfig(name="m", path="/nowhere", main=True)], ring_bytes=RING)
+    router = Router(config, n, workers.send)
+    workers.router = router
+    for i in range(n):
+        router.worker_ready(i, Ready(i, 100 + i, [ModelInfo("m", "transformer", DIM, 512)]))
+    return router
+
+
+def deadline(seconds: float = 5.0) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+def test_many_long_texts_are_cut_into_records_that_fit_and_come_back_in_order() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers()
+        router = make_router(workers)
+        texts = [("x" * (1000 + i)) for i in range(100)]  # ~105 kB: more than three 32 kB records
+        outcome = await router.embed("m", texts, truncate=True, deadline=deadline())
+        assert len(workers.records) >= 4
+        assert outcome.vectors[:, 0].tolist() == [float(len(t)) for t in texts]
+        assert {w for w, _ in workers.records} == {0, 1}  # both workers took parts
+
+    asyncio.run(main())
+
+
+def test_non_ascii_text_is_budgeted_by_its_utf8_size() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers()
+        router = make_router(workers, n=1)
+        texts = ["ü" * 3000] * 12  # 6 kB each in UTF-8 though 3000 characters
+        outcome = await router.embed("m", texts, truncate=True, deadline=deadline())
+        assert len(outcome.vectors) == 12 and len(workers.records) >= 3
+
+    asyncio.run(main())
+
+
+def test_one_input_larger_than_a_record_is_413_and_nothing_is_sent() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers()
+        router = make_router(workers)
+        with pytest.raises(errors.BodyTooLarge, match="ring_bytes"):
+            await router.embed("m", ["y" * RING], truncate=True, deadline=deadline())
+        assert workers.records == [] and router.outstanding() == 0
+
+    asyncio.run(main())
+
+
+def test_small_requests_go_to_the_least_loaded_worker() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(answer=False)
+        router = make_router(workers)
+        pending = [asyncio.ensure_future(router.embed("m", [f"text {i}"], truncate=True, deadline=deadline()))
+                   for i in range(6)]  # fmt: skip
+        await asyncio.sleep(0.01)
+        assert sorted(w for w, _ in workers.records) == [0, 0, 0, 1, 1, 1]
+        for worker, message in workers.records:
+            workers.reply(worker, message)
+        assert [len(o.vectors) for o in await asyncio.gather(*pending)] == [1] * 6
+
+    asyncio.run(main())
+
+
+def test_a_lost_worker_s_parts_are_resent_once_to_another_holder() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(answer=False)
+        router = make_router(workers)
+        task = asyncio.ensure_future(router.embed("m", ["only"], truncate=True, deadline=deadline()))
+        await asyncio.sleep(0.01)
+        (first, message), = workers.records
+        router.worker_lost(first, "was killed")
+        (second, resent), = workers.records[1:]
+        assert second != first and resent.id == message.id
+        workers.reply(second, resent)
+        outcome = await task
+        assert outcome.workers == str(second)
+
+    asyncio.run(main())
+
+
+def test_a_part_lost_twice_fails_with_503_not_a_hang() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(answer=False)
+        router = make_router(workers)
+        task = asyncio.ensure_future(router.embed("m", ["only"], truncate=True, deadline=deadline()))
+        await asyncio.sleep(0.01)
+        router.worker_lost(workers.records[0][0], "was killed")
+        router.worker_lost(workers.records[1][0], "was killed")
+        with pytest.raises(errors.WorkerLost):
+            await asyncio.wait_for(task, 2)
+
+    asyncio.run(main())
