@@ -1,10 +1,12 @@
 """The aiohttp application: routes, the one error mapping, and the headers every answer carries.
 
-``build_app(config, backend)`` is all the wiring needs (``appliance/cli.py`` adds its resources
-as ``cleanup_ctx`` on the returned app). The middleware here is the ONE place where errors become
-responses: a ``gateway.errors.ApiError`` becomes ``{"error": {"message", "type", "code"}}`` with
-its status (and ``Retry-After`` when it has one); aiohttp's own 404/405/413 get the same shape;
-anything else is a 500 ``internal_error`` with a log line and no traceback for the client.
+``build_app(config, backend, admission)`` is all the wiring needs (``appliance/cli.py`` adds its
+resources as ``cleanup_ctx`` on the returned app). The middleware here is the ONE place where
+errors become responses: a ``gateway.errors.ApiError`` becomes ``{"error": {"message", "type",
+"code"}}`` with its status (and ``Retry-After`` and any headers it carries); aiohttp's own
+404/405/413 get the same shape; anything else is a 500 ``internal_error`` with a log line and no
+traceback for the client. ``gateway.admission``'s API-key check is an inner middleware, so its
+401s go through the same mapping.
 Every response gets ``X-Request-ID`` (the client's, or a fresh one) and a ``Server-Timing``
 ``total`` entry; routes that reached the backend add the worker, stage timings and cache state.
 A streaming route must set its headers before ``prepare()``: once prepared, they are sent.
@@ -16,12 +18,13 @@ import logging
 import math
 import secrets
 import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
 from appliance.config import Config
 from gateway import errors, routes
+from gateway.admission import Admission
 from gateway.backend import Backend
 from gateway.encoding import encode
 from gateway.routes import CONTEXT, JSON, REQUEST_ID, Context
@@ -40,9 +43,14 @@ HTTP_ERROR_TYPES = {
 MAX_REQUEST_ID = 128
 
 
-def build_app(config: Config, backend: Backend) -> web.Application:
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[gateway_middleware])
-    app[CONTEXT] = Context(config=config, backend=backend, started=time.time())
+def build_app(config: Config, backend: Backend, admission: Admission | None = None) -> web.Application:
+    """``admission`` defaults to one built from ``config`` (keys and rate limits, no memory guard);
+    that raises ``gateway.admission.KeysFileError`` when ``api_keys_file`` holds no usable key."""
+    admission = admission if admission is not None else Admission.from_config(config)
+    # order matters: the error mapping is outermost, so the inner key check's 401 is mapped too
+    middlewares = [gateway_middleware, *admission.middlewares()]
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
+    app[CONTEXT] = Context(config=config, backend=backend, started=time.time(), admission=admission)
     routes.register(app)
     return app
 
@@ -63,7 +71,7 @@ async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except errors.ApiError as exc:
-        return error_response(exc.status, exc.type, exc.message, exc.retry_after)
+        return error_response(exc.status, exc.type, exc.message, exc.retry_after, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -90,9 +98,10 @@ def http_error_response(request: web.Request, exc: web.HTTPException) -> web.Res
     return response
 
 
-def error_response(status: int, kind: str, message: str, retry_after: float | None = None) -> web.Response:
+def error_response(status: int, kind: str, message: str, retry_after: float | None = None,
+                   headers: Mapping[str, str] | None = None) -> web.Response:  # fmt: skip
     body = encode(ErrorBody(ErrorDetail(message=message, type=kind, code=status)))
-    response = web.Response(body=body, status=status, content_type=JSON)
+    response = web.Response(body=body, status=status, content_type=JSON, headers=headers)
     if retry_after is not None:
         # HTTP wants whole seconds; round up so a client never comes back too early.
         response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))

@@ -6,15 +6,19 @@ Every error body is ``{"error": {"message": str, "type": str, "code": int}}`` (D
 
 from __future__ import annotations
 
+from typing import Mapping
+
 
 class ApiError(Exception):
     status: int = 500
     type: str = "internal_error"
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.headers = headers  # extra response headers, e.g. a 401's WWW-Authenticate
 
 
 class BadRequest(ApiError):
@@ -30,6 +34,8 @@ class EmptyInput(ApiError):
 
 
 class Unauthorized(ApiError):
+    """Missing or unknown API key; raised with a ``WWW-Authenticate: Bearer`` challenge."""
+
     status, type = 401, "unauthorized"
 
 
@@ -62,6 +68,8 @@ class Unsupported(ApiError):
 
 
 class RateLimited(ApiError):
+    """The key's (or client's) requests or inputs per minute are spent; Retry-After says when."""
+
     status, type = 429, "rate_limited"
 
 
@@ -78,9 +86,15 @@ class Draining(ApiError):
 
 
 class Overloaded(ApiError):
-    """Memory guard tripped."""
+    """The worker ran out of memory on this request's batch even after splitting it."""
 
     status, type = 503, "overloaded"
+
+
+class MemoryLow(ApiError):
+    """Memory guard tripped: available system memory is under ``memory_floor``; no new work."""
+
+    status, type = 503, "memory_low"
 
 
 class WorkerLost(ApiError):

@@ -1,15 +1,19 @@
 """The route table, and what every route shares: the app's ``Context`` and the request checks.
 
 One module per API family (``ollama``, ``openai``, ``batch``, ``rerank``, ``system``); each has a
-``register(app)``. A route reads its body with ``read_json``, asks ``Context`` to admit it and to
-resolve the model, checks the inputs, calls the backend through ``Context`` (which sets the
-deadline) and answers with ``respond``. Routes raise ``gateway.errors`` types; only the
-middleware in ``gateway/app.py`` turns them into responses.
+``register(app)``. A work route asks ``Context`` to admit it (``admit``: ready, request rate),
+reads its body with ``read_json``, resolves the model, checks the inputs, has them admitted
+(``admit_inputs``: input rate, memory guard), calls the backend through ``Context`` (which sets
+the deadline) and answers with ``respond``. The API key was checked before any route ran (the
+admission middleware; ``gateway/admission.py`` also says why the checks come in this order).
+Routes raise ``gateway.errors`` types; only the middleware in ``gateway/app.py`` turns them into
+responses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence, TypeVar
 
@@ -18,6 +22,7 @@ from aiohttp import web
 
 from appliance.config import Config
 from gateway import errors
+from gateway.admission import Admission
 from gateway.backend import Backend, EmbedOutcome, Input, ModelCard, RerankOutcome, Timings
 from gateway.schemas import decode
 
@@ -39,8 +44,20 @@ class Context:
     config: Config
     backend: Backend
     started: float  # wall-clock time the app was built: model "created" dates
+    admission: Admission = dataclasses.field(default_factory=Admission)  # default: open, unlimited
 
-    def admit(self) -> None:
+    def admit(self, request: web.Request) -> None:
+        """A work request at the door, before its body is read: 503 while loading or draining
+        (charging no rate token), then one request off the principal's rate (429)."""
+        self.check_ready()
+        self.admission.admit_request(request)
+
+    def admit_inputs(self, request: web.Request, count: int) -> None:
+        """Once the body is parsed and checked: ``count`` inputs off the principal's rate (429, or
+        422 when no minute could hold them), then the memory guard (503)."""
+        self.admission.admit_inputs(request, count)
+
+    def check_ready(self) -> None:
         if self.backend.is_draining():
             raise errors.Draining("the appliance is shutting down", retry_after=NOT_READY_RETRY_S)
         if not self.backend.is_ready():

@@ -19,11 +19,12 @@ _decoder = msgspec.json.Decoder(BatchEmbed)
 
 async def embed_batch(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    ctx.admit()
+    ctx.admit(request)
     body = await read_json(request, _decoder)
     card = ctx.embedding_model(body.model)
     texts = list(chain.from_iterable(body.inputs))
     check_inputs(texts, ctx.config, field="inputs")
+    ctx.admit_inputs(request, len(texts))
     outcome = await ctx.embed(card.name, texts, body.truncate, use_cache=body.use_cache)
     hits = outcome.cache_hits
     answer = BatchEmbedResponse(

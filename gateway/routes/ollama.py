@@ -18,12 +18,13 @@ _decoder = msgspec.json.Decoder(OllamaEmbed)
 async def embed(request: web.Request) -> web.Response:
     started = time.perf_counter_ns()
     ctx = request.app[CONTEXT]
-    ctx.admit()
+    ctx.admit(request)
     body = await read_json(request, _decoder)
     card = ctx.embedding_model(body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
     check_inputs(texts, ctx.config)
     dims = check_dimensions(body.dimensions, card)
+    ctx.admit_inputs(request, len(texts))
     outcome = await ctx.embed(card.name, texts, body.truncate)
     answer = OllamaEmbedResponse(
         model=card.name,

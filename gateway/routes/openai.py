@@ -33,12 +33,13 @@ def inputs_of(raw: str | list[str | int | list[int]]) -> list[Input]:
 
 async def embeddings(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    ctx.admit()
+    ctx.admit(request)
     body = await read_json(request, _decoder)
     card = ctx.embedding_model(body.model)
     items = inputs_of(body.input)
     check_inputs(items, ctx.config)
     dims = check_dimensions(body.dimensions, card)
+    ctx.admit_inputs(request, len(items))
     outcome = await ctx.embed(card.name, items, body.truncate)
     vectors = encoding.shorten(outcome.vectors, dims)
     rows = encoding.rows_base64(vectors) if body.encoding_format == "base64" else encoding.rows_json(vectors)

@@ -35,11 +35,14 @@ def check_query(query: str, config: Config) -> None:
         raise errors.InputTooLong(f"`query` has {len(query)} characters; the limit is {config.max_input_chars}")
 
 
-async def score(ctx: Context, model: str | None, query: str, documents: list[str], truncate: bool) -> tuple[str, RerankOutcome]:
-    """Resolve the model, check the query and documents, score: (model name, outcome)."""
+async def score(ctx: Context, request: web.Request, model: str | None, query: str, documents: list[str],
+                truncate: bool) -> tuple[str, RerankOutcome]:  # fmt: skip
+    """Resolve the model, check the query and documents, admit the documents (the inputs a rate
+    limit counts), score: (model name, outcome)."""
     card = ctx.model(model)
     check_query(query, ctx.config)
     check_inputs(documents, ctx.config, field="documents")
+    ctx.admit_inputs(request, len(documents))
     return card.name, await ctx.rerank(card.name, query, documents, truncate)
 
 
@@ -52,9 +55,9 @@ def ranking(scores: np.ndarray, top: int | None) -> tuple[list[int], list[float]
 
 async def rerank(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    ctx.admit()
+    ctx.admit(request)
     body = await read_json(request, _decoder)
-    model, outcome = await score(ctx, body.model, body.query, body.documents, body.truncate)
+    model, outcome = await score(ctx, request, body.model, body.query, body.documents, body.truncate)
     order, scores = ranking(outcome.scores, body.top_k)
     results = [RerankResult(index=i, score=s, document=body.documents[i]) for i, s in zip(order, scores)]
     return respond(encoding.encode(RerankResponse(model, results)), headers=outcome_headers(outcome))
@@ -62,10 +65,10 @@ async def rerank(request: web.Request) -> web.Response:
 
 async def rerank_cohere(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    ctx.admit()
+    ctx.admit(request)
     body = await read_json(request, _cohere_decoder)
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
-    _, outcome = await score(ctx, body.model, body.query, texts, body.truncate)
+    _, outcome = await score(ctx, request, body.model, body.query, texts, body.truncate)
     order, scores = ranking(outcome.scores, body.top_n)
     results = [
         CohereResult(index=i, relevance_score=s, document=Document(texts[i]) if body.return_documents else None)

@@ -1,7 +1,8 @@
 """Liveness, readiness, the model lists and the operator's views: ``/health``, ``/ready``,
 ``/v1/models`` (OpenAI's list shape) and ``/api/tags`` (Ollama's), both with dimensions, max
 length and workers added; ``/cache-stats`` (the result cache, overall and per model) and
-``/stats`` (per-worker cards with the workers' own counters, plus the cache summary)."""
+``/stats`` (per-worker cards with the workers' own counters, plus the cache and admission
+summaries). ``/health`` and ``/ready`` stay open when API keys are configured: probes have none."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import msgspec
 from aiohttp import web
 
 from gateway import encoding
+from gateway.admission import AdmissionReport
 from gateway.backend import CacheReport, ModelCard, WorkerCard
 from gateway.routes import CONTEXT, respond
 from gateway.schemas import (
@@ -33,6 +35,7 @@ class SystemStats(msgspec.Struct):
     draining: bool
     workers: list[WorkerCard]
     cache: CacheReport
+    admission: AdmissionReport = msgspec.field(default_factory=AdmissionReport)  # refusals by type
 
 
 _OK = encoding.encode(Status("ok"))
@@ -45,7 +48,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    request.app[CONTEXT].admit()  # 503 + Retry-After while loading or draining
+    request.app[CONTEXT].check_ready()  # 503 + Retry-After while loading or draining; no key, no rate
     return respond(_READY)
 
 
@@ -95,7 +98,7 @@ async def stats(request: web.Request) -> web.Response:
     backend = ctx.backend
     answer = SystemStats(uptime_s=round(time.time() - ctx.started, 3), ready=backend.is_ready(),
                          draining=backend.is_draining(), workers=backend.workers(),
-                         cache=backend.cache_stats())  # fmt: skip
+                         cache=backend.cache_stats(), admission=ctx.admission.report())  # fmt: skip
     return respond(encoding.encode(answer))
 
 

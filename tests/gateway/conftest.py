@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from appliance.config import Config
+from gateway.admission import Admission
 from gateway.app import build_app
 from gateway.backend import CacheReport, EmbedOutcome, Input, ModelCard, RerankOutcome, Timings, WorkerCard
 
@@ -217,13 +218,14 @@ def server(module_server: ServerThread, backend: FakeBackend) -> ServerThread:
 
 
 @pytest.fixture
-def start_server() -> Iterator[Callable[[Config], tuple[ServerThread, FakeBackend]]]:
-    """Start extra servers with their own config (and backend); all stop after the test."""
+def start_server() -> Iterator[Callable[..., tuple[ServerThread, FakeBackend]]]:
+    """Start extra servers with their own config (and backend, and optionally admission); all stop
+    after the test."""
     started: list[ServerThread] = []
 
-    def start(config: Config) -> tuple[ServerThread, FakeBackend]:
+    def start(config: Config, admission: Admission | None = None) -> tuple[ServerThread, FakeBackend]:
         backend = FakeBackend()
-        started.append(ServerThread(build_app(config, backend)).start())
+        started.append(ServerThread(build_app(config, backend, admission)).start())
         return started[-1], backend
 
     yield start
