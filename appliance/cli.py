@@ -179,17 +179,21 @@ async def serve(config: Config) -> int:
     """Start workers, open the port, serve until a signal, then drain and stop cleanly."""
     from aiohttp import web
 
+    from appliance.guards import MemoryGuard
     from appliance.ipc.channel import sweep_stale_segments
     from appliance.supervisor import BootError, Supervisor
+    from gateway.admission import Admission, KeysFileError
     from gateway.app import build_app
     from gateway.caching import CachingBackend
     from gateway.preload import PreloadError, preload, read_preload_file
     from gateway.router import Router
     from workers.pinning import plan_slots
 
-    try:
-        queries = read_preload_file(config.preload_file)  # a bad file fails now, not after loading models
-    except PreloadError as exc:
+    guard = MemoryGuard(config.memory_floor)
+    try:  # a bad preload or keys file fails now, not after loading models; never as open access
+        queries = read_preload_file(config.preload_file)
+        admission = Admission.from_config(config, guard)
+    except (PreloadError, KeysFileError) as exc:
         log.error("cannot start: %s", exc)
         return 2
     removed = sweep_stale_segments()
@@ -212,7 +216,11 @@ async def serve(config: Config) -> int:
         return 0
     backend = CachingBackend(config, router)  # admission -> cache -> coalesce -> route
     await preload(backend, queries, stop.is_set)  # before the port opens: ready means preloaded
-    runner = web.AppRunner(build_app(config, backend), access_log=None, shutdown_timeout=config.shutdown_grace)
+    guard.start()  # samples on its own timer; requests only read `guard.low`
+    # handler_cancellation: a client that disconnects cancels its handler, and the router then
+    # withdraws its parts from the workers (aiohttp >= 3.9 leaves handlers running by default)
+    runner = web.AppRunner(build_app(config, backend, admission), access_log=None,
+                           shutdown_timeout=config.shutdown_grace, handler_cancellation=True)  # fmt: skip
     await runner.setup()
     await web.TCPSite(runner, config.host, config.port).start()
     print(f"appliance serving {', '.join(m.name for m in config.models)} on http://{config.host}:{config.port}",
@@ -221,7 +229,9 @@ async def serve(config: Config) -> int:
     supervising = asyncio.create_task(supervisor.run())
     watchdog = asyncio.create_task(ping_watchdog())
     await stop.wait()
-    return await shutdown(config, router, runner, supervisor, [supervising, watchdog])
+    code = await shutdown(config, router, runner, supervisor, [supervising, watchdog])
+    await guard.stop()
+    return code
 
 
 async def start_workers(supervisor: Any, stop: asyncio.Event) -> None:

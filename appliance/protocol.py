@@ -30,6 +30,7 @@ class Embed(msgspec.Struct, tag="embed", array_like=True, gc=False):
     model: str
     inputs: list[Input]
     truncate: bool = True
+    deadline: float = 0.0  # time.monotonic() (CLOCK_MONOTONIC, shared by every process); 0 = none
 
 
 class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
@@ -40,6 +41,13 @@ class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
     query: str
     documents: list[str]
     truncate: bool = True
+    deadline: float = 0.0  # as Embed.deadline
+
+
+class Cancel(msgspec.Struct, tag="cancel", array_like=True, gc=False):
+    """Forget request ``id`` (its client left or its deadline passed): no answer is wanted."""
+
+    id: int
 
 
 class Drain(msgspec.Struct, tag="drain", array_like=True, gc=False):
@@ -126,6 +134,7 @@ class FailureKind:
     INVALID_INPUT = "invalid_input"  # e.g. a token id outside the vocabulary -> 422
     UNSUPPORTED = "unsupported"  # e.g. rerank on a static model without embeddings -> 422
     OUT_OF_MEMORY = "out_of_memory"  # even after splitting the batch -> 503
+    DEADLINE = "deadline"  # its deadline passed before it reached the model -> 504
     INTERNAL = "internal"  # a bug in the worker; the worker stays up -> 500
 
 
@@ -141,6 +150,8 @@ class Stats(msgspec.Struct, tag="stats", array_like=True, gc=False):
     requests: int = 0
     rss_bytes: int = 0
     compute_us: int = 0
+    cancelled: int = 0  # withdrawn by the gateway (client gone, deadline) before they finished
+    expired: int = 0  # dropped by the worker: their deadline passed before they reached the model
 
 
 class Bye(msgspec.Struct, tag="bye", array_like=True, gc=False):
@@ -150,7 +161,7 @@ class Bye(msgspec.Struct, tag="bye", array_like=True, gc=False):
     reason: str = ""
 
 
-Request = Union[Embed, Rerank, Drain]
+Request = Union[Embed, Rerank, Cancel, Drain]
 Response = Union[Ready, Vectors, Scores, Failed, Stats, Bye]
 
 

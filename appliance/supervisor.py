@@ -26,6 +26,7 @@ from typing import Protocol, Sequence
 import msgspec
 
 from appliance.config import Config
+from appliance.guards import recycle_reason
 from appliance.ipc.channel import Channel
 from appliance.protocol import (
     EXIT_BOOT_ERROR,
@@ -93,6 +94,7 @@ class WorkerHandle:
     next_spawn_at: float = 0.0
     failures: int = 0  # consecutive unplanned exits, for back-off
     restarts: int = 0
+    recycles: int = 0  # planned replacements (RSS or batch limit)
     last_beat: int = -1
     last_beat_at: float = 0.0
     exit_code: int | None = None
@@ -143,6 +145,7 @@ class Supervisor:
         argv = [*self.worker_argv, msgspec.json.encode(spec).decode()]
         handle.process = subprocess.Popen(argv, pass_fds=handle.channel.pass_fds, stdin=subprocess.DEVNULL)
         handle.state, handle.ready, handle.exit_code, handle.planned_exit = "starting", None, None, False
+        handle.stats = None  # the last incarnation's counters must not trigger a recycle
         handle.spawned_at = handle.last_beat_at = time.monotonic()
         handle.last_beat = handle.channel.heartbeat()
         handle.channel.start_reader(self.loop, lambda records, h=handle: self.on_records(h, records))
@@ -208,6 +211,7 @@ class Supervisor:
     def tick(self) -> None:
         self.reap()
         self.kill_silent()
+        self.recycle_bloated()
         self.spawn_missing()
 
     def reap(self) -> None:
@@ -269,6 +273,18 @@ class Supervisor:
                           now - handle.last_beat_at, limit)  # fmt: skip
                 self.events.worker_unavailable(handle.index)
                 handle.process.kill()
+
+    def recycle_bloated(self) -> None:
+        """Replace a worker past its RSS or batch limit, one at a time: while any slot is not
+        ready, none is taken out, so a planned replacement never leaves two slots empty."""
+        if self.stopping or any(h.state != "ready" for h in self.handles):
+            return
+        for handle in self.handles:
+            reason = recycle_reason(self.config, handle.stats) if handle.stats else None
+            if reason:
+                handle.recycles += 1
+                self.recycle(handle.index, reason)
+                return
 
     def spawn_missing(self) -> None:
         if self.stopping:

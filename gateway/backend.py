@@ -64,6 +64,8 @@ class WorkerCard(msgspec.Struct):
     requests: int = 0
     rss_bytes: int = 0
     compute_us: int = 0
+    cancelled: int = 0  # requests withdrawn before they finished (client gone, deadline)
+    expired: int = 0  # requests the worker dropped because their deadline had passed
 
 
 class CacheCounts(msgspec.Struct, kw_only=True):

@@ -23,6 +23,7 @@ import numpy as np
 
 from appliance.config import Config
 from appliance.protocol import (
+    Cancel,
     Embed,
     Failed,
     FailureKind,
@@ -70,6 +71,7 @@ class WorkerState:
     outstanding_inputs: int = 0
     parts: dict[int, Part] = field(default_factory=dict)
     stats: Stats | None = None
+    pid: int = 0  # from its Ready; its Stats (every second) may not have come yet
 
 
 class Router:
@@ -84,11 +86,16 @@ class Router:
         self.configured = {m.name: m for m in config.models}
         self.space = asyncio.Condition()
         self.completed_parts = 0
+        self.withdrawn = 0  # parts cancelled on their worker before an answer came
+        self.booted = False  # every model has been up at once
+        self.parked: dict[int, Part] = {}  # parts of a dead worker, waiting for a holder to come back
+        self.known: dict[str, ModelInfo] = {}  # last card of each model, for while no holder is up
 
     # ---- Backend: state ------------------------------------------------------------------
     def is_ready(self) -> bool:
-        held = {name for w in self.workers_state if w.up for name in w.models}
-        return not self.draining and all(name in held for name in self.configured)
+        """Every model served, or (after the first time) being respawned: a request for a model
+        whose worker is coming back waits for it (``holders``) instead of being refused."""
+        return self.booted and not self.draining
 
     def is_draining(self) -> bool:
         return self.draining
@@ -97,7 +104,7 @@ class Router:
         cards: list[ModelCard] = []
         for name, model in self.configured.items():
             holders = [w for w in self.workers_state if w.up and name in w.models]
-            info = holders[0].models[name] if holders else None
+            info = holders[0].models[name] if holders else self.known.get(name)  # a respawn keeps its card
             cards.append(ModelCard(name=name, kind=model.kind, dim=info.dim if info else 0,
                                    max_length=info.max_length if info else 0, main=model.main,
                                    workers=[w.index for w in holders]))  # fmt: skip
@@ -108,7 +115,7 @@ class Router:
         for w in self.workers_state:
             s = w.stats
             counters = (s.pid, s.batches, s.items, s.tokens, s.padded_tokens, s.requests, s.rss_bytes,
-                        s.compute_us) if s else (0,) * 8  # fmt: skip
+                        s.compute_us, s.cancelled, s.expired) if s and s.pid == w.pid else (w.pid,) + (0,) * 9  # fmt: skip
             cards.append(WorkerCard(w.index, w.up, sorted(w.models), w.outstanding_inputs, w.outstanding_tokens,
                                     *counters))  # fmt: skip
         return cards
@@ -127,36 +134,56 @@ class Router:
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
                     use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
         del use_cache  # the router computes everything it is given; the cache wraps it
-        holders = self.holders(model)
+        holders = await self.holders(model, deadline)
         slices = self.slices(model, inputs, holders)
-        parts = [self.part(model, Embed(0, model, list(inputs[a:b]), truncate), b - a,
+        expires = monotonic_deadline(deadline)
+        parts = [self.part(model, Embed(0, model, list(inputs[a:b]), truncate, expires), b - a,
                            sum(map(estimate_tokens, inputs[a:b])), a) for a, b in slices]  # fmt: skip
-        results = await self.run_parts(parts, holders, deadline)
+        results = await self.run_parts(parts, deadline)
         outcome = merge_vectors(results)
         outcome.workers = served_by(parts)
         return outcome
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool,
                      deadline: float) -> RerankOutcome:  # fmt: skip
-        holders = self.holders(model)
+        await self.holders(model, deadline)
         tokens = estimate_tokens(query) * len(documents) + sum(map(estimate_tokens, documents))
-        part = self.part(model, Rerank(0, model, query, list(documents), truncate), len(documents) + 1, tokens, 0)
-        (result,) = await self.run_parts([part], holders, deadline)
+        message = Rerank(0, model, query, list(documents), truncate, monotonic_deadline(deadline))
+        part = self.part(model, message, len(documents) + 1, tokens, 0)
+        (result,) = await self.run_parts([part], deadline)
         assert isinstance(result, Scores)
         timings = Timings(result.queue_us, result.tokenize_us, result.compute_us)
         # usage counts the query once for a bi-encoder (it was embedded once), per pair for a cross-encoder
         tokens = list(result.tokens) + ([result.query_tokens] if result.query_tokens else [])
         return RerankOutcome(result.array().copy(), tokens, served_by([part]), timings)
 
-    def holders(self, model: str) -> list[WorkerState]:
+    async def holders(self, model: str, deadline: float) -> list[WorkerState]:
+        """The up workers holding ``model``. When none is up (a recycle or a crash of the only
+        holder), wait for one to come back rather than fail at once: a respawn takes seconds."""
         if model not in self.configured:
-            raise errors.ModelNotFound(f"model {model!r} is not served here; see GET /v1/models")
+            raise errors.ModelNotFound(f"model {model!r} is not served here")
         if self.draining:
             raise errors.Draining("the appliance is shutting down", retry_after=RETRY_AFTER_S)
-        holders = [w for w in self.workers_state if w.up and model in w.models]
-        if not holders:
-            raise errors.NotReady(f"no worker holding model {model!r} is up yet", retry_after=RETRY_AFTER_S)
+        while not (holders := self.up_holders(model)):
+            if not await self.wait_for_change(deadline):
+                raise errors.NotReady(f"no worker holding model {model!r} came up within the request's deadline",
+                                      retry_after=RETRY_AFTER_S)  # fmt: skip
         return holders
+
+    def up_holders(self, model: str) -> list[WorkerState]:
+        return [w for w in self.workers_state if w.up and model in w.models]
+
+    async def wait_for_change(self, until: float) -> bool:
+        """Wait for a result or a worker coming up, at most until ``until``; False once past it."""
+        remaining = until - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return False
+        async with self.space:
+            try:
+                await asyncio.wait_for(self.space.wait(), min(remaining, 0.05))
+            except asyncio.TimeoutError:
+                pass
+        return True
 
     def slices(self, model: str, inputs: Sequence[Input], holders: list[WorkerState]) -> list[tuple[int, int]]:
         """Cut a request so each part's records (request and answer) fit the ring, and big requests
@@ -183,11 +210,11 @@ class Router:
         future: asyncio.Future[Vectors | Scores] = asyncio.get_running_loop().create_future()
         return Part(message.id, model, message, inputs, tokens, offset, future)
 
-    async def run_parts(self, parts: list[Part], holders: list[WorkerState], deadline: float) -> list[Vectors | Scores]:
+    async def run_parts(self, parts: list[Part], deadline: float) -> list[Vectors | Scores]:
         loop = asyncio.get_running_loop()
         try:
             for part in parts:
-                await self.dispatch(part, holders, deadline)
+                await self.dispatch(part, deadline)
             timeout = deadline - loop.time()
             if timeout <= 0:
                 raise asyncio.TimeoutError
@@ -200,31 +227,29 @@ class Router:
                 self.forget(part)  # a part still on a worker is answered into the void
         return list(done)
 
-    async def dispatch(self, part: Part, holders: list[WorkerState], deadline: float) -> None:
-        """Send a part to the least-loaded holder; wait briefly on full rings, then 429."""
+    async def dispatch(self, part: Part, deadline: float) -> None:
+        """Send a part to the least-loaded up holder; wait briefly on full rings, then 429."""
         record = self.codec.encode(part.message)
         if len(record) > self.config.ring_bytes // 2 - RECORD_SLACK:
             # one input (or a rerank query with its documents) larger than a ring record can be
             raise errors.BodyTooLarge(f"this request needs a {len(record)}-byte record; the worker rings take "
                                       f"{self.config.ring_bytes // 2 - RECORD_SLACK} (raise ring_bytes)")  # fmt: skip
-        give_up = min(deadline, asyncio.get_running_loop().time() + FULL_RING_WAIT_S)
+        loop = asyncio.get_running_loop()
+        ring_full_since: float | None = None
         while True:
-            worker = self.least_loaded([w for w in holders if w.up])
-            if worker is None:
-                raise errors.WorkerLost(f"no worker holding model {part.model!r} is up", retry_after=RETRY_AFTER_S)
+            worker = self.least_loaded(self.up_holders(part.model))
+            if worker is None:  # every holder went down since the request arrived
+                await self.holders(part.model, deadline)
+                continue
             if worker.outstanding_inputs + part.inputs > self.config.max_pending_inputs and worker.parts:
                 raise errors.QueueFull(f"worker queue full ({worker.outstanding_inputs} inputs pending); retry",
                                        retry_after=RETRY_AFTER_S)  # fmt: skip
             if self.send_record(worker.index, record):
                 self.track(part, worker)
                 return
-            if asyncio.get_running_loop().time() >= give_up:
+            ring_full_since = ring_full_since or loop.time()
+            if not await self.wait_for_change(min(deadline, ring_full_since + FULL_RING_WAIT_S)):
                 raise errors.QueueFull("worker ring full; retry", retry_after=RETRY_AFTER_S)
-            async with self.space:  # woken when any worker returns a result
-                try:
-                    await asyncio.wait_for(self.space.wait(), 0.01)
-                except asyncio.TimeoutError:
-                    pass
 
     def least_loaded(self, workers: list[WorkerState]) -> WorkerState | None:
         return min(workers, key=lambda w: (w.outstanding_tokens, w.outstanding_inputs), default=None)
@@ -236,12 +261,18 @@ class Router:
         worker.outstanding_inputs += part.inputs
 
     def forget(self, part: Part) -> None:
+        """Stop waiting for a part; one still on a worker (its client left, or its deadline
+        passed) is withdrawn there too, so it never reaches the model."""
+        self.parked.pop(part.id, None)
         if part.worker < 0:
             return
         worker = self.workers_state[part.worker]
         if worker.parts.pop(part.id, None) is not None:
             worker.outstanding_tokens -= part.tokens
             worker.outstanding_inputs -= part.inputs
+            self.withdrawn += 1
+            # best effort: a full ring means the worker is busy, and the deadline drops it there
+            self.send_record(worker.index, self.codec.encode(Cancel(part.id)))
         if not part.future.done():
             part.future.cancel()
 
@@ -249,7 +280,14 @@ class Router:
     def worker_ready(self, worker: int, ready: Ready) -> None:
         state = self.workers_state[worker]
         state.models = {m.name: m for m in ready.models}
+        state.pid = ready.pid
+        self.known.update(state.models)
         state.up = True
+        if not self.booted:
+            held = {name for w in self.workers_state if w.up for name in w.models}
+            self.booted = all(name in held for name in self.configured)
+        self.resend_parked(state)
+        self.wake_senders()  # requests waiting for a holder to come back
 
     def worker_stats(self, worker: int, stats: Stats) -> None:
         self.workers_state[worker].stats = stats
@@ -287,11 +325,16 @@ class Router:
         self.wake_senders()
 
     def resend_or_fail(self, part: Part, reason: str) -> None:
+        """A part whose worker died is resent once: to another up holder now, or, when none is
+        up, to the first holder that comes back (parked until then, its deadline still bounds it).
+        A part lost twice fails: it may be what kills workers."""
         if part.future.done():
             return
-        others = [w for w in self.workers_state if w.up and part.model in w.models]
-        target = self.least_loaded(others)
-        if not part.resent and target is not None:
+        if not part.resent:
+            target = self.least_loaded(self.up_holders(part.model))
+            if target is None:
+                self.parked[part.id] = part
+                return
             part.resent = True
             if self.send_record(target.index, self.codec.encode(part.message)):
                 self.track(part, target)
@@ -300,6 +343,15 @@ class Router:
             f"the worker serving this request was lost ({reason}) and no other worker could take it",
             retry_after=RETRY_AFTER_S))  # fmt: skip
 
+    def resend_parked(self, worker: WorkerState) -> None:
+        for part in [p for p in self.parked.values() if p.model in worker.models]:
+            del self.parked[part.id]
+            part.resent = True
+            if self.send_record(worker.index, self.codec.encode(part.message)):
+                self.track(part, worker)
+            elif not part.future.done():
+                part.future.set_exception(errors.QueueFull("worker ring full; retry", retry_after=RETRY_AFTER_S))
+
     def wake_senders(self) -> None:
         if self.space._waiters:  # type: ignore[attr-defined]  (cheap check on the hot path)
             asyncio.get_running_loop().create_task(self._notify())
@@ -307,6 +359,11 @@ class Router:
     async def _notify(self) -> None:
         async with self.space:
             self.space.notify_all()
+
+
+def monotonic_deadline(loop_deadline: float) -> float:
+    """The event loop's deadline on time.monotonic()'s clock, which every process shares."""
+    return time.monotonic() + (loop_deadline - asyncio.get_running_loop().time())
 
 
 def served_by(parts: list[Part]) -> str:
@@ -335,6 +392,8 @@ def failure_error(message: Failed, part: Part) -> errors.ApiError:
         return errors.ModelNotFound(text)
     if message.kind in (FailureKind.INVALID_INPUT, FailureKind.UNSUPPORTED):
         return errors.InvalidField(text) if message.kind == FailureKind.INVALID_INPUT else errors.Unsupported(text)
+    if message.kind == FailureKind.DEADLINE:
+        return errors.DeadlineExceeded(text)
     if message.kind == FailureKind.OUT_OF_MEMORY:
         return errors.Overloaded(text, retry_after=RETRY_AFTER_S)
     return errors.Internal(f"worker error: {text}")

@@ -8,6 +8,7 @@ batch) fails that request and only that request; the loop itself keeps going.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ from appliance.protocol import (
     EXIT_OK,
     EXIT_PARENT_GONE,
     Bye,
+    Cancel,
     Drain,
     Embed,
     Failed,
@@ -69,6 +71,8 @@ class Counters:
     requests: int = 0
     compute_us: int = 0
     failed_batches: int = field(default=0)
+    cancelled: int = 0  # requests the gateway withdrew (client gone, deadline) before they finished
+    expired: int = 0  # requests dropped here because their deadline passed
 
 
 class WorkerLoop:
@@ -81,6 +85,7 @@ class WorkerLoop:
             for name in runtimes
         }
         self.pending: dict[int, Pending] = {}
+        self.deadlines: list[tuple[float, int]] = []  # heap of (deadline, request id)
         self.requests = RequestCodec()
         self.responses = ResponseCodec()
         self.counters = Counters()
@@ -118,6 +123,7 @@ class WorkerLoop:
         return min([IDLE_WAIT_S, *hints])
 
     def step(self) -> None:
+        self.expire()
         names = list(self.batchers)
         self._ran_batch = False
         for offset in range(len(names)):
@@ -141,11 +147,33 @@ class WorkerLoop:
             self._next_stats = now + self.spec.stats_interval_s
             self.send(self.stats())
 
+    def expire(self) -> None:
+        """Drop requests whose deadline passed while they queued: nobody waits for them any more."""
+        if not self.deadlines or self.deadlines[0][0] > time.monotonic():
+            return
+        now = time.monotonic()
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, request_id = heapq.heappop(self.deadlines)
+            if request_id in self.pending:  # not answered yet (ids are not reused while pending)
+                self.counters.expired += 1
+                self.fail(request_id, FailureKind.DEADLINE, "its deadline passed before it reached the model")
+
     # ---- requests ------------------------------------------------------------------------
-    def handle(self, message: Embed | Rerank | Drain) -> None:
+    def handle(self, message: Embed | Rerank | Cancel | Drain) -> None:
+        if isinstance(message, Cancel):
+            if message.id in self.pending:
+                self.counters.cancelled += 1
+                self.pending.pop(message.id)
+                for batcher in self.batchers.values():
+                    batcher.cancel(message.id)
+            return
         if isinstance(message, Drain):
             log.info("drain requested (%s); %d request(s) to finish", message.reason, len(self.pending))
             self.draining = True
+            return
+        if message.deadline and message.deadline <= time.monotonic():
+            self.counters.expired += 1
+            self.send(Failed(message.id, FailureKind.DEADLINE, "its deadline passed before it reached the model"))
             return
         runtime = self.runtimes.get(message.model)
         if runtime is None:
@@ -175,6 +203,8 @@ class WorkerLoop:
             return
         self.counters.requests += 1
         self.pending[message.id] = Pending(message.id, message.model, mode, lengths, received, tokenize_us)
+        if message.deadline:
+            heapq.heappush(self.deadlines, (message.deadline, message.id))
 
     def tokenize(self, runtime: Runtime, message: Embed | Rerank) -> tuple[str, list[Tokenized]]:
         if isinstance(message, Embed):
@@ -269,7 +299,7 @@ class WorkerLoop:
     def stats(self) -> Stats:
         c = self.counters
         return Stats(self.spec.worker, os.getpid(), c.batches, c.items, c.tokens, c.padded_tokens, c.requests,
-                     self.process.memory_info().rss, c.compute_us)  # fmt: skip
+                     self.process.memory_info().rss, c.compute_us, c.cancelled, c.expired)  # fmt: skip
 
 
 def forward_splitting_on_oom(forward: Callable[[Sequence[Tokenized]], np.ndarray],

@@ -7,12 +7,13 @@ integration tests): it decodes each record as a worker would and answers from th
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
 
 from appliance.config import Config, ModelConfig
-from appliance.protocol import Embed, ModelInfo, Ready, RequestCodec, Vectors, f32_bytes
+from appliance.protocol import Cancel, Embed, ModelInfo, Ready, RequestCodec, Vectors, f32_bytes
 from gateway import errors
 from gateway.router import Router
 
@@ -26,12 +27,16 @@ class ScriptedWorkers:
     def __init__(self, answer: bool = True) -> None:
         self.codec = RequestCodec()
         self.records: list[tuple[int, Embed]] = []
+        self.cancels: list[tuple[int, int]] = []
         self.answer = answer
         self.router: Router | None = None
 
     def send(self, worker: int, record: bytes) -> bool:
         assert len(record) <= RING // 2, "the router sent a record the ring refuses"
         message = self.codec.decode(record)
+        if isinstance(message, Cancel):
+            self.cancels.append((worker, message.id))
+            return True
         assert isinstance(message, Embed)
         self.records.append((worker, message))
         if self.answer:
@@ -135,5 +140,100 @@ def test_a_part_lost_twice_fails_with_503_not_a_hang() -> None:
         router.worker_lost(workers.records[1][0], "was killed")
         with pytest.raises(errors.WorkerLost):
             await asyncio.wait_for(task, 2)
+
+    asyncio.run(main())
+
+
+def test_every_part_carries_the_deadline_on_the_shared_monotonic_clock() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers()
+        router = make_router(workers)
+        await router.embed("m", ["a"], truncate=True, deadline=deadline(7.0))
+        (_, message), = workers.records
+        assert message.deadline == pytest.approx(time.monotonic() + 7.0, abs=0.5)
+
+    asyncio.run(main())
+
+
+def test_a_part_past_its_deadline_is_withdrawn_from_its_worker() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(answer=False)
+        router = make_router(workers)
+        with pytest.raises(errors.DeadlineExceeded):
+            await router.embed("m", ["slow"], truncate=True, deadline=deadline(0.1))
+        (worker, message), = workers.records
+        assert workers.cancels == [(worker, message.id)] and router.outstanding() == 0
+
+    asyncio.run(main())
+
+
+def test_a_client_that_leaves_withdraws_its_part() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(answer=False)
+        router = make_router(workers)
+        task = asyncio.ensure_future(router.embed("m", ["bye"], truncate=True, deadline=deadline()))
+        await asyncio.sleep(0.01)
+        task.cancel()  # aiohttp cancels the handler when its client disconnects
+        await asyncio.gather(task, return_exceptions=True)
+        assert workers.cancels == [(workers.records[0][0], workers.records[0][1].id)]
+
+    asyncio.run(main())
+
+
+def test_a_request_waits_for_a_respawning_holder_instead_of_failing() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers()
+        router = make_router(workers, n=1)
+        router.worker_lost(0, "was killed")
+        assert router.is_ready(), "a respawn does not make the appliance unready"
+        task = asyncio.ensure_future(router.embed("m", ["patient"], truncate=True, deadline=deadline()))
+        await asyncio.sleep(0.2)
+        assert not task.done() and workers.records == []
+        router.worker_ready(0, Ready(0, 200, [ModelInfo("m", "transformer", DIM, 512)]))
+        outcome = await asyncio.wait_for(task, 2)
+        assert outcome.workers == "0"
+
+    asyncio.run(main())
+
+
+def test_no_holder_coming_back_is_503_by_the_deadline() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers()
+        router = make_router(workers, n=1)
+        router.worker_lost(0, "was killed")
+        with pytest.raises((errors.NotReady, errors.DeadlineExceeded)):
+            await router.embed("m", ["alone"], truncate=True, deadline=deadline(0.3))
+
+    asyncio.run(main())
+
+
+def test_a_lost_part_with_no_other_holder_waits_for_the_respawn() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(answer=False)
+        router = make_router(workers, n=1)
+        task = asyncio.ensure_future(router.embed("m", ["in flight"], truncate=True, deadline=deadline()))
+        await asyncio.sleep(0.01)
+        router.worker_lost(0, "was killed")
+        await asyncio.sleep(0.05)
+        assert not task.done() and len(workers.records) == 1
+        router.worker_ready(0, Ready(0, 300, [ModelInfo("m", "transformer", DIM, 512)]))
+        (worker, resent), = workers.records[1:]
+        assert resent.id == workers.records[0][1].id
+        workers.reply(worker, resent)
+        assert len((await asyncio.wait_for(task, 2)).vectors) == 1
+
+    asyncio.run(main())
+
+
+def test_a_parked_part_past_its_deadline_is_504_and_forgotten() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(answer=False)
+        router = make_router(workers, n=1)
+        task = asyncio.ensure_future(router.embed("m", ["in flight"], truncate=True, deadline=deadline(0.3)))
+        await asyncio.sleep(0.01)
+        router.worker_lost(0, "was killed")
+        with pytest.raises(errors.DeadlineExceeded):
+            await task
+        assert router.parked == {}
 
     asyncio.run(main())

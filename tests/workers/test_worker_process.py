@@ -19,6 +19,7 @@ from appliance.ipc.channel import Channel
 from appliance.protocol import (
     EXIT_LOAD_ERROR,
     Bye,
+    Cancel,
     Drain,
     Embed,
     Failed,
@@ -178,3 +179,21 @@ def test_bad_model_path_exits_with_the_load_failure_code(tmp_path: Path, tiny_tr
         assert "ghost" in log and "missing-model" in log
     finally:
         worker.close()
+
+
+def test_expired_and_cancelled_requests_never_reach_the_model(primary: WorkerUnderTest) -> None:
+    primary.wait_for(Ready)
+    primary.send(Embed(300, "tiny", ["too late"], deadline=time.monotonic() - 1))
+    assert primary.wait_for(Failed, id=300).kind == FailureKind.DEADLINE
+    # a big request keeps the worker in forward passes while a queued one is withdrawn
+    primary.send(Embed(301, "tiny", [f"busy {i} " * 20 for i in range(2000)]))  # ~0.3 MiB: fits the ring
+    primary.send(Embed(302, "tiny", ["withdrawn"] * 50))
+    primary.send(Cancel(302))
+    primary.send(Embed(304, "tiny", ["still wanted"]))
+    assert len(primary.wait_for(Vectors, id=304).tokens) == 1
+    assert len(primary.wait_for(Vectors, id=301, timeout=120).tokens) == 2000
+    primary.inbox = [m for m in primary.inbox if not isinstance(m, Stats)]
+    stats = primary.wait_for(Stats, timeout=5)
+    assert (stats.cancelled, stats.expired) == (1, 1)
+    assert stats.items == 2000 + 1, "neither the withdrawn nor the expired inputs were computed"
+    assert not any(getattr(m, "id", None) == 302 for m in primary.inbox), "a withdrawn request gets no answer"
