@@ -10,6 +10,7 @@ SCENARIOS = {
     "raw": "bench.raw",
     "serve": "bench.serve",
     "encoding": "bench.encoding",
+    "faults": "bench.faults",
 }
 
 
