@@ -112,8 +112,8 @@ def check_plan(slots: list[Slot], cpus: list[int]) -> None:
 @pytest.mark.parametrize(
     ("cores", "expected_sizes", "gateway_kept"),
     [
-        (2, [2], False),  # small box: the gateway shares, the model keeps both cores
-        (3, [3], False),
+        (2, [1, 1], False),  # small box: the gateway shares; one single-threaded worker per core
+        (3, [1, 1, 1], False),
         (4, [3], True),
         (8, [4, 3], True),
         (16, [4, 4, 4, 3], True),

@@ -187,7 +187,7 @@ def test_expired_and_cancelled_requests_never_reach_the_model(primary: WorkerUnd
     assert primary.wait_for(Failed, id=300).kind == FailureKind.DEADLINE
     # a big request keeps the worker in forward passes while a queued one is withdrawn
     primary.send(Embed(301, "tiny", [f"busy {i} " * 20 for i in range(2000)]))  # ~0.3 MiB: fits the ring
-    primary.send(Embed(302, "tiny", ["withdrawn"] * 50))
+    primary.send(Embed(302, "tiny", ["withdrawn " * 12] * 500))  # ~7,000 tokens: more than one batch
     primary.send(Cancel(302))
     primary.send(Embed(304, "tiny", ["still wanted"]))
     assert len(primary.wait_for(Vectors, id=304).tokens) == 1
@@ -195,5 +195,6 @@ def test_expired_and_cancelled_requests_never_reach_the_model(primary: WorkerUnd
     primary.inbox = [m for m in primary.inbox if not isinstance(m, Stats)]
     stats = primary.wait_for(Stats, timeout=5)
     assert (stats.cancelled, stats.expired) == (1, 1)
-    assert stats.items == 2000 + 1, "neither the withdrawn nor the expired inputs were computed"
+    # the worker may have read 302 (and batched a slice of it) before the Cancel landed; the rest is dropped
+    assert 2000 + 1 <= stats.items < 2000 + 1 + 500, "the withdrawn request was not cut short"
     assert not any(getattr(m, "id", None) == 302 for m in primary.inbox), "a withdrawn request gets no answer"

@@ -15,8 +15,10 @@ import numpy as np
 from appliance.config import ModelConfig
 from appliance.protocol import ModelInfo
 from workers.runtimes.base import Input, ModelLoadError, TextTokenizer, Tokenized, model_info
+from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, forward_in_chunks
 from workers.runtimes.transformer import (
     COMPILED_MIN_SHAPE,
+    calibrate,
     compile_module,
     dtype_name,
     load_tokenizer,
@@ -65,6 +67,7 @@ class CrossEncoderRuntime:
         self.compile = compile
         self._run: Callable[..., torch.Tensor] = scorer
         self._min_shape = 1
+        self.overhead_tokens = float(MAX_OVERHEAD_TOKENS)  # no splitting until warm-up measures it
 
     def tokenize(self, inputs: Sequence[Input], *, truncate: bool) -> list[Tokenized]:
         raise TypeError(f"model {self.name!r} is a cross-encoder: it scores (query, document) pairs, it cannot embed")
@@ -75,6 +78,9 @@ class CrossEncoderRuntime:
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
         if not batch:
             return np.zeros((0,), dtype=np.float32)
+        return forward_in_chunks(self.forward_padded, batch, self.overhead_tokens)
+
+    def forward_padded(self, batch: Sequence[Tokenized]) -> np.ndarray:
         ids, mask, types = pad_batch(batch, self.pad_id, self.device, with_type_ids=self.scorer.uses_segments,
                                      min_shape=self._min_shape)  # fmt: skip
         with torch.inference_mode():
@@ -88,6 +94,8 @@ class CrossEncoderRuntime:
         self.forward(self.tokenize_pairs("warm up", ["a document"], truncate=True))
         self.forward(self.tokenize_pairs("warm up", ["a document", "another, longer document to pad"] * 2,
                                          truncate=True))  # fmt: skip
+        long_pair = self.tokenize_pairs("warm up", ["word " * 100], truncate=True)[0]
+        self.overhead_tokens = calibrate(self.forward_padded, long_pair, self.device)
 
     def info(self) -> ModelInfo:
         return model_info(self)

@@ -26,6 +26,7 @@ import numpy as np
 from appliance.config import ModelConfig
 from appliance.protocol import ModelInfo
 from workers.runtimes.base import Input, ModelLoadError, TextTokenizer, Tokenized, model_info, not_a_cross_encoder
+from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, forward_in_chunks, measure_overhead_tokens
 
 # Models load from local directories only: never let a missing file turn into a hub download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -216,6 +217,20 @@ class Encoder(nn.Module):
         return vectors
 
 
+def calibrate(run: Callable[[Sequence[Tokenized]], np.ndarray], long_item: Tokenized, device: str) -> float:
+    """The pass overhead that decides batch splitting (``chunking``); GPUs pad nearly for free."""
+    if not device.startswith("cpu") or long_item.length < 64:
+        return float(MAX_OVERHEAD_TOKENS)
+    return measure_overhead_tokens(run, lambda length: resized(long_item, length))
+
+
+def resized(item: Tokenized, length: int) -> Tokenized:
+    """``item`` cut to ``length`` tokens, its last (end-of-sequence) token kept."""
+    ids = item.ids[: length - 1] + item.ids[-1:]
+    types = None if item.type_ids is None else item.type_ids[: length - 1] + item.type_ids[-1:]
+    return Tokenized(ids, types, length)
+
+
 class TransformerRuntime:
     """A sentence embedding model: text -> tokenizer -> encoder -> pooled (normalised) vectors."""
 
@@ -234,6 +249,7 @@ class TransformerRuntime:
         self.compile = compile
         self._run: Callable[..., torch.Tensor] = encoder
         self._min_shape = 1
+        self.overhead_tokens = float(MAX_OVERHEAD_TOKENS)  # no splitting until warm-up measures it
 
     def tokenize(self, inputs: Sequence[Input], *, truncate: bool) -> list[Tokenized]:
         return self.tokenizer.encode(inputs, truncate=truncate)
@@ -244,6 +260,10 @@ class TransformerRuntime:
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
         if not batch:
             return np.zeros((0, self.dim), dtype=np.float32)
+        return forward_in_chunks(self.forward_padded, batch, self.overhead_tokens)
+
+    def forward_padded(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        """One pass over the whole batch, padded to its longest row."""
         ids, mask, _ = pad_batch(batch, self.pad_id, self.device, min_shape=self._min_shape)
         with torch.inference_mode():
             vectors = self._run(ids, mask)
@@ -257,6 +277,8 @@ class TransformerRuntime:
         texts = ["warm up", "a somewhat longer sentence to warm up the model with padding in the batch"]
         self.forward(self.tokenize(texts[:1], truncate=True))
         self.forward(self.tokenize(texts * 2, truncate=True))
+        self.overhead_tokens = calibrate(self.forward_padded, self.tokenize(["word " * 100], truncate=True)[0],
+                                         self.device)  # fmt: skip
 
     def info(self) -> ModelInfo:
         return model_info(self)
