@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import shutil
@@ -222,6 +223,10 @@ async def serve(config: Config) -> int:
     runner = web.AppRunner(build_app(config, backend, admission), access_log=None,
                            shutdown_timeout=config.shutdown_grace, handler_cancellation=True)  # fmt: skip
     await runner.setup()
+    # What start-up allocated (modules, config, the preloaded cache) is never garbage: moved out
+    # of the collector's reach, a full collection walks only what requests allocate and stops
+    # being a multi-millisecond pause in the latency tail.
+    gc.freeze()
     await web.TCPSite(runner, config.host, config.port).start()
     print(f"appliance serving {', '.join(m.name for m in config.models)} on http://{config.host}:{config.port}",
           flush=True)  # fmt: skip

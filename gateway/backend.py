@@ -30,6 +30,9 @@ class EmbedOutcome(msgspec.Struct, gc=False):
     workers: str = ""  # worker ids that served it, "0" or "0,1"; "" when all were cache hits
     timings: Timings = msgspec.field(default_factory=Timings)
     cache_hits: int = 0  # how many of the inputs were served from the result cache
+    # each full-width vector already as JSON: set by ``Backend.lookup`` (every input a hit) when
+    # asked for, so a JSON route splices them instead of formatting floats
+    json_rows: list[bytes] | None = None
 
 
 class RerankOutcome(msgspec.Struct, gc=False):
@@ -122,6 +125,13 @@ class UncachedBackend(Protocol):
 
 class Backend(UncachedBackend, Protocol):
     """What the routes call: an ``UncachedBackend`` plus the result cache's counters."""
+
+    def lookup(self, model: str, inputs: Sequence[Input], *, truncate: bool, use_cache: bool = True,
+               json: bool = False) -> EmbedOutcome | None:  # fmt: skip
+        """The pure-hit fast path, synchronous: the outcome when EVERY input is in the result
+        cache (with ``json_rows`` when ``json``), else None having counted nothing, and the
+        caller goes on to ``embed``."""
+        ...
 
     def cache_stats(self) -> CacheReport:
         """For ``GET /cache-stats`` and ``GET /stats`` (``enabled=False`` when there is no cache)."""

@@ -11,10 +11,10 @@
   measured (tracemalloc, CPython 3.11: OrderedDict slot and link plus the ``Entry`` ~155 B, the
   key object 49 B, the vector's bytes header 33 B: ~237 B) and rounded up, so the bound is an
   honest upper bound of the Python heap the cache holds, not just of its payload.
-- Vectors are kept as float32 only, not also as encoded JSON. Measured here: a 384-dim vector's
-  JSON is 4.2 KB against 1.5 KB of float32 (2.7x fewer entries per budget); formatting it costs
-  ~16-20 us, which a stored JSON form would save per JSON hit but only with the routes splicing
-  pre-encoded rows (``gateway/encoding.py``), which they do not yet.
+- **Encoded form, for hot entries only.** A 384-dim vector's JSON is 4.2 KB against 1.5 KB of
+  float32, and formatting it costs ~16-20 us per hit. So an entry gets its JSON form the first
+  time a route that answers in JSON hits it (``json_of``), charged to the budget like the vector:
+  entries nobody asks for twice stay small, hot ones cost no float formatting on a hit.
 
 Counters per model (hits, misses, evictions, entries, bytes) feed ``GET /cache-stats``.
 Single-threaded by design: only the event loop touches it.
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import msgspec
 
 from gateway.backend import Input
+from gateway.encoding import vector_json
 
 ENTRY_OVERHEAD = 256  # bytes of Python objects per entry besides the vector (measured ~237)
 
@@ -51,6 +52,7 @@ class Entry(msgspec.Struct, gc=False):
     vector: bytes  # float32, native byte order (little-endian on every supported CPU)
     tokens: int
     size: int  # what it counts against the budget
+    json: bytes | None = None  # the vector as a JSON array, once a JSON route has hit it
 
 
 def item_key(model: str, truncate: bool, item: Input) -> bytes:
@@ -112,6 +114,28 @@ class ResultCache:
         self._entries.move_to_end(key)
         return entry
 
+    def peek(self, key: bytes) -> Entry | None:
+        """The entry, if any, without counting or reordering anything."""
+        return self._entries.get(key)
+
+    def hit(self, key: bytes, model: str) -> None:
+        """Count a hit on an entry found with ``peek`` and make it most recently used."""
+        self.counters(model).hits += 1
+        self._entries.move_to_end(key)
+
+    def json_of(self, entry: Entry) -> bytes:
+        """The entry's vector as JSON, encoded once and then kept (and charged) with the entry.
+        Charging it may evict older entries; the entry itself is the most recently used, so it
+        goes last, and its JSON is returned either way."""
+        if entry.json is None:
+            entry.json = vector_json(entry.vector)
+            grown = len(entry.json)
+            entry.size += grown
+            self._account(entry.model, grown, 0)
+            while self.bytes > self.capacity and len(self._entries) > 1:
+                self._evict_oldest()
+        return entry.json
+
     def put(self, key: bytes, model: str, vector: bytes, tokens: int, *, evict: bool = True) -> bool:
         """Store a vector, evicting the least recently used entries until it fits. With
         ``evict=False`` (preloading) nothing is evicted and False means "no room". An entry
@@ -125,7 +149,7 @@ class ResultCache:
         while self.bytes + size > self.capacity:
             self._evict_oldest()
         self._entries[key] = Entry(model, vector, tokens, size)
-        self._account(model, size, +1)
+        self._account(model, size, 1)
         return True
 
     def room(self, vector_bytes: int) -> int:
@@ -134,11 +158,12 @@ class ResultCache:
 
     def _evict_oldest(self) -> None:
         _, entry = self._entries.popitem(last=False)
-        self._account(entry.model, entry.size, -1)
+        self._account(entry.model, -entry.size, -1)
         self.counters(entry.model).evictions += 1
 
-    def _account(self, model: str, size: int, sign: int) -> None:
+    def _account(self, model: str, size: int, entries: int) -> None:
+        """``size`` bytes and ``entries`` entries more (negative: fewer) for ``model``."""
         counters = self.counters(model)
-        counters.entries += sign
-        counters.bytes += sign * size
-        self.bytes += sign * size
+        counters.entries += entries
+        counters.bytes += size
+        self.bytes += size

@@ -29,13 +29,23 @@ def as_f32(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vectors, dtype="<f4")
 
 
-def matrix_json(vectors: np.ndarray) -> msgspec.Raw:
-    """A (n, dim) array as one JSON array of arrays."""
+def vector_json(vector: bytes) -> bytes:
+    """One raw float32 vector as a JSON array (what the result cache keeps for hot entries)."""
+    return orjson.dumps(np.frombuffer(vector, dtype=np.float32), option=_NUMPY)
+
+
+def matrix_json(vectors: np.ndarray, encoded: Sequence[bytes] | None = None) -> msgspec.Raw:
+    """A (n, dim) array as one JSON array of arrays. ``encoded``: the rows already as JSON
+    (cache hits), spliced instead of formatting the floats again."""
+    if encoded is not None:
+        return msgspec.Raw(b"[" + b",".join(encoded) + b"]")
     return msgspec.Raw(orjson.dumps(as_f32(vectors), option=_NUMPY))
 
 
-def rows_json(vectors: np.ndarray) -> list[msgspec.Raw]:
+def rows_json(vectors: np.ndarray, encoded: Sequence[bytes] | None = None) -> list[msgspec.Raw]:
     """One JSON array per row, for shapes that wrap each vector in its own object."""
+    if encoded is not None:
+        return [msgspec.Raw(row) for row in encoded]
     return [msgspec.Raw(orjson.dumps(row, option=_NUMPY)) for row in as_f32(vectors)]
 
 
@@ -44,10 +54,13 @@ def rows_base64(vectors: np.ndarray) -> list[bytes]:
     return [row.tobytes() for row in as_f32(vectors)]
 
 
-def groups_json(vectors: np.ndarray, sizes: Sequence[int]) -> msgspec.Raw:
+def groups_json(vectors: np.ndarray, sizes: Sequence[int], encoded: Sequence[bytes] | None = None) -> msgspec.Raw:
     """Consecutive rows regrouped as ``[[row, ...], ...]``, ``sizes[i]`` rows in group i (0 ok)."""
-    flat = as_f32(vectors)
     bounds = np.cumsum([0, *sizes])
+    if encoded is not None:
+        return msgspec.Raw(b"[" + b",".join(b"[" + b",".join(encoded[a:b]) + b"]"
+                                            for a, b in zip(bounds[:-1], bounds[1:])) + b"]")  # fmt: skip
+    flat = as_f32(vectors)
     groups = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     return msgspec.Raw(orjson.dumps(groups, option=_NUMPY))
 
@@ -57,6 +70,11 @@ def float32_list(values: np.ndarray) -> list[float]:
     the double parsed from float32's shortest repr has that same shortest repr."""
     parsed: list[float] = orjson.loads(orjson.dumps(as_f32(values), option=_NUMPY))
     return parsed
+
+
+def full_width(encoded: Sequence[bytes] | None, vectors: np.ndarray, dims: int | None) -> Sequence[bytes] | None:
+    """``encoded`` (full-width JSON rows) when ``dims`` keeps every dimension, else None."""
+    return encoded if dims is None or dims >= vectors.shape[1] else None
 
 
 def shorten(vectors: np.ndarray, dims: int | None) -> np.ndarray:

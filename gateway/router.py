@@ -90,6 +90,7 @@ class Router:
         self.booted = False  # every model has been up at once
         self.parked: dict[int, Part] = {}  # parts of a dead worker, waiting for a holder to come back
         self.known: dict[str, ModelInfo] = {}  # last card of each model, for while no holder is up
+        self.cards: list[ModelCard] | None = None  # models(), until a worker comes or goes
 
     # ---- Backend: state ------------------------------------------------------------------
     def is_ready(self) -> bool:
@@ -101,6 +102,13 @@ class Router:
         return self.draining
 
     def models(self) -> list[ModelCard]:
+        """Every request resolves its model here, so the cards are built once per change of the
+        workers (``worker_ready``, ``worker_unavailable``, ``worker_lost``); callers only read them."""
+        if self.cards is None:
+            self.cards = self.build_cards()
+        return self.cards
+
+    def build_cards(self) -> list[ModelCard]:
         cards: list[ModelCard] = []
         for name, model in self.configured.items():
             holders = [w for w in self.workers_state if w.up and name in w.models]
@@ -281,6 +289,7 @@ class Router:
         state = self.workers_state[worker]
         state.models = {m.name: m for m in ready.models}
         state.pid = ready.pid
+        self.cards = None
         self.known.update(state.models)
         state.up = True
         if not self.booted:
@@ -294,6 +303,7 @@ class Router:
 
     def worker_unavailable(self, worker: int) -> None:
         self.workers_state[worker].up = False
+        self.cards = None
 
     def worker_result(self, worker: int, message: Vectors | Scores | Failed) -> None:
         state = self.workers_state[worker]
@@ -314,6 +324,7 @@ class Router:
     def worker_lost(self, worker: int, reason: str) -> None:
         state = self.workers_state[worker]
         state.up = False
+        self.cards = None
         orphans = list(state.parts.values())
         state.parts.clear()
         state.outstanding_tokens = state.outstanding_inputs = 0

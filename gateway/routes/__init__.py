@@ -86,7 +86,12 @@ class Context:
         return card
 
     async def embed(self, model: str, inputs: Sequence[Input], truncate: bool,
-                    use_cache: bool = True) -> EmbedOutcome:
+                    use_cache: bool = True, json: bool = False) -> EmbedOutcome:  # fmt: skip
+        """``json``: the route answers with JSON numbers, so full hits come with ``json_rows``.
+        A request that is all cache hits is answered without a deadline timer: nothing awaits."""
+        hit = self.backend.lookup(model, inputs, truncate=truncate, use_cache=use_cache, json=json)
+        if hit is not None:
+            return hit
         return await self._before_deadline(
             lambda deadline: self.backend.embed(model, inputs, truncate=truncate, deadline=deadline,
                                                 use_cache=use_cache)
@@ -155,8 +160,16 @@ def outcome_headers(outcome: EmbedOutcome | RerankOutcome, inputs: int | None = 
     return headers
 
 
+NO_STAGES = Timings()
+
+
 def server_timing(t: Timings) -> str:
+    if t == NO_STAGES:
+        return ALL_HITS_TIMING  # every input came from the cache: nothing to format
     return f"queue;dur={t.queue_us / 1000:.3f},tokenize;dur={t.tokenize_us / 1000:.3f},inference;dur={t.compute_us / 1000:.3f}"
+
+
+ALL_HITS_TIMING = "queue;dur=0.000,tokenize;dur=0.000,inference;dur=0.000"
 
 
 def cache_state(hits: int, inputs: int) -> str:

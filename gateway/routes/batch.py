@@ -25,11 +25,11 @@ async def embed_batch(request: web.Request) -> web.Response:
     texts = list(chain.from_iterable(body.inputs))
     check_inputs(texts, ctx.config, field="inputs")
     ctx.admit_inputs(request, len(texts))
-    outcome = await ctx.embed(card.name, texts, body.truncate, use_cache=body.use_cache)
+    outcome = await ctx.embed(card.name, texts, body.truncate, use_cache=body.use_cache, json=True)
     hits = outcome.cache_hits
     answer = BatchEmbedResponse(
         model=card.name,
-        batches=encoding.groups_json(outcome.vectors, [len(group) for group in body.inputs]),
+        batches=encoding.groups_json(outcome.vectors, [len(group) for group in body.inputs], outcome.json_rows),
         cache_stats=CacheStats(hits=hits, misses=len(texts) - hits, hit_rate=hits / len(texts)),
     )
     return respond(encoding.encode(answer), headers=outcome_headers(outcome, len(texts)))

@@ -25,10 +25,11 @@ async def embed(request: web.Request) -> web.Response:
     check_inputs(texts, ctx.config)
     dims = check_dimensions(body.dimensions, card)
     ctx.admit_inputs(request, len(texts))
-    outcome = await ctx.embed(card.name, texts, body.truncate)
+    outcome = await ctx.embed(card.name, texts, body.truncate, json=True)
+    encoded = encoding.full_width(outcome.json_rows, outcome.vectors, dims)
     answer = OllamaEmbedResponse(
         model=card.name,
-        embeddings=encoding.matrix_json(encoding.shorten(outcome.vectors, dims)),
+        embeddings=encoding.matrix_json(encoding.shorten(outcome.vectors, dims), encoded),
         total_duration=time.perf_counter_ns() - started,
         load_duration=0,
         prompt_eval_count=sum(outcome.tokens),

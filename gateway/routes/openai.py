@@ -40,9 +40,11 @@ async def embeddings(request: web.Request) -> web.Response:
     check_inputs(items, ctx.config)
     dims = check_dimensions(body.dimensions, card)
     ctx.admit_inputs(request, len(items))
-    outcome = await ctx.embed(card.name, items, body.truncate)
+    as_json = body.encoding_format != "base64"
+    outcome = await ctx.embed(card.name, items, body.truncate, json=as_json)
     vectors = encoding.shorten(outcome.vectors, dims)
-    rows = encoding.rows_base64(vectors) if body.encoding_format == "base64" else encoding.rows_json(vectors)
+    encoded = encoding.full_width(outcome.json_rows, outcome.vectors, dims)
+    rows = encoding.rows_json(vectors, encoded) if as_json else encoding.rows_base64(vectors)
     tokens = sum(outcome.tokens)
     answer = OpenAIEmbedResponse(
         data=[OpenAIEmbedding(index=i, embedding=row) for i, row in enumerate(rows)],

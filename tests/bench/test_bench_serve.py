@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 import bench.serve as serve
 from bench import wrk
@@ -40,6 +43,35 @@ def test_wrk_script_cycles_every_body_as_a_post() -> None:
     script = wrk.lua_script("/api/embed", [b'{"input": "a \\"quoted\\" text"}', b'{"input": "b"}'])
     assert 'wrk.method = "POST"' in script and '"/api/embed"' in script
     assert script.count('"{\\"input\\"') == 2  # each body one Lua string literal, quotes escaped
+
+
+@pytest.mark.skipif(not wrk.available(), reason="wrk is not installed (apt-get install wrk)")
+def test_wrk_posts_every_body_to_a_real_server() -> None:
+    seen: Counter[bytes] = Counter()
+
+    async def record(request: web.Request) -> web.Response:
+        seen[await request.read()] += 1
+        return web.json_response({"ok": request.method == "POST" and request.content_type == "application/json"})
+
+    async def main() -> wrk.WrkResult:
+        app = web.Application()
+        app.router.add_post("/api/embed", record)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            return await asyncio.to_thread(wrk.run, f"http://127.0.0.1:{port}", "/api/embed", bodies,
+                                           connections=4, seconds=1)  # fmt: skip
+        finally:
+            await runner.cleanup()
+
+    bodies = [json.dumps({"input": f"text {i} \"quoted\""}).encode() for i in range(5)]
+    result = asyncio.run(main())
+    assert result.errors == 0 and result.requests > 50
+    assert set(seen) == set(bodies)  # every body sent, byte for byte, each many times
+    assert min(seen.values()) > 5
 
 
 def test_repeat_texts_mix_hot_and_never_seen_texts() -> None:

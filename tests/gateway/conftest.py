@@ -83,6 +83,10 @@ class FakeBackend:
     def cache_stats(self) -> CacheReport:
         return CacheReport()
 
+    def lookup(self, model: str, inputs: Sequence[Input], *, truncate: bool, use_cache: bool = True,
+               json: bool = False) -> EmbedOutcome | None:  # fmt: skip
+        return None  # no cache here: every request takes the awaited path the tests steer
+
     def vectors_for(self, model: str, inputs: Sequence[Input]) -> np.ndarray:
         return np.stack([vector_for(model, item) for item in inputs])
 

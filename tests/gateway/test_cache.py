@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.config import Config
-from gateway import errors
+from gateway import encoding, errors
 from gateway.app import build_app
 from gateway.backend import EmbedOutcome, Input
 from gateway.cache import ENTRY_OVERHEAD, ResultCache, item_key
@@ -138,6 +138,45 @@ def test_an_all_hit_answer_names_no_worker_and_no_time(backend: Any) -> None:
         assert backend.calls == [] and outcome.cache_hits == 3
         assert outcome.workers == "" and outcome.timings.compute_us == 0
         np.testing.assert_array_equal(outcome.vectors, backend.vectors_for(MAIN, ["b", "a", "b"]))
+
+    run(main())
+
+
+def test_lookup_serves_only_all_hit_requests_and_counts_nothing_otherwise(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachingBackend(CONFIG, backend)
+        await embed(cb, ["a", "b"])
+        before = (cb.cache.counters(MAIN).hits, cb.cache.counters(MAIN).misses, list(cb.cache._entries))
+        assert cb.lookup(MAIN, ["a", "new"], truncate=True) is None
+        assert cb.lookup(MAIN, ["a"], truncate=False) is None  # another truncate setting
+        assert cb.lookup(MAIN, ["a"], truncate=True, use_cache=False) is None
+        assert cb.lookup(MAIN, ["x" * 41], truncate=True) is None  # over cache_max_text_chars
+        assert (cb.cache.counters(MAIN).hits, cb.cache.counters(MAIN).misses, list(cb.cache._entries)) == before
+        hit = cb.lookup(MAIN, ["b", "a"], truncate=True)
+        assert hit is not None and hit.cache_hits == 2 and hit.json_rows is None and hit.workers == ""
+        np.testing.assert_array_equal(hit.vectors, backend.vectors_for(MAIN, ["b", "a"]))
+        assert cb.cache.counters(MAIN).hits == before[0] + 2
+        assert list(cb.cache._entries)[-2:] == [item_key(MAIN, True, "b"), item_key(MAIN, True, "a")]
+
+    run(main())
+
+
+def test_json_rows_are_encoded_once_and_charged_to_the_byte_bound(backend: Any) -> None:
+    async def main() -> None:
+        vector_size = 8 * 4 + ENTRY_OVERHEAD
+        cb = CachingBackend(Config(cache_bytes=3 * vector_size + 10, cache_max_text_chars=40), backend)
+        await embed(cb, ["a", "b", "c"])
+        assert cb.cache.bytes == 3 * vector_size
+        hit = cb.lookup(MAIN, ["c"], truncate=True, json=True)
+        assert hit is not None and hit.json_rows is not None
+        assert hit.json_rows[0] == bytes(encoding.matrix_json(hit.vectors))[1:-1]  # the same digits
+        grown = len(hit.json_rows[0])
+        # the JSON form pushed the budget over: the least recently used entry made room
+        assert cb.cache.bytes == 2 * vector_size + grown <= cb.cache.capacity
+        assert len(cb.cache) == 2 and cb.cache.counters(MAIN).evictions == 1
+        again = cb.lookup(MAIN, ["c"], truncate=True, json=True)
+        assert again is not None and again.json_rows is not None and again.json_rows[0] is hit.json_rows[0]
+        assert cb.cache.bytes == 2 * vector_size + grown  # charged once
 
     run(main())
 
@@ -361,6 +400,30 @@ def test_routes_show_hits_misses_and_cut_dimensions_from_the_full_vector(backend
         assert second.headers["X-Worker-ID"] == "none"
 
     run(with_client(CachingBackend(CONFIG, backend), body))
+
+
+def test_a_hit_answers_with_the_same_bytes_as_the_miss_on_every_json_route(backend: Any) -> None:
+    bodies = {"/api/embed": {"model": MAIN, "input": ["p", "q"]},
+              "/v1/embeddings": {"model": MAIN, "input": ["p", "q"]},
+              "/api/embed/batch": {"model": MAIN, "inputs": [["p"], [], ["q"]]}}  # fmt: skip
+
+    def vectors(doc: dict[str, Any]) -> Any:
+        return {k: v for k, v in doc.items() if k not in ("total_duration", "cache_stats")}
+
+    async def body(client: TestClient) -> None:
+        for path, request in bodies.items():
+            cb.cache = ResultCache(CONFIG.cache_bytes)  # each route's first answer is a miss
+            miss = await client.post(path, json=request)
+            hits = [await client.post(path, json=request) for _ in range(2)]  # encodes, then reuses
+            assert [r.headers["X-Cache"] for r in (miss, *hits)] == ["miss", "hit", "hit"], path
+            expected = vectors(await miss.json())
+            for hit in hits:
+                assert vectors(await hit.json()) == expected, path
+        b64 = await client.post("/v1/embeddings", json={**bodies["/v1/embeddings"], "encoding_format": "base64"})
+        assert b64.headers["X-Cache"] == "hit" and isinstance((await b64.json())["data"][0]["embedding"], str)
+
+    cb = CachingBackend(CONFIG, backend)
+    run(with_client(cb, body))
 
 
 def test_batch_route_reports_cache_stats_and_honours_use_cache(backend: Any) -> None:

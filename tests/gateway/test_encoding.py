@@ -71,6 +71,16 @@ def test_groups_json_regroups_consecutive_rows_including_empty_groups():
     assert groups == [[[0, 1], [2, 3]], [], [[4, 5], [6, 7], [8, 9]], [[10, 11]]]
 
 
+def test_pre_encoded_rows_splice_to_the_same_json_as_formatting():
+    v = random_finite_f32(60, seed=3)[:48].reshape(6, 8)
+    encoded = [encoding.vector_json(row.tobytes()) for row in v]
+    assert bytes(encoding.matrix_json(v, encoded)) == bytes(encoding.matrix_json(v))
+    assert [bytes(r) for r in encoding.rows_json(v, encoded)] == [bytes(r) for r in encoding.rows_json(v)]
+    assert bytes(encoding.groups_json(v, [2, 0, 3, 1], encoded)) == bytes(encoding.groups_json(v, [2, 0, 3, 1]))
+    assert encoding.full_width(encoded, v, None) is encoded and encoding.full_width(encoded, v, 8) is encoded
+    assert encoding.full_width(encoded, v, 4) is None
+
+
 def test_float32_list_prints_like_float32():
     scores = np.array([1 / 3, 0.8123, -0.25], dtype=np.float32)
     assert encoding.encode(encoding.float32_list(scores)) == b"[0.33333334,0.8123,-0.25]"
