@@ -109,6 +109,11 @@ def repeat_texts(corpus: list[str], hot: list[str], fraction: float, seed: int) 
 
 async def closed_loop(url: str, model: str, texts: Texts, concurrency: int, seconds: float, warmup: float,
                       scenario: str = "embed") -> Point:  # fmt: skip
+    """``concurrency`` clients, each sending its next request as soon as the last is answered.
+    A point counts the requests that FINISH inside the measured window, whenever they were sent:
+    at high concurrency a request takes longer than the window (Little's law: 64 clients x 32
+    sentences at ~200 sentences/s is ~10 s each), and counting only requests sent and finished
+    inside it would report nothing. Clients still waiting when the window closes are stopped."""
     latencies: list[float] = []
     errors = 0
     counter = iter(range(10**12))
@@ -118,7 +123,7 @@ async def closed_loop(url: str, model: str, texts: Texts, concurrency: int, seco
 
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal errors
-        while time.perf_counter() < stop_at:
+        while True:
             chunk = texts(next(counter))
             body = {"model": model, "input": chunk[0] if len(chunk) == 1 else chunk}
             sent = time.perf_counter()
@@ -126,8 +131,8 @@ async def closed_loop(url: str, model: str, texts: Texts, concurrency: int, seco
                 await response.read()
                 ok = response.status == 200
             done = time.perf_counter()
-            if sent < start_measure or done > stop_at:
-                continue  # warm-up, or finished after the window closed
+            if not start_measure <= done <= stop_at:
+                continue  # warm-up
             if ok:
                 latencies.append(done - sent)
             else:
@@ -136,7 +141,13 @@ async def closed_loop(url: str, model: str, texts: Texts, concurrency: int, seco
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        clients = [asyncio.create_task(client(session)) for _ in range(concurrency)]
+        await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+        for task in clients:
+            task.cancel()
+        for outcome in await asyncio.gather(*clients, return_exceptions=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                raise outcome  # a client error is the bench's bug, not a measurement
     return summarize(scenario, batch, concurrency, latencies, errors, seconds)
 
 

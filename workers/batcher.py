@@ -7,18 +7,20 @@ row) or at ``max_batch_size`` rows; the padded budget is never exceeded.
 
 How the next batch is chosen, and why:
 
-1. **Pool.** Requests take turns in arrival order (round-robin). Each turn offers the request's
-   next ``chunk_items`` pending items, in input order; turns go round until the pool holds
-   ``lookahead`` items or every pending item. A 2,048-item request therefore offers one chunk
-   per round, like everybody else, instead of filling the pool alone.
-2. **Sort and cut.** The pool is sorted by length and cut, shortest first, into blocks that each
+1. **Order.** Requests with queued items are offered fewest-queued-items first, ties in arrival
+   order (shortest remaining work first). A 1-item request queued behind a 2,048-item one is
+   served in the next batch; equal requests finish one after the other in arrival order instead
+   of all together at the end (round-robin sharing made 64 concurrent 32-item requests complete
+   in one burst ~10 s later, so none finished inside a benchmark window). Every
+   ``OLDEST_EVERY``-th batch the order is plain arrival order, so the oldest request always
+   progresses: a big request is slowed, never starved, by a stream of small ones.
+2. **Pool.** In that order, each request offers its next ``chunk_items`` queued items (input
+   order), round after round, until the pool holds ``lookahead`` items or every queued item.
+3. **Sort and cut.** The pool is sorted by length and cut, shortest first, into blocks that each
    fill the budget. Sorting only cuts padding when the pool spans several batches (inside one
    batch the padding does not depend on order), which is why ``lookahead`` is a few batches.
-3. **Anchor.** The batch is the block that holds the *anchor*: the first pending item of the
-   request whose turn it is. After every batch the turn passes to the next request. With R
-   requests pending, each one gets an item into a batch at least once every R batches, so
-   nothing starves (a long item is never passed over forever by a stream of short ones) and a
-   1-item request queued behind a 2,048-item one finishes within a few batches, long before it.
+4. **Anchor.** The batch is the block that holds the *anchor*: the first queued item of the
+   first request in the order, whatever its length, so that request is always served.
 
 Results come back per request, in the request's original input order, whatever the sorting did.
 The payload of an item is opaque here (the runtimes' ``Tokenized``); only its length counts.
@@ -26,9 +28,9 @@ The payload of an item is opaque here (the runtimes' ``Tokenized``); only its le
 
 from __future__ import annotations
 
+import heapq
 import time
 from bisect import bisect_left, bisect_right
-from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice, repeat
 from operator import itemgetter
@@ -37,6 +39,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 LOOKAHEAD_BATCHES = 4  # default pool = this many full batches: enough rows for sorting to pay
+OLDEST_EVERY = 4  # every 4th batch goes to the oldest request: a big one gets >= 1/4 of the batches
 
 
 def check_budget(max_batch_tokens: int, max_length: int) -> None:
@@ -69,6 +72,10 @@ _Entry = tuple[int, _Request, int]
 _width = itemgetter(0)
 
 
+def _queued_count(request: _Request) -> int:
+    return len(request.queued)
+
+
 @dataclass(slots=True, eq=False)
 class Batch:
     """One forward pass; items in forward order (shortest first when sorting)."""
@@ -95,7 +102,6 @@ class _Plan(NamedTuple):
     start: int
     end: int
     full: bool  # no later arrival could make this batch any bigger
-    anchor: _Request  # the request whose turn it is
 
 
 class Batcher:
@@ -123,9 +129,6 @@ class Batcher:
         self.sort_by_length = sort_by_length
         self.clock = clock
         self._requests: dict[object, _Request] = {}  # every unfinished request, arrival order
-        # Round-robin order of the requests with queued items; [0] has the turn. Requests that run
-        # out of queued items stay until they reach the front (cheaper than removing from the middle).
-        self._turns: deque[_Request] = deque()
         self._queued = 0
         # cumulative, so the padding saved by sorting can be measured
         self.padded_tokens = 0
@@ -153,7 +156,6 @@ class Batcher:
         request = _Request(key, lengths, widths, list(payloads), self._now(now_ns),
                            dict.fromkeys(range(len(lengths))), len(lengths))  # fmt: skip
         self._requests[key] = request
-        self._turns.append(request)
         self._queued += len(lengths)
 
     def _check_request(self, key: object, lengths: list[int], payloads: Sequence[object]) -> None:
@@ -174,7 +176,7 @@ class Batcher:
         if request is None:
             return 0
         dropped = len(request.queued)
-        request.queued.clear()  # its entry in the turns is skipped from now on
+        request.queued.clear()
         self._queued -= dropped
         return dropped
 
@@ -184,7 +186,7 @@ class Batcher:
         plan = self._plan()
         if plan is None or self._hold(plan, self._now(now_ns)):
             return None
-        return self._take(plan.pool[plan.start : plan.end], plan.anchor)
+        return self._take(plan.pool[plan.start : plan.end])
 
     def wait_hint_s(self, now_ns: int | None = None) -> float | None:
         """How long the loop may block before ``next_batch`` can return something (max_wait_us)."""
@@ -235,8 +237,7 @@ class Batcher:
     def _plan(self) -> _Plan | None:
         if not self._queued:
             return None
-        pool, whole = self._pool()
-        turn = pool[0][1]
+        pool, whole = self._pool(self._order())
         if self.sort_by_length:
             # Stable sort: the anchor (pool[0]) stays first among items of its length.
             anchor = pool[0][0]
@@ -246,13 +247,20 @@ class Batcher:
             at = 0
         start, end = self._block_around(pool, at)
         full = end - start == self.max_batch_size or end < len(pool) or not whole
-        return _Plan(pool, start, end, full, turn)
+        return _Plan(pool, start, end, full)
 
-    def _pool(self) -> tuple[list[_Entry], bool]:
-        """Round-robin chunks from the request whose turn it is onwards; True when all queued are in."""
+    def _order(self) -> list[_Request]:
+        """Requests with queued items, in the order they offer them (step 1 of the docstring).
+        Only the first ``lookahead`` can reach the pool (each offers at least one item)."""
+        live = [r for r in self._requests.values() if r.queued]  # arrival order
+        if self.batches % OLDEST_EVERY == OLDEST_EVERY - 1:
+            return live[: self.lookahead]
+        return heapq.nsmallest(self.lookahead, live, key=_queued_count)  # stable: ties keep arrival order
+
+    def _pool(self, order: list[_Request]) -> tuple[list[_Entry], bool]:
+        """Chunks from the requests in ``order``, round after round; True when all queued are in."""
         pool: list[_Entry] = []
-        # the first round is lazy: with a deep queue only the first few requests are visited
-        rounds: Iterable[tuple[_Request, Iterator[int]]] = ((r, iter(r.queued)) for r in self._turns if r.queued)
+        rounds: Iterable[tuple[_Request, Iterator[int]]] = [(r, iter(r.queued)) for r in order]
         while len(pool) < self.lookahead:
             later: list[tuple[_Request, Iterator[int]]] = []
             for request, cursor in rounds:
@@ -301,13 +309,12 @@ class Batcher:
         return now_ns - self._oldest_ns() < self.max_wait_ns
 
     def _oldest_ns(self) -> int:
-        return min(r.arrived_ns for r in self._turns if r.queued)
+        return next(r.arrived_ns for r in self._requests.values() if r.queued)  # arrival order
 
-    def _take(self, entries: list[_Entry], turn: _Request) -> Batch:
+    def _take(self, entries: list[_Entry]) -> Batch:
         for _, request, index in entries:
             del request.queued[index]
         self._queued -= len(entries)
-        self._pass_turn(turn)
         lengths = [request.lengths[index] for _, request, index in entries]
         batch = Batch(
             payloads=[request.payloads[index] for _, request, index in entries],
@@ -321,17 +328,6 @@ class Batcher:
         self.padded_tokens += batch.padded_tokens
         self.real_tokens += sum(lengths)
         return batch
-
-    def _pass_turn(self, anchor: _Request) -> None:
-        # The request that just had its turn goes to the back; spent ones leave from the front.
-        turns = self._turns
-        while turns[0] is not anchor:  # only spent (cancelled) requests can be ahead of it
-            turns.popleft()
-        turns.popleft()
-        if anchor.queued:
-            turns.append(anchor)
-        while turns and not turns[0].queued:
-            turns.popleft()
 
     def _now(self, now_ns: int | None) -> int:
         return self.clock() if now_ns is None else now_ns

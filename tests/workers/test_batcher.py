@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workers.batcher import Batch, Batcher, check_budget
+from workers.batcher import OLDEST_EVERY, Batch, Batcher, check_budget
 
 SEED = 20240611
 
@@ -196,29 +196,42 @@ def test_a_long_item_is_not_starved_by_a_stream_of_short_ones() -> None:
     assert loop.finished["long"] - 5 <= 4
 
 
-def test_requests_take_turns_in_arrival_order() -> None:
-    """Three big requests progress together instead of one after the other."""
+def test_equal_requests_finish_one_after_the_other_in_arrival_order() -> None:
+    """Shortest remaining first, ties by arrival: three equal requests do not share the batches
+    round-robin (which would finish all three at the very end) but finish a, then b, then c."""
     batcher = Batcher(10_000, 8, chunk_items=8, lookahead=8)
-    for key in "abc":
-        batcher.add(key, [10] * 40, [None] * 40)
-    owners = []
-    for _ in range(6):
-        batch = batcher.next_batch()
-        assert batch is not None
-        owners.append(set(batch.keys))
-    assert owners == [{"a"}, {"b"}, {"c"}, {"a"}, {"b"}, {"c"}]
+    loop = Loop(batcher, {0: [(key, [10] * 40) for key in "abc"]})
+    loop.run()
+    owners = [set(batch.keys) for batch in loop.batches]
+    assert owners == [{"a"}] * 5 + [{"b"}] * 5 + [{"c"}] * 5
+    assert [loop.finished[k] for k in "abc"] == [4, 9, 14]
+
+
+def test_a_big_request_progresses_under_a_stream_of_full_batches() -> None:
+    """A 640-item request among 64-item requests arriving one per batch: shortest-first alone
+    would hold it until the stream stops (batch 200); every OLDEST_EVERY-th batch is its own."""
+    arrivals: dict[int, list[tuple[object, list[int]]]] = {
+        step: [(f"small{step}", [10] * 64)] for step in range(200)
+    }
+    arrivals[5].append(("big", [10] * 640))
+    loop = Loop(Batcher(4_096, 64), arrivals)
+    loop.run()
+    print(f"\nbig request arrived before batch 5, done at batch {loop.finished['big']}")
+    assert loop.finished["big"] - 5 <= OLDEST_EVERY * 10 + OLDEST_EVERY  # 10 batches of its own
+    waits = [loop.finished[f"small{step}"] - step for step in range(200)]
+    assert max(waits) <= 200 // OLDEST_EVERY  # the stream is slowed by a quarter, not stopped
 
 
 # ---- cancel / fail_batch ---------------------------------------------------------------------
 def test_cancel_drops_queued_items_and_ignores_those_in_flight() -> None:
     batcher = Batcher(1_000, 4)
     batcher.add("a", [10] * 6, list(range(6)))
-    batcher.add("b", [10] * 2, list(range(2)))
+    batcher.add("b", [10] * 8, list(range(8)))  # more items than a: a goes first
     first = batcher.next_batch()
     assert first is not None and set(first.keys) == {"a"}
     assert batcher.cancel("a") == 2  # 4 in flight, 2 still queued
     assert batcher.cancel("a") == 0 and batcher.cancel("never-added") == 0
-    assert batcher.pending_items == 2 and batcher.pending_requests == 1
+    assert batcher.pending_items == 8 and batcher.pending_requests == 1
     batcher.add("a", [10], ["new a"])  # the key may be reused at once
     assert batcher.complete(first, np.zeros((4, 2))) == []  # the old "a" is gone; the new one waits
     done = []
@@ -235,8 +248,8 @@ def test_fail_batch_fails_exactly_the_requests_it_held() -> None:
     batcher.add("c", [60, 60, 60, 60, 60], [0, 1, 2, 3, 4])
     batcher.add("d", [400, 400], [0, 1])  # longer than everything: not in the first batch
     batch = batcher.next_batch()
-    assert batch is not None and batch.keys == ["a", "b", "a", "c"]  # shortest first: 5, 5, 50, 60
-    assert batcher.fail_batch(batch) == ["a", "b", "c"]
+    assert batch is not None and batch.keys == ["b", "a", "a", "c"]  # shortest first: 5, 5, 50, 60
+    assert batcher.fail_batch(batch) == ["b", "a", "c"]
     assert batcher.pending_requests == 1 and batcher.pending_items == 2  # c's other four are dropped
     rest = batcher.next_batch()
     assert rest is not None and rest.keys == ["d", "d"]
