@@ -43,7 +43,7 @@ import aiohttp
 import msgspec
 
 from bench.corpus import sentences
-from bench.serve import MODEL, Point, launch, summarize, table
+from bench.serve import MODEL, Point, auth_headers, launch, summarize, table
 
 POLL_S = 0.1  # /stats polling period while a slot respawns
 STOP_S = 60.0  # SIGTERM -> exit, before the appliance is SIGKILLed so no run leaves it behind
@@ -66,6 +66,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--request-timeout", type=float, default=30.0,
                    help="client-side limit per request; one reached counts as hung")  # fmt: skip
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the appliance this bench starts")
+    p.add_argument("--api-key", help="Bearer key for an appliance with api_keys_file set")
     return p.parse_args(argv)
 
 
@@ -228,8 +229,10 @@ async def drive(args: argparse.Namespace, url: str, parent: int | None) -> Run:
     """Warm up, then load for ``--duration`` while the killer runs; wait for the last respawns."""
     texts = itertools.cycle(sentences(4000))
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=args.concurrency)) as load, \
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as control:  # fmt: skip
+    headers = auth_headers(args.api_key)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=args.concurrency),
+                                     headers=headers) as load, \
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), headers=headers) as control:  # fmt: skip
         # its own connection: /stats polls must not queue behind the load's connections
         cards = await wait_all_up(control, url)
         run = Run(t0=time.perf_counter() + args.warmup, pids={c["pid"] for c in cards})

@@ -85,7 +85,12 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--hot-set", type=int, default=64, help="texts in the hot set of the repeat and hit scenarios")
     p.add_argument("--hit-concurrency", type=int, default=64)
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the appliance this bench starts")
+    p.add_argument("--api-key", help="Bearer key for an appliance with api_keys_file set")
     return p.parse_args(argv)
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 # ---- load generation ------------------------------------------------------------------------
@@ -108,7 +113,7 @@ def repeat_texts(corpus: list[str], hot: list[str], fraction: float, seed: int) 
 
 
 async def closed_loop(url: str, model: str, texts: Texts, concurrency: int, seconds: float, warmup: float,
-                      scenario: str = "embed") -> Point:  # fmt: skip
+                      scenario: str = "embed", headers: dict[str, str] | None = None) -> Point:  # fmt: skip
     """``concurrency`` clients, each sending its next request as soon as the last is answered.
     A point counts the requests that FINISH inside the measured window, whenever they were sent:
     at high concurrency a request takes longer than the window (Little's law: 64 clients x 32
@@ -140,7 +145,7 @@ async def closed_loop(url: str, model: str, texts: Texts, concurrency: int, seco
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
         clients = [asyncio.create_task(client(session)) for _ in range(concurrency)]
         await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
         for task in clients:
@@ -294,7 +299,8 @@ def run_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> list[Poi
     for batch in (int(b) for b in args.batches.split(",")):
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             texts = corpus_texts(corpus, batch)
-            points.append(show(asyncio.run(closed_loop(url, args.model, texts, concurrency, args.seconds, args.warmup))))
+            points.append(show(asyncio.run(closed_loop(url, args.model, texts, concurrency, args.seconds, args.warmup,
+                                                               headers=auth_headers(args.api_key)))))  # fmt: skip
     return points
 
 
@@ -309,7 +315,8 @@ def run_repeat_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> l
     for n, fraction in enumerate(float(f) for f in args.repeat_fractions.split(",")):
         texts = repeat_texts(corpus[: -args.hot_set], hot, fraction, seed=n)
         point = asyncio.run(closed_loop(url, args.model, texts, args.repeat_concurrency, args.seconds,
-                                        args.warmup, scenario=f"repeat-{fraction:g}"))  # fmt: skip
+                                        args.warmup, scenario=f"repeat-{fraction:g}",
+                                        headers=auth_headers(args.api_key)))  # fmt: skip
         points.append(show(point))
     return points
 
@@ -317,17 +324,19 @@ def run_repeat_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> l
 def run_pure_hit(args: argparse.Namespace, url: str, corpus: list[str]) -> Point:
     """Every request a cached single sentence: the gateway's own ceiling, driven by wrk if present."""
     hot = hot_set(corpus, args.hot_set)
-    asyncio.run(closed_loop(url, args.model, lambda i: [hot[i % len(hot)]], 4, 1.0, 0.0))  # fills the cache
+    headers = auth_headers(args.api_key)
+    asyncio.run(closed_loop(url, args.model, lambda i: [hot[i % len(hot)]], 4, 1.0, 0.0,
+                            headers=headers))  # fills the cache  # fmt: skip
     concurrency = args.hit_concurrency
     if not wrk.available():
         print("wrk not found (apt-get install wrk): the Python client below is the bottleneck", file=sys.stderr)
         point = asyncio.run(closed_loop(url, args.model, lambda i: [hot[i % len(hot)]], concurrency, args.seconds,
-                                        args.warmup, scenario="hit-aiohttp"))  # fmt: skip
+                                        args.warmup, scenario="hit-aiohttp", headers=headers))  # fmt: skip
         return show(point)
     bodies = [msgspec.json.encode({"model": args.model, "input": text}) for text in hot]
     seconds = max(1, round(args.seconds))
-    wrk.run(url, "/api/embed", bodies, connections=concurrency, seconds=1)  # warm connections
-    result = wrk.run(url, "/api/embed", bodies, connections=concurrency, seconds=seconds)
+    wrk.run(url, "/api/embed", bodies, connections=concurrency, seconds=1, headers=headers)  # warm connections
+    result = wrk.run(url, "/api/embed", bodies, connections=concurrency, seconds=seconds, headers=headers)
     return show(Point("hit-wrk", 1, concurrency, result.requests, result.errors, seconds, round(result.rps, 1),
                       round(result.rps, 1), round(result.p50_ms, 2), round(result.p90_ms, 2),
                       round(result.p99_ms, 2)))  # fmt: skip

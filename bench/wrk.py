@@ -37,11 +37,12 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def lua_script(path: str, bodies: list[bytes]) -> str:
+def lua_script(path: str, bodies: list[bytes], headers: dict[str, str] | None = None) -> str:
     """A wrk script that POSTs ``bodies`` round-robin, each thread from its own offset. The
     requests are formatted once per thread in ``init``: ``request()`` only hands out a string,
     so the client's Lua costs next to nothing on a box whose other core serves the requests."""
     quoted = ",\n".join(json.dumps(body.decode()) for body in bodies)
+    extra = "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in (headers or {}).items())
     return f"""
 local bodies = {{
 {quoted}
@@ -51,7 +52,7 @@ local n = #bodies
 local i = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-init = function(args)
+{extra}init = function(args)
   for k = 1, n do requests[k] = wrk.format(nil, "{path}", nil, bodies[k]) end
   i = math.random(n)
 end
@@ -63,11 +64,11 @@ end
 
 
 def run(url: str, path: str, bodies: list[bytes], *, connections: int, seconds: int,
-        threads: int = 1) -> WrkResult:  # fmt: skip
+        threads: int = 1, headers: dict[str, str] | None = None) -> WrkResult:  # fmt: skip
     """``seconds`` is whole: wrk refuses fractions."""
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
-        script.write_text(lua_script(path, bodies))
+        script.write_text(lua_script(path, bodies, headers))
         out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, seconds)}s", "--latency",
                               "-s", str(script), url], capture_output=True, text=True, timeout=seconds + 60,
                              check=True).stdout  # fmt: skip

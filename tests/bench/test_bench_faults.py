@@ -39,11 +39,14 @@ def test_victims_are_taken_in_turn_and_never_a_slot_that_is_down_or_respawning()
 
 @pytest.mark.slow
 def test_faults_bench_kills_workers_under_load_and_leaves_nothing_behind(
-    tiny_transformer: Path, capsys: pytest.CaptureFixture[str]
+    tiny_transformer: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # short: a worker boot (torch import) takes ~10 s on a loaded 2-core box, and the run waits for it
+    keys = tmp_path / "keys"
+    keys.write_text("faults-key\n")  # the load and the /stats polls must both carry it
     argv = ["--model", "tiny", "--model-path", str(tiny_transformer), "--workers", "2", "--concurrency", "2",
-            "--duration", "2.5", "--kill-every", "1", "--warmup", "0.5", "--request-timeout", "20"]  # fmt: skip
+            "--duration", "2.5", "--kill-every", "1", "--warmup", "0.5", "--request-timeout", "20",
+            "--env", f"APPLIANCE_API_KEYS_FILE={keys}", "--api-key", "faults-key"]  # fmt: skip
     assert faults.main(argv) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["kills"] >= 2 and report["sent"] > 0
@@ -55,6 +58,7 @@ def test_faults_bench_kills_workers_under_load_and_leaves_nothing_behind(
         p["requests"] + p["errors"] for p in (report["steady"], report["fault"]))
     assert sum(report["failed_by_status"].values()) == sum(report["failed_by_type"].values()) == report["failed"]
     assert "0" not in report["failed_by_status"], report["failure_examples"]
+    assert "401" not in report["failed_by_status"], report["failure_examples"]
     assert report["target_zero_failures"] == (report["failed"] == 0)
     # stopped with SIGTERM and waited for: neither it nor any worker it ever ran is left
     assert report["appliance_exit_code"] == 0 and report["leftover_pids"] == []

@@ -85,11 +85,16 @@ def test_repeat_texts_mix_hot_and_never_seen_texts() -> None:
 
 
 @pytest.mark.slow
-def test_serve_bench_runs_every_scenario_on_a_tiny_model(tiny_transformer: Path,
+def test_serve_bench_runs_every_scenario_on_a_tiny_model(tiny_transformer: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Against an appliance that wants a key: every scenario's client (aiohttp and wrk) sends it,
+    or its points would count 401s as errors."""
+    keys = tmp_path / "keys"
+    keys.write_text("bench-key-1\n")
     argv = ["--model", "tiny", "--model-path", str(tiny_transformer), "--workers", "1", "--seconds", "0.5",
             "--warmup", "0.2", "--raw-seconds", "0.3", "--concurrency", "1,4", "--batches", "1,4",
-            "--repeat-fractions", "0,0.6", "--repeat-concurrency", "4", "--hit-concurrency", "4"]  # fmt: skip
+            "--repeat-fractions", "0,0.6", "--repeat-concurrency", "4", "--hit-concurrency", "4",
+            "--env", f"APPLIANCE_API_KEYS_FILE={keys}", "--api-key", "bench-key-1"]  # fmt: skip
     assert serve.main(argv) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     points = {(p["scenario"], p["batch"], p["concurrency"]): p for p in report["points"]}
@@ -99,3 +104,8 @@ def test_serve_bench_runs_every_scenario_on_a_tiny_model(tiny_transformer: Path,
     assert report["repeat_0.6_over_0"] > 0
     assert report["pure_hit"]["client"] == ("hit-wrk" if wrk.available() else "hit-aiohttp")
     assert all(p["requests"] > 0 and p["errors"] == 0 for p in report["points"])
+
+
+def test_wrk_script_sends_extra_headers() -> None:
+    script = wrk.lua_script("/api/embed", [b"{}"], {"Authorization": "Bearer k"})
+    assert 'wrk.headers["Authorization"] = "Bearer k"' in script
