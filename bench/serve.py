@@ -176,7 +176,7 @@ def launch(args: argparse.Namespace, state: Path, extra: dict[str, str]) -> tupl
     process = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve"], env=env, stdout=log,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    wait_ready(process, url, state / "appliance.log")
+    wait_ready(process, url, state / "appliance.log", auth_headers(args.api_key))
     return process, url
 
 
@@ -192,14 +192,19 @@ def pick_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 300) -> None:
+def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, headers: dict[str, str],
+               timeout: float = 300) -> None:  # fmt: skip
+    """Until EVERY worker is up, not just ``/ready`` (one holder of each model): a worker still
+    importing torch and loading its model would take a core from the first points measured."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"appliance exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url + "/ready", timeout=2) as response:
-                if response.status == 200:
+            request = urllib.request.Request(url + "/stats", headers=headers)
+            with urllib.request.urlopen(request, timeout=2) as response:
+                workers = json.loads(response.read())["workers"]
+                if workers and all(w["up"] for w in workers):
                     return
         except OSError:
             pass

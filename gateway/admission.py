@@ -4,7 +4,8 @@ A request meets them in this order; each has its own status and stable error ``t
 
 1. **API key** (401 ``unauthorized`` + ``WWW-Authenticate: Bearer``): ``Authorization: Bearer
    <key>`` on every route but ``OPEN_PATHS`` (the liveness and load-balancer probes). Checked by
-   ``Admission.authenticate``, a middleware installed only when ``api_keys_file`` is set.
+   ``Admission.authenticate``, which ``gateway/app.py``'s handler wrapper calls first (a no-op
+   when ``api_keys_file`` is not set).
 2. **Rate per principal** (429 ``rate_limited`` + ``Retry-After``): the key, or the client address
    when no keys are configured. ``rate_limit_rpm`` is charged before the body is read
    (``admit_request``); ``rate_limit_ipm`` after parsing, per text or document (``admit_inputs``).
@@ -36,7 +37,7 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
-from typing import Awaitable, Callable
+from typing import Callable
 
 import msgspec
 from aiohttp import web
@@ -48,7 +49,6 @@ from gateway import errors
 log = logging.getLogger("appliance.gateway.admission")
 
 Clock = Callable[[], float]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Liveness and readiness probes stay open: a load balancer or systemd has no key.
 OPEN_PATHS = frozenset({"/health", "/ready"})
@@ -241,21 +241,14 @@ class Admission:
         keys = ApiKeys(config.api_keys_file, clock) if config.api_keys_file else None
         return cls(keys, config.rate_limit_rpm, config.rate_limit_ipm, guard, clock)
 
-    def middlewares(self) -> list[Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]]:
-        """What ``build_app`` installs: nothing at all when no keys are configured."""
-        return [self.authenticate] if self.keys is not None else []
-
-    @web.middleware
-    async def authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def authenticate(self, request: web.Request) -> None:
         """Check 1, on every route but ``OPEN_PATHS`` (unknown paths too: 401 reveals no route)."""
-        if request.path not in OPEN_PATHS:
-            assert self.keys is not None
+        if self.keys is not None and request.path not in OPEN_PATHS:
             try:
                 request[PRINCIPAL] = self.keys.principal(request.headers.get("Authorization"))
             except errors.Unauthorized:
                 self.refused[errors.Unauthorized.type] += 1
                 raise
-        return await handler(request)
 
     def admit_request(self, request: web.Request) -> None:
         """Check 2a, before the body is read: one request off the principal's minute."""

@@ -1,13 +1,12 @@
 """The route table, and what every route shares: the app's ``Context`` and the request checks.
 
 One module per API family (``ollama``, ``openai``, ``batch``, ``rerank``, ``system``); each has a
-``register(app)``. A work route asks ``Context`` to admit it (``admit``: ready, request rate),
+``register(add)`` that adds its handlers through ``add(method, path, handler)``. A work route asks ``Context`` to admit it (``admit``: ready, request rate),
 reads its body with ``read_json``, resolves the model, checks the inputs, has them admitted
 (``admit_inputs``: input rate, memory guard), calls the backend through ``Context`` (which sets
-the deadline) and answers with ``respond``. The API key was checked before any route ran (the
-admission middleware; ``gateway/admission.py`` also says why the checks come in this order).
-Routes raise ``gateway.errors`` types; only the middleware in ``gateway/app.py`` turns them into
-responses.
+the deadline) and answers with ``respond``. The API key was checked before any route ran (``gateway/app.py`` wraps
+every handler; ``gateway/admission.py`` says why the checks come in this order). Routes raise
+``gateway.errors`` types; only that wrapper turns them into responses.
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ from gateway.schemas import decode
 
 T = TypeVar("T")
 R = TypeVar("R")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AddRoute = Callable[[str, str, Handler], None]  # (method, path, handler)
 
 # 503s while models load or the appliance drains: a client should come back soon, or go elsewhere.
 NOT_READY_RETRY_S = 5.0
@@ -178,9 +179,9 @@ def cache_state(hits: int, inputs: int) -> str:
     return "hit" if hits >= inputs else "partial"
 
 
-def register(app: web.Application) -> None:
+def register(add: AddRoute) -> None:
     """Every route of the HTTP contract (DESIGN.md section 7) that lives in this package."""
     from gateway.routes import batch, ollama, openai, rerank, system
 
     for family in (system, ollama, openai, batch, rerank):
-        family.register(app)
+        family.register(add)

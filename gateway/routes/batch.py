@@ -11,7 +11,7 @@ import msgspec
 from aiohttp import web
 
 from gateway import encoding
-from gateway.routes import CONTEXT, check_inputs, outcome_headers, read_json, respond
+from gateway.routes import AddRoute, CONTEXT, check_inputs, outcome_headers, read_json, respond
 from gateway.schemas import BatchEmbed, BatchEmbedResponse, CacheStats
 
 _decoder = msgspec.json.Decoder(BatchEmbed)
@@ -35,5 +35,5 @@ async def embed_batch(request: web.Request) -> web.Response:
     return respond(encoding.encode(answer), headers=outcome_headers(outcome, len(texts)))
 
 
-def register(app: web.Application) -> None:
-    app.router.add_post("/api/embed/batch", embed_batch)
+def register(add: AddRoute) -> None:
+    add("POST", "/api/embed/batch", embed_batch)

@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from gateway import encoding
-from gateway.routes import CONTEXT, check_dimensions, check_inputs, outcome_headers, read_json, respond
+from gateway.routes import AddRoute, CONTEXT, check_dimensions, check_inputs, outcome_headers, read_json, respond
 from gateway.schemas import OllamaEmbed, OllamaEmbedResponse
 
 _decoder = msgspec.json.Decoder(OllamaEmbed)
@@ -37,5 +37,5 @@ async def embed(request: web.Request) -> web.Response:
     return respond(encoding.encode(answer), headers=outcome_headers(outcome, len(texts)))
 
 
-def register(app: web.Application) -> None:
-    app.router.add_post("/api/embed", embed)
+def register(add: AddRoute) -> None:
+    add("POST", "/api/embed", embed)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway import encoding, errors
 from gateway.backend import Input
-from gateway.routes import CONTEXT, check_dimensions, check_inputs, outcome_headers, read_json, respond
+from gateway.routes import AddRoute, CONTEXT, check_dimensions, check_inputs, outcome_headers, read_json, respond
 from gateway.schemas import OpenAIEmbed, OpenAIEmbedding, OpenAIEmbedResponse, OpenAIUsage
 
 _decoder = msgspec.json.Decoder(OpenAIEmbed)
@@ -54,5 +54,5 @@ async def embeddings(request: web.Request) -> web.Response:
     return respond(encoding.encode(answer), headers=outcome_headers(outcome, len(items)))
 
 
-def register(app: web.Application) -> None:
-    app.router.add_post("/v1/embeddings", embeddings)
+def register(add: AddRoute) -> None:
+    add("POST", "/v1/embeddings", embeddings)

@@ -11,7 +11,7 @@ from aiohttp import web
 from appliance.config import Config
 from gateway import encoding, errors
 from gateway.backend import RerankOutcome
-from gateway.routes import CONTEXT, REQUEST_ID, Context, check_inputs, outcome_headers, read_json, respond
+from gateway.routes import AddRoute, CONTEXT, REQUEST_ID, Context, check_inputs, outcome_headers, read_json, respond
 from gateway.schemas import (
     CohereMeta,
     CohereRerank,
@@ -79,6 +79,6 @@ async def rerank_cohere(request: web.Request) -> web.Response:
     return respond(encoding.encode(answer), headers=outcome_headers(outcome))
 
 
-def register(app: web.Application) -> None:
-    app.router.add_post("/api/rerank", rerank)
-    app.router.add_post("/v1/rerank", rerank_cohere)
+def register(add: AddRoute) -> None:
+    add("POST", "/api/rerank", rerank)
+    add("POST", "/v1/rerank", rerank_cohere)

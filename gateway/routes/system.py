@@ -15,7 +15,7 @@ from aiohttp import web
 from gateway import encoding
 from gateway.admission import AdmissionReport
 from gateway.backend import CacheReport, ModelCard, WorkerCard
-from gateway.routes import CONTEXT, respond
+from gateway.routes import AddRoute, CONTEXT, respond
 from gateway.schemas import (
     OllamaDetails,
     OllamaModel,
@@ -102,10 +102,10 @@ async def stats(request: web.Request) -> web.Response:
     return respond(encoding.encode(answer))
 
 
-def register(app: web.Application) -> None:
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/api/tags", tags)
-    app.router.add_get("/cache-stats", cache_stats)
-    app.router.add_get("/stats", stats)
+def register(add: AddRoute) -> None:
+    add("GET", "/health", health)
+    add("GET", "/ready", ready)
+    add("GET", "/v1/models", models)
+    add("GET", "/api/tags", tags)
+    add("GET", "/cache-stats", cache_stats)
+    add("GET", "/stats", stats)

@@ -384,5 +384,5 @@ def test_rate_before_request_limits_before_memory(start: Callable[..., Gateway])
 
 def test_nothing_configured_means_no_middleware_and_no_state() -> None:
     admission = Admission.from_config(CONFIG)
-    assert admission.middlewares() == [] and admission.requests is None and admission.inputs is None
+    assert admission.keys is None and admission.requests is None and admission.inputs is None
     assert admission.report() == AdmissionReport()
