@@ -15,7 +15,7 @@ the HTTP contract's 422 needs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -70,6 +70,20 @@ class ModelLoadError(Exception):
         self.model = model
         self.path = Path(path)
         self.reason = reason
+
+
+R = TypeVar("R")
+
+
+def loading(model: str, path: Path, load: Callable[[], R]) -> R:
+    """``load()``, with any file, format or torch error reported as one ``ModelLoadError`` that
+    names the model and the path (the worker exits with its load-failure code on it)."""
+    try:
+        return load()
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(model, path, f"{type(exc).__name__}: {exc}") from exc
 
 
 class Runtime(Protocol):

@@ -14,7 +14,7 @@ import numpy as np
 
 from appliance.config import ModelConfig
 from appliance.protocol import ModelInfo
-from workers.runtimes.base import Input, ModelLoadError, TextTokenizer, Tokenized, model_info
+from workers.runtimes.base import Input, ModelLoadError, TextTokenizer, Tokenized, loading, model_info
 from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, forward_in_chunks
 from workers.runtimes.transformer import (
     COMPILED_MIN_SHAPE,
@@ -102,12 +102,7 @@ class CrossEncoderRuntime:
 
 
 def load(model: ModelConfig, path: Path, device: str = "cpu") -> CrossEncoderRuntime:
-    try:
-        return _load(model, path, device)
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # any file, format or torch error: report it with the model and path
-        raise ModelLoadError(model.name, path, f"{type(exc).__name__}: {exc}") from exc
+    return loading(model.name, path, lambda: _load(model, path, device))
 
 
 def _load(model: ModelConfig, path: Path, device: str) -> CrossEncoderRuntime:

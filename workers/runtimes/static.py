@@ -23,7 +23,8 @@ import numpy as np
 
 from appliance.config import ModelConfig
 from appliance.protocol import ModelInfo
-from workers.runtimes.base import Input, ModelLoadError, TextTokenizer, Tokenized, model_info, not_a_cross_encoder
+from workers.runtimes.base import (Input, ModelLoadError, TextTokenizer, Tokenized, loading, model_info,
+                                    not_a_cross_encoder)
 
 DEFAULT_MAX_LENGTH = 512
 
@@ -77,12 +78,7 @@ class StaticRuntime:
 
 def load(model: ModelConfig, path: Path, device: str = "cpu") -> StaticRuntime:
     """``device`` is accepted for the common signature; static vectors always live on the CPU."""
-    try:
-        return _load(model, path)
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # missing file, bad JSON, bad tensor: one error naming model and path
-        raise ModelLoadError(model.name, path, f"{type(exc).__name__}: {exc}") from exc
+    return loading(model.name, path, lambda: _load(model, path))
 
 
 def _load(model: ModelConfig, path: Path) -> StaticRuntime:

@@ -25,7 +25,7 @@ import numpy as np
 
 from appliance.config import ModelConfig
 from appliance.protocol import ModelInfo
-from workers.runtimes.base import Input, ModelLoadError, TextTokenizer, Tokenized, model_info, not_a_cross_encoder
+from workers.runtimes.base import Input, TextTokenizer, Tokenized, loading, model_info, not_a_cross_encoder
 from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, forward_in_chunks, measure_overhead_tokens
 
 # Models load from local directories only: never let a missing file turn into a hub download.
@@ -297,12 +297,7 @@ def max_length_of(config: Any, hf_tokenizer: Any, layout: SentenceLayout, config
 
 
 def load(model: ModelConfig, path: Path, device: str = "cpu") -> TransformerRuntime:
-    try:
-        return _load(model, path, device)
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # any file, format or torch error: report it with the model and path
-        raise ModelLoadError(model.name, path, f"{type(exc).__name__}: {exc}") from exc
+    return loading(model.name, path, lambda: _load(model, path, device))
 
 
 def _load(model: ModelConfig, path: Path, device: str) -> TransformerRuntime:
