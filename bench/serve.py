@@ -14,7 +14,9 @@ Scenarios (``--scenarios``, all by default):
   figure that matters is each fraction's throughput over fraction 0's, from the same run.
 - ``hit``: every request a cached sentence, at concurrency 64, driven by Debian's ``wrk``
   (``apt-get install wrk``) because a Python client saturates before the gateway does on small
-  machines. wrk reports the 90th percentile, not the 95th: its rows hold p90 in that column.
+  machines (its script prints the 95th percentile, which ``--latency`` leaves out). Then the
+  same load against ``bench/floor.py``, a bare aiohttp app answering the same bytes: the
+  ``http-floor`` row, and the hit rate's ratio to it, say how much of the hit path is HTTP itself.
 
 Each point prints p50/p95/p99. Last line: one JSON object with every figure.
 """
@@ -255,7 +257,7 @@ def main(argv: Sequence[str]) -> int:
             if "repeat" in scenarios:
                 points += run_repeat_sweep(args, url, corpus)
             if "hit" in scenarios:
-                points.append(run_pure_hit(args, url, corpus))
+                points += run_pure_hit(args, url, corpus)
     if raws:
         raws.append(measure_raw(args, corpus, args.raw_seconds))
     raw = statistics.mean(raws) if raws else 0.0
@@ -265,7 +267,12 @@ def main(argv: Sequence[str]) -> int:
         print(f"raw limit ({args.model} on {args.device}, {os.cpu_count()} threads, sorted batches of 32): "
               f"{raw:.1f} sentences/s (runs: {', '.join(f'{r:.1f}' for r in raws)})")  # fmt: skip
     print(table(points))
-    print(json.dumps(report(args, raw, raws, points)))
+    summary = report(args, raw, raws, points)
+    hit = summary["pure_hit"]
+    if isinstance(hit, dict) and hit["over_floor"]:
+        print(f"pure hits: {hit['rps']:.0f} req/s = {hit['over_floor']:.2f}x the bare-aiohttp floor "
+              f"({hit['floor_rps']:.0f} req/s) in this run")  # fmt: skip
+    print(json.dumps(summary))
     return 0
 
 
@@ -291,11 +298,14 @@ def report(args: argparse.Namespace, raw: float, raws: list[float], points: list
     target = find("embed")
     rf0, rf6 = (find(s, concurrency=args.repeat_concurrency) for s in ("repeat-0", "repeat-0.6"))
     hit = next((p for p in points if p.scenario.startswith("hit")), None)
+    floor = next((p for p in points if p.scenario == "http-floor"), None)
     return {"model": args.model, "raw_limit_sps": round(raw, 1), "raw_runs": [round(r, 1) for r in raws],
             "target_ratio_c32_single": target.ratio_to_raw if target else None,
             "repeat_0.6_over_0": round(rf6.rps / rf0.rps, 2) if rf0 and rf6 and rf0.rps else None,
             "pure_hit": {"rps": hit.rps, "p99_ms": hit.p99_ms, "concurrency": hit.concurrency,
-                         "client": hit.scenario} if hit else None,
+                         "client": hit.scenario, "floor_rps": floor.rps if floor else None,
+                         "over_floor": round(hit.rps / floor.rps, 2) if floor and floor.rps else None}
+                        if hit else None,
             "points": [asdict(p) for p in points]}  # fmt: skip
 
 
@@ -326,8 +336,10 @@ def run_repeat_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> l
     return points
 
 
-def run_pure_hit(args: argparse.Namespace, url: str, corpus: list[str]) -> Point:
-    """Every request a cached single sentence: the gateway's own ceiling, driven by wrk if present."""
+def run_pure_hit(args: argparse.Namespace, url: str, corpus: list[str]) -> list[Point]:
+    """Every request a cached single sentence: the gateway's own ceiling, driven by wrk if present,
+    then the same load against a bare aiohttp app answering the same bytes (``bench/floor.py``):
+    the HTTP floor that ceiling is a fraction of."""
     hot = hot_set(corpus, args.hot_set)
     headers = auth_headers(args.api_key)
     asyncio.run(closed_loop(url, args.model, lambda i: [hot[i % len(hot)]], 4, 1.0, 0.0,
@@ -337,14 +349,49 @@ def run_pure_hit(args: argparse.Namespace, url: str, corpus: list[str]) -> Point
         print("wrk not found (apt-get install wrk): the Python client below is the bottleneck", file=sys.stderr)
         point = asyncio.run(closed_loop(url, args.model, lambda i: [hot[i % len(hot)]], concurrency, args.seconds,
                                         args.warmup, scenario="hit-aiohttp", headers=headers))  # fmt: skip
-        return show(point)
+        return [show(point)]
     bodies = [msgspec.json.encode({"model": args.model, "input": text}) for text in hot]
+    hit = wrk_point("hit-wrk", url, bodies, args, headers)
+    with http_floor(one_answer(url, bodies[0], headers)) as floor_url:
+        floor = wrk_point("http-floor", floor_url, bodies, args, headers)
+    return [hit, floor]
+
+
+def wrk_point(scenario: str, url: str, bodies: list[bytes], args: argparse.Namespace,
+              headers: dict[str, str]) -> Point:  # fmt: skip
     seconds = max(1, round(args.seconds))
+    concurrency = args.hit_concurrency
     wrk.run(url, "/api/embed", bodies, connections=concurrency, seconds=1, headers=headers)  # warm connections
     result = wrk.run(url, "/api/embed", bodies, connections=concurrency, seconds=seconds, headers=headers)
-    return show(Point("hit-wrk", 1, concurrency, result.requests, result.errors, seconds, round(result.rps, 1),
-                      round(result.rps, 1), round(result.p50_ms, 2), round(result.p90_ms, 2),
+    return show(Point(scenario, 1, concurrency, result.requests, result.errors, seconds, round(result.rps, 1),
+                      round(result.rps, 1), round(result.p50_ms, 2), round(result.p95_ms, 2),
                       round(result.p99_ms, 2)))  # fmt: skip
+
+
+def one_answer(url: str, body: bytes, headers: dict[str, str]) -> bytes:
+    request = urllib.request.Request(url + "/api/embed", data=body,
+                                     headers={"Content-Type": "application/json", **headers})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return bytes(response.read())
+
+
+@contextlib.contextmanager
+def http_floor(answer: bytes) -> Iterator[str]:
+    """``bench/floor.py`` in its own process, answering ``answer`` to every POST."""
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        body = Path(tmp) / "body.json"
+        body.write_bytes(answer)
+        port = pick_port()
+        process = subprocess.Popen([sys.executable, "-m", "bench.floor", str(port), str(body)],
+                                   stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
+        try:
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != b"ready":
+                raise SystemExit(f"bench.floor did not start (exit code {process.wait(10)})")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.kill()
+            process.wait(10)
 
 
 def show(point: Point) -> Point:

@@ -19,6 +19,7 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 _PERCENTILE = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _RATE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
 _TOTAL = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)", re.M)
+_P95 = re.compile(r"^p95_us (\d+)$", re.M)  # printed by the script's done(): --latency stops at 90
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
@@ -29,6 +30,7 @@ class WrkResult:
     rps: float
     p50_ms: float
     p90_ms: float
+    p95_ms: float
     p99_ms: float
     errors: int
 
@@ -60,6 +62,9 @@ request = function()
   i = i % n + 1
   return requests[i]
 end
+done = function(summary, latency, _)
+  io.write(string.format("p95_us %d\\n", latency:percentile(95)))
+end
 """
 
 
@@ -78,11 +83,12 @@ def run(url: str, path: str, bodies: list[bytes], *, connections: int, seconds: 
 def parse(out: str) -> WrkResult:
     percentiles = {int(q): float(v) * _UNITS[unit] for q, v, unit in _PERCENTILE.findall(out)}
     rate = _RATE.search(out)
+    p95 = _P95.search(out)
     total = _TOTAL.search(out)
-    if rate is None or total is None or not {50, 90, 99} <= percentiles.keys():
+    if rate is None or total is None or p95 is None or not {50, 90, 99} <= percentiles.keys():
         raise ValueError(f"unexpected wrk output:\n{out}")
     non_2xx = _NON_2XX.search(out)
     sockets = _SOCKET_ERRORS.search(out)
     errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
     return WrkResult(int(total.group(1)), float(rate.group(1)), percentiles[50], percentiles[90],
-                     percentiles[99], errors)  # fmt: skip
+                     int(p95.group(1)) / 1000, percentiles[99], errors)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -18,6 +19,18 @@ from typing import Any
 import psutil
 
 READY_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Reply:
+    """One HTTP answer as the in-thread test servers' clients see it."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 def free_port() -> int:

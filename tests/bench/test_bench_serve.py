@@ -28,13 +28,14 @@ WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8080
   Non-2xx or 3xx responses: 3
 Requests/sec:  12450.11
 Transfer/sec:      6.01MB
+p95_us 7350
 """
 
 
 def test_wrk_output_is_parsed_with_units_and_errors() -> None:
     result = wrk.parse(WRK_OUTPUT)
     assert (result.requests, result.rps, result.errors) == (124512, 12450.11, 6)
-    assert (result.p50_ms, result.p90_ms, result.p99_ms) == (pytest.approx(0.498), 6.2, 1100.0)
+    assert (result.p50_ms, result.p90_ms, result.p95_ms, result.p99_ms) == (pytest.approx(0.498), 6.2, 7.35, 1100.0)
     with pytest.raises(ValueError, match="unexpected wrk output"):
         wrk.parse("wrk: connection refused")
 
@@ -103,6 +104,8 @@ def test_serve_bench_runs_every_scenario_on_a_tiny_model(tiny_transformer: Path,
     assert report["raw_limit_sps"] > 0 and len(report["raw_runs"]) == 2
     assert report["repeat_0.6_over_0"] > 0
     assert report["pure_hit"]["client"] == ("hit-wrk" if wrk.available() else "hit-aiohttp")
+    if wrk.available():  # the same load against the bare aiohttp floor, in the same run
+        assert ("http-floor", 1, 4) in points and 0 < report["pure_hit"]["over_floor"]
     assert all(p["requests"] > 0 and p["errors"] == 0 for p in report["points"])
 
 

@@ -21,6 +21,7 @@ from appliance.config import Config
 from gateway.admission import Admission
 from gateway.app import build_app
 from gateway.backend import CacheReport, EmbedOutcome, Input, ModelCard, RerankOutcome, Timings, WorkerCard
+from harness import Reply
 
 MAIN, STATIC, CROSS = "mini", "static", "cross"
 DIMS = {MAIN: 8, STATIC: 6, CROSS: 0}
@@ -123,16 +124,6 @@ class FakeBackend:
             workers=self.served_by,
             timings=Timings(queue_us=10, tokenize_us=20, compute_us=30),
         )
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 class ServerThread:

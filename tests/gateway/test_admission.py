@@ -13,7 +13,6 @@ import http.client
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,6 +23,7 @@ from appliance.config import Config
 from appliance.guards import RETRY_AFTER_S, MemoryGuard
 from gateway.admission import Admission, AdmissionReport, ApiKeys, KeysFileError, TokenBuckets, read_keys
 from gateway.app import build_app
+from harness import Reply
 
 # The contract tests' limits (tests/gateway/conftest.py TEST_CONFIG): 64 KiB bodies, 16 inputs,
 # 1000 characters.
@@ -53,16 +53,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 class Gateway:
