@@ -32,6 +32,7 @@ def _doc(text: str, **constraints: Any) -> Meta:
     return Meta(description=text, **constraints)
 
 
+ModelKind = Literal["transformer", "static", "cross_encoder"]
 PositiveInt = Annotated[int, Meta(ge=1)]
 Bytes = Annotated[int, Meta(ge=0)]
 Seconds = Annotated[float, Meta(gt=0)]
@@ -50,7 +51,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         ),
     ]
     kind: Annotated[
-        Literal["transformer", "static", "cross_encoder"],
+        ModelKind,
         _doc("Runtime: HF encoder, Model2Vec-style static embeddings, or rerank cross-encoder."),
     ] = "transformer"
     main: Annotated[bool, _doc("The main model is loaded by every worker; others by the primary only.")] = False

@@ -14,13 +14,22 @@ never a list of Python floats. No pickle crosses a process boundary.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Literal, Union
 
 import msgspec
 import numpy as np
 
+from appliance.config import ModelConfig, ModelKind
+
 # An input is text, or (OpenAI's token-id form) a list of token ids for the model's tokenizer.
+# The one definition: the gateway, the cache and the runtimes all import it from here.
 Input = Union[str, list[int]]
+WorkerRole = Literal["primary", "light"]  # the primary loads every model, a light worker the main one
+
+
+def can_embed(kind: str) -> bool:
+    """A cross-encoder scores (query, document) pairs; every other kind embeds texts."""
+    return kind != "cross_encoder"
 
 
 class Embed(msgspec.Struct, tag="embed", array_like=True, gc=False):
@@ -60,7 +69,7 @@ class ModelInfo(msgspec.Struct, array_like=True, gc=False):
     """What a worker holds: enough for /v1/models and for routing."""
 
     name: str
-    kind: str  # "transformer" | "static" | "cross_encoder"
+    kind: ModelKind
     dim: int  # 0 for a cross-encoder (it scores, it does not embed)
     max_length: int
     device: str = "cpu"
@@ -73,7 +82,7 @@ class Ready(msgspec.Struct, tag="ready", array_like=True, gc=False):
     worker: int
     pid: int
     models: list[ModelInfo]
-    role: str = "light"  # "primary" | "light"
+    role: WorkerRole = "light"
     device: str = "cpu"
     cores: list[int] = []
 
@@ -138,11 +147,10 @@ class FailureKind:
     INTERNAL = "internal"  # a bug in the worker; the worker stays up -> 500
 
 
-class Stats(msgspec.Struct, tag="stats", array_like=True, gc=False):
-    """Periodic worker counters (cumulative since the worker started)."""
+class WorkerCounters(msgspec.Struct, kw_only=True, gc=False):
+    """A worker's counters, cumulative since it started: the one definition the worker counts
+    into, ``Stats`` carries and the gateway's ``/stats`` shows."""
 
-    worker: int
-    pid: int
     batches: int = 0
     items: int = 0
     tokens: int = 0
@@ -152,6 +160,15 @@ class Stats(msgspec.Struct, tag="stats", array_like=True, gc=False):
     compute_us: int = 0
     cancelled: int = 0  # withdrawn by the gateway (client gone, deadline) before they finished
     expired: int = 0  # dropped by the worker: their deadline passed before they reached the model
+    failed_batches: int = 0  # forward passes that raised (their requests got Failed)
+
+
+class Stats(msgspec.Struct, tag="stats", array_like=True, gc=False):
+    """Periodic worker counters (every ``stats_interval_s``)."""
+
+    worker: int
+    pid: int
+    counters: WorkerCounters = msgspec.field(default_factory=WorkerCounters)
 
 
 class Bye(msgspec.Struct, tag="bye", array_like=True, gc=False):
@@ -200,15 +217,24 @@ EXIT_LOAD_ERROR = 4  # a configured model failed to load or warm up
 EXIT_PARENT_GONE = 5  # the gateway disappeared; nobody would read our results
 
 
+class ChannelSpec(msgspec.Struct, frozen=True):
+    """What a worker needs to attach its channel (``appliance.ipc.channel.Channel.attach``)."""
+
+    name: str  # the /dev/shm segment
+    ring_bytes: int
+    request_fd: int  # inherited eventfds (pass_fds)
+    response_fd: int
+
+
 class WorkerSpec(msgspec.Struct, forbid_unknown_fields=False):
     """Everything a worker process needs, passed as JSON on its command line."""
 
     worker: int
-    role: str  # "primary" loads every model; "light" only the main one
+    role: WorkerRole
     cores: list[int]
     gpu: int | None
-    channel: "ChannelSpec"
-    models: list["ModelConfig"]
+    channel: ChannelSpec
+    models: list[ModelConfig]
     state_dir: str
     max_batch_tokens: int
     max_batch_size: int
@@ -217,6 +243,3 @@ class WorkerSpec(msgspec.Struct, forbid_unknown_fields=False):
     stats_interval_s: float = 1.0
     parent_pid: int = 0
 
-
-from appliance.config import ModelConfig  # noqa: E402  (after the messages: config imports nothing from here)
-from appliance.ipc.channel import ChannelSpec  # noqa: E402

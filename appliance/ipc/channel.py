@@ -55,6 +55,7 @@ import msgspec
 import psutil
 
 from appliance.ipc.ring import LINE, Ring
+from appliance.protocol import ChannelSpec
 
 SHM_DIR = "/dev/shm"
 NAME_PREFIX = "appl-"
@@ -79,15 +80,6 @@ COUNTERS = (
     "spins_cut",  # worker spins abandoned because another task wanted the core
     "spin_catches",  # gateway polls that found responses inside a spin window
 )
-
-
-class ChannelSpec(msgspec.Struct, frozen=True):
-    """What a worker needs to attach; travels on its command line as JSON."""
-
-    name: str
-    ring_bytes: int
-    request_fd: int
-    response_fd: int
 
 
 class Segment:
