@@ -76,9 +76,10 @@ class MemoryGuard:
 
 def recycle_reason(config: Config, stats: Stats) -> str | None:
     """Why this worker should be replaced now, or None."""
-    if config.worker_rss_limit and stats.rss_bytes > config.worker_rss_limit:
-        return (f"RSS {stats.rss_bytes / 2**20:.0f} MiB is over worker_rss_limit "
+    counters = stats.counters
+    if config.worker_rss_limit and counters.rss_bytes > config.worker_rss_limit:
+        return (f"RSS {counters.rss_bytes / 2**20:.0f} MiB is over worker_rss_limit "
                 f"{config.worker_rss_limit / 2**20:.0f} MiB")  # fmt: skip
-    if config.worker_max_batches and stats.batches >= config.worker_max_batches:
-        return f"{stats.batches} batches reached worker_max_batches {config.worker_max_batches}"
+    if config.worker_max_batches and counters.batches >= config.worker_max_batches:
+        return f"{counters.batches} batches reached worker_max_batches {config.worker_max_batches}"
     return None

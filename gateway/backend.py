@@ -8,12 +8,12 @@ path can change without touching a route.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, Union
+from typing import Protocol, Sequence
 
 import msgspec
 import numpy as np
 
-Input = Union[str, list[int]]
+from appliance.protocol import Input, WorkerCounters
 
 
 class Timings(msgspec.Struct, gc=False):
@@ -51,8 +51,8 @@ class ModelCard(msgspec.Struct):
     workers: list[int]  # ids of the workers that hold it (and are up)
 
 
-class WorkerCard(msgspec.Struct):
-    """One worker slot as /stats shows it; counters are the worker's own (its last Stats message)."""
+class WorkerCard(WorkerCounters, kw_only=True):
+    """One worker slot as /stats shows it; the counters are the worker's own (its last Stats)."""
 
     index: int
     up: bool
@@ -60,15 +60,6 @@ class WorkerCard(msgspec.Struct):
     outstanding_inputs: int
     outstanding_tokens: int
     pid: int = 0
-    batches: int = 0
-    items: int = 0  # inputs the worker's models have computed
-    tokens: int = 0
-    padded_tokens: int = 0
-    requests: int = 0
-    rss_bytes: int = 0
-    compute_us: int = 0
-    cancelled: int = 0  # requests withdrawn before they finished (client gone, deadline)
-    expired: int = 0  # requests the worker dropped because their deadline had passed
 
 
 class CacheCounts(msgspec.Struct, kw_only=True):

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import msgspec
 import numpy as np
 
 from appliance.config import Config
@@ -34,6 +35,7 @@ from appliance.protocol import (
     Scores,
     Stats,
     Vectors,
+    WorkerCounters,
 )
 from gateway import errors
 from gateway.backend import EmbedOutcome, Input, ModelCard, RerankOutcome, Timings, WorkerCard
@@ -119,14 +121,7 @@ class Router:
         return cards
 
     def workers(self) -> list[WorkerCard]:
-        cards = []
-        for w in self.workers_state:
-            s = w.stats
-            counters = (s.pid, s.batches, s.items, s.tokens, s.padded_tokens, s.requests, s.rss_bytes,
-                        s.compute_us, s.cancelled, s.expired) if s and s.pid == w.pid else (w.pid,) + (0,) * 9  # fmt: skip
-            cards.append(WorkerCard(w.index, w.up, sorted(w.models), w.outstanding_inputs, w.outstanding_tokens,
-                                    *counters))  # fmt: skip
-        return cards
+        return [worker_card(w) for w in self.workers_state]
 
     def outstanding(self) -> int:
         return sum(len(w.parts) for w in self.workers_state)
@@ -370,6 +365,14 @@ class Router:
     async def _notify(self) -> None:
         async with self.space:
             self.space.notify_all()
+
+
+def worker_card(w: WorkerState) -> WorkerCard:
+    # counters of an earlier incarnation (its last Stats before a respawn) are not this worker's
+    counters = w.stats.counters if w.stats and w.stats.pid == w.pid else WorkerCounters()
+    return WorkerCard(index=w.index, up=w.up, models=sorted(w.models), outstanding_inputs=w.outstanding_inputs,
+                      outstanding_tokens=w.outstanding_tokens, pid=w.pid,
+                      **msgspec.structs.asdict(counters))  # fmt: skip
 
 
 def monotonic_deadline(loop_deadline: float) -> float:

@@ -36,6 +36,7 @@ from appliance.protocol import (
     Scores,
     Stats,
     Vectors,
+    WorkerCounters,
     WorkerSpec,
     f32_bytes,
 )
@@ -62,19 +63,6 @@ class Pending:
     compute_us: int = 0
 
 
-@dataclass(slots=True)
-class Counters:
-    batches: int = 0
-    items: int = 0
-    tokens: int = 0
-    padded_tokens: int = 0
-    requests: int = 0
-    compute_us: int = 0
-    failed_batches: int = field(default=0)
-    cancelled: int = 0  # requests the gateway withdrew (client gone, deadline) before they finished
-    expired: int = 0  # requests dropped here because their deadline passed
-
-
 class WorkerLoop:
     def __init__(self, spec: WorkerSpec, channel: "ChannelLike", runtimes: dict[str, Runtime]) -> None:
         self.spec = spec
@@ -88,7 +76,7 @@ class WorkerLoop:
         self.deadlines: list[tuple[float, int]] = []  # heap of (deadline, request id)
         self.requests = RequestCodec()
         self.responses = ResponseCodec()
-        self.counters = Counters()
+        self.counters = WorkerCounters()
         self.draining = False
         self.process = psutil.Process()
         self._next_stats = 0.0
@@ -297,9 +285,8 @@ class WorkerLoop:
         self.send(Ready(self.spec.worker, os.getpid(), infos, self.spec.role, device, list(self.spec.cores)))
 
     def stats(self) -> Stats:
-        c = self.counters
-        return Stats(self.spec.worker, os.getpid(), c.batches, c.items, c.tokens, c.padded_tokens, c.requests,
-                     self.process.memory_info().rss, c.compute_us, c.cancelled, c.expired)  # fmt: skip
+        self.counters.rss_bytes = self.process.memory_info().rss
+        return Stats(self.spec.worker, os.getpid(), self.counters)
 
 
 def forward_splitting_on_oom(forward: Callable[[Sequence[Tokenized]], np.ndarray],

@@ -125,7 +125,7 @@ def test_results_heartbeat_and_drain(primary: WorkerUnderTest, models: list[Mode
     assert primary.channel.heartbeat() > beat, "heartbeat must advance while idle"
     primary.inbox = [m for m in primary.inbox if not isinstance(m, Stats)]  # only a fresh one counts
     stats = primary.wait_for(Stats, timeout=5)
-    assert stats.items >= 50 + 3 + 3 + 3 and stats.rss_bytes > 0
+    assert stats.counters.items >= 50 + 3 + 3 + 3 and stats.counters.rss_bytes > 0
     primary.send(Drain("test"))
     primary.wait_for(Bye)
     assert primary.process.wait(30) == 0
@@ -196,5 +196,5 @@ def test_expired_and_cancelled_requests_never_reach_the_model(primary: WorkerUnd
     stats = primary.wait_for(Stats, timeout=5)
     assert (stats.cancelled, stats.expired) == (1, 1)
     # the worker may have read 302 (and batched a slice of it) before the Cancel landed; the rest is dropped
-    assert 2000 + 1 <= stats.items < 2000 + 1 + 500, "the withdrawn request was not cut short"
+    assert 2000 + 1 <= stats.counters.items < 2000 + 1 + 500, "the withdrawn request was not cut short"
     assert not any(getattr(m, "id", None) == 302 for m in primary.inbox), "a withdrawn request gets no answer"
