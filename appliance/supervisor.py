@@ -1,9 +1,11 @@
 """Spawns, watches, restarts and stops the worker processes.
 
-One ``Channel`` per device slot, created here (mode 0600, unlinked at exit). Workers are fresh
-interpreters (spawn semantics: never fork after torch import) started with the channel's
-eventfds inherited. The gateway learns about workers only through ``WorkerEvents``; the
-supervisor never imports the gateway.
+Each worker slot has a channel in the ``WorkerLink`` (``appliance/link.py``), which owns the
+segments; the supervisor hears its workers' ``Ready``, ``Stats`` and ``Bye`` through it and reads
+their heartbeats from it. Workers are fresh interpreters (spawn semantics: never fork after torch
+import) started with ``worker_command`` and the channel's eventfds inherited. The gateway learns
+about workers only through ``WorkerEvents``; the supervisor never imports the gateway or the
+workers package (the composition root, ``appliance/cli.py``, names the worker's entry point).
 
 The supervision cycle (``tick``) is gunicorn's: reap dead workers -> kill silent ones -> spawn
 to the target. Exits are noticed at once through a pidfd on the event loop, and by the tick
@@ -18,16 +20,15 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Literal, Protocol, Sequence
 
 import msgspec
 
 from appliance.config import Config
 from appliance.guards import recycle_reason
-from appliance.ipc.channel import Channel
+from appliance.link import WorkerLink
 from appliance.protocol import (
     EXIT_BOOT_ERROR,
     EXIT_LOAD_ERROR,
@@ -35,15 +36,13 @@ from appliance.protocol import (
     EXIT_PARENT_GONE,
     Bye,
     Drain,
-    Failed,
     Ready,
-    RequestCodec,
-    ResponseCodec,
-    Scores,
     Stats,
-    Vectors,
     WorkerSpec,
 )
+
+if TYPE_CHECKING:
+    from appliance.slots import Slot
 
 log = logging.getLogger("appliance.supervisor")
 
@@ -54,11 +53,9 @@ KILL_WAIT_S = 5.0
 FATAL_EXITS = {EXIT_BOOT_ERROR: "boot failure", EXIT_LOAD_ERROR: "model load failure"}
 
 
-class SlotLike(Protocol):
-    index: int
-    role: str
-    cores: Sequence[int]
-    gpu: int | None
+# stopped: no process (respawn due at next_spawn_at) | starting: spawned, not Ready yet |
+# ready: serving | draining: finishing its work before a planned exit | failed: will not respawn
+WorkerState = Literal["stopped", "starting", "ready", "draining", "failed"]
 
 
 class WorkerEvents(Protocol):
@@ -66,9 +63,9 @@ class WorkerEvents(Protocol):
 
     def worker_ready(self, worker: int, ready: Ready) -> None: ...
 
-    def worker_result(self, worker: int, message: Vectors | Scores | Failed) -> None: ...
-
-    def worker_stats(self, worker: int, stats: Stats) -> None: ...
+    def worker_idle(self, worker: int) -> bool:
+        """No work of the gateway's is outstanding on it."""
+        ...
 
     def worker_unavailable(self, worker: int) -> None:
         """Route no new work to it (it is draining or being replaced); results may still come."""
@@ -83,9 +80,8 @@ class BootError(RuntimeError):
 
 @dataclass(slots=True)
 class WorkerHandle:
-    slot: SlotLike
-    channel: Channel
-    state: str = "stopped"  # stopped | starting | ready | draining | failed
+    slot: Slot
+    state: WorkerState = "stopped"
     process: subprocess.Popen[bytes] | None = None
     pidfd: int = -1
     ready: Ready | None = None
@@ -107,14 +103,18 @@ class WorkerHandle:
 
 
 class Supervisor:
-    def __init__(self, config: Config, slots: Sequence[SlotLike], events: WorkerEvents,
-                 worker_argv: Sequence[str] | None = None) -> None:  # fmt: skip
+    def __init__(self, config: Config, slots: Sequence[Slot], link: WorkerLink, events: WorkerEvents,
+                 worker_command: Sequence[str]) -> None:  # fmt: skip
+        """``worker_command`` starts one worker; its ``WorkerSpec`` JSON is appended as the last
+        argument. ``link`` must have one channel per slot (open before ``start``)."""
         self.config = config
+        self.link = link
         self.events = events
-        self.worker_argv = list(worker_argv or [sys.executable, "-m", "workers.main"])
-        self.handles = [WorkerHandle(slot, Channel.create(config.ring_bytes)) for slot in slots]
-        self.requests = RequestCodec()
-        self.responses = ResponseCodec()
+        self.worker_command = list(worker_command)
+        self.handles = [WorkerHandle(slot) for slot in slots]
+        link.subscribe(Ready, self.on_ready)
+        link.subscribe(Stats, self.on_stats)
+        link.subscribe(Bye, self.on_bye)
         self.stopping = False
         self.fatal: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -142,13 +142,13 @@ class Supervisor:
 
     def spawn(self, handle: WorkerHandle) -> None:
         spec = self.worker_spec(handle)
-        argv = [*self.worker_argv, msgspec.json.encode(spec).decode()]
-        handle.process = subprocess.Popen(argv, pass_fds=handle.channel.pass_fds, stdin=subprocess.DEVNULL)
+        argv = [*self.worker_command, msgspec.json.encode(spec).decode()]
+        handle.process = subprocess.Popen(argv, pass_fds=self.link.pass_fds(handle.index), stdin=subprocess.DEVNULL)
         handle.state, handle.ready, handle.exit_code, handle.planned_exit = "starting", None, None, False
         handle.stats = None  # the last incarnation's counters must not trigger a recycle
         handle.spawned_at = handle.last_beat_at = time.monotonic()
-        handle.last_beat = handle.channel.heartbeat()
-        handle.channel.start_reader(self.loop, lambda records, h=handle: self.on_records(h, records))
+        handle.last_beat = self.link.heartbeat(handle.index)
+        self.link.listen(handle.index)
         self.watch_exit(handle)
         log.info("worker %d (%s) spawned: pid %d, cores %s, gpu %s", handle.index, handle.slot.role,
                  handle.process.pid, list(handle.slot.cores), handle.slot.gpu)  # fmt: skip
@@ -157,7 +157,7 @@ class Supervisor:
         c = self.config
         return WorkerSpec(
             worker=handle.index, role=handle.slot.role, cores=list(handle.slot.cores), gpu=handle.slot.gpu,
-            channel=handle.channel.spec, models=list(c.models), state_dir=c.state_dir,
+            channel=self.link.spec(handle.index), models=list(c.models), state_dir=c.state_dir,
             max_batch_tokens=c.max_batch_tokens, max_batch_size=c.max_batch_size, max_wait_us=c.max_wait_us,
             log_level=c.log_level, parent_pid=os.getpid(),
         )  # fmt: skip
@@ -178,28 +178,21 @@ class Supervisor:
             self._loop = asyncio.get_running_loop()
         return self._loop
 
-    # ---- messages from workers ---------------------------------------------------------
-    def on_records(self, handle: WorkerHandle, records: list[bytes]) -> None:
-        decode = self.responses.decode
-        for record in records:
-            message = decode(record)
-            if isinstance(message, (Vectors, Scores, Failed)):
-                self.events.worker_result(handle.index, message)
-            elif isinstance(message, Stats):
-                handle.stats = message
-                self.events.worker_stats(handle.index, message)
-            elif isinstance(message, Ready):
-                self.on_ready(handle, message)
-            elif isinstance(message, Bye):
-                log.info("worker %d drained (%s)", handle.index, message.reason)
-
-    def on_ready(self, handle: WorkerHandle, ready: Ready) -> None:
+    # ---- messages from workers (through the link) ----------------------------------------
+    def on_ready(self, worker: int, ready: Ready) -> None:
+        handle = self.handles[worker]
         handle.ready, handle.state, handle.failures = ready, "ready", 0
         models = ", ".join(m.name for m in ready.models)
-        log.info("worker %d ready in %.1fs: pid %d, %s, models: %s", handle.index,
+        log.info("worker %d ready in %.1fs: pid %d, %s, models: %s", worker,
                  time.monotonic() - handle.spawned_at, ready.pid, ready.device, models)  # fmt: skip
-        self.events.worker_ready(handle.index, ready)
+        self.events.worker_ready(worker, ready)
         self._changed.set()
+
+    def on_stats(self, worker: int, stats: Stats) -> None:
+        self.handles[worker].stats = stats
+
+    def on_bye(self, worker: int, bye: Bye) -> None:
+        log.info("worker %d drained (%s)", worker, bye.reason)
 
     # ---- the supervision cycle -----------------------------------------------------------
     async def run(self) -> None:
@@ -222,9 +215,8 @@ class Supervisor:
     def on_exit(self, handle: WorkerHandle, code: int) -> None:
         self.unwatch(handle)
         # Results the worker finished before it died are still in the ring: deliver them first.
-        self.on_records(handle, handle.channel.poll_responses())
-        handle.channel.stop_reader()
-        handle.channel.reset()
+        self.link.flush(handle.index)
+        self.link.reset(handle.index)
         handle.process, handle.exit_code, handle.ready = None, code, None
         reason = describe_exit(code)
         handle.history.append(reason)
@@ -263,7 +255,7 @@ class Supervisor:
         for handle in self.handles:
             if handle.process is None:
                 continue
-            beat = handle.channel.heartbeat()
+            beat = self.link.heartbeat(handle.index)
             if beat != handle.last_beat:
                 handle.last_beat, handle.last_beat_at = beat, now
                 continue
@@ -275,16 +267,23 @@ class Supervisor:
                 handle.process.kill()
 
     def recycle_bloated(self) -> None:
-        """Replace a worker past its RSS or batch limit, one at a time: while any slot is not
-        ready, none is taken out, so a planned replacement never leaves two slots empty."""
+        """Replace a worker past its RSS or batch limit, one at a time and never leaving a model
+        unserved: while any slot is not ready none is taken out, and the only holder of a model
+        (a single worker, or the primary for its extra models) is taken out only while idle."""
         if self.stopping or any(h.state != "ready" for h in self.handles):
             return
         for handle in self.handles:
             reason = recycle_reason(self.config, handle.stats) if handle.stats else None
-            if reason:
+            if reason and self.can_take_out(handle):
                 handle.recycles += 1
                 self.recycle(handle.index, reason)
                 return
+
+    def can_take_out(self, handle: WorkerHandle) -> bool:
+        """Every model it holds has another ready holder, or nothing is waiting on it."""
+        others = {m.name for h in self.handles if h is not handle and h.ready for m in h.ready.models}
+        held = {m.name for m in handle.ready.models} if handle.ready else set()
+        return held <= others or self.events.worker_idle(handle.index)
 
     def spawn_missing(self) -> None:
         if self.stopping:
@@ -294,10 +293,7 @@ class Supervisor:
             if handle.state == "stopped" and handle.process is None and now >= handle.next_spawn_at:
                 self.spawn(handle)
 
-    # ---- sending -------------------------------------------------------------------------
-    def channel(self, worker: int) -> Channel:
-        return self.handles[worker].channel
-
+    # ---- planned exits -----------------------------------------------------------------
     def is_ready(self, worker: int) -> bool:
         return self.handles[worker].state == "ready"
 
@@ -312,12 +308,13 @@ class Supervisor:
         self.send_drain(handle, reason)
 
     def send_drain(self, handle: WorkerHandle, reason: str) -> None:
-        if not handle.channel.send_request(self.requests.encode(Drain(reason))) and handle.process:
+        if not self.link.send(handle.index, Drain(reason)) and handle.process:
             handle.process.terminate()  # ring full: SIGTERM is the worker's other way to drain
 
     # ---- stop ----------------------------------------------------------------------------
     async def stop(self, grace: float) -> None:
-        """Drain every worker (up to ``grace`` s), kill what remains, unlink every segment."""
+        """Drain every worker (up to ``grace`` s) and kill what remains. The link's owner closes
+        the channels afterwards."""
         self.stopping = True
         for handle in self.handles:
             if handle.process is not None:
@@ -329,7 +326,7 @@ class Supervisor:
                 log.warning("worker %d did not drain within %.1fs; killing it", handle.index, grace)
                 handle.process.kill()
         await self.wait_exits(KILL_WAIT_S)
-        self.close()
+        self.unwatch_all()
 
     async def wait_exits(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -338,12 +335,9 @@ class Supervisor:
             await asyncio.sleep(0.05)
         self.reap()
 
-    def close(self) -> None:
+    def unwatch_all(self) -> None:
         for handle in self.handles:
             self.unwatch(handle)
-            handle.channel.stop_reader()
-            handle.channel.close()
-            handle.channel.unlink()
 
     def kill_all(self) -> None:
         """Last resort (second signal): no draining."""

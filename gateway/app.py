@@ -33,7 +33,8 @@ from gateway import errors, routes
 from gateway.admission import Admission
 from gateway.backend import Backend
 from gateway.encoding import encode
-from gateway.routes import CONTEXT, JSON, REQUEST_ID, Context, Handler
+from gateway.context import CONTEXT, Context, REQUEST_ID
+from gateway.routes.answers import Handler, JSON
 from gateway.schemas import ErrorBody, ErrorDetail
 
 log = logging.getLogger("appliance.gateway")

@@ -88,7 +88,7 @@ class CacheReport(CacheCounts, kw_only=True):
 
 
 class UncachedBackend(Protocol):
-    """What computes: the router. ``gateway.caching.CachingBackend`` wraps one into a ``Backend``.
+    """What computes: the router. ``gateway.cached_backend.CachedBackend`` wraps one into a ``Backend``.
     Raises ``gateway.errors.ApiError`` subclasses: ModelNotFound, InputTooLong, QueueFull,
     WorkerLost, DeadlineExceeded, NotReady, Draining, Unsupported."""
 

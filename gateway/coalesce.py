@@ -16,7 +16,7 @@ Three properties matter, and each is why the code looks the way it does:
 - **Failures are shared, not duplicated.** A failed computation fails every waiter with the same
   exception object; nobody retries it behind the others' backs.
 
-Generic over the key and value: the caching backend (``gateway/caching.py``) keys by the result
+Generic over the key and value: the caching backend (``gateway/cached_backend.py``) keys by the result
 cache's key, so coalescing and the cache agree on what "the same input" means.
 """
 

@@ -1,12 +1,17 @@
 """Typed request errors. Handlers raise these; `gateway/app.py` maps them to responses in one place.
 
-Every error body is ``{"error": {"message": str, "type": str, "code": int}}`` (DESIGN.md section 7).
-``type`` is stable: clients may branch on it.
+Every error body is ``{"error": {"message": str, "type": str, "code": int}}``; ``type`` is
+stable: clients may branch on it. A worker's ``Failed`` record names its cause with a stable
+``FailureKind`` word; ``from_worker_failure`` is the one table from those words to these types.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
+
+from appliance.protocol import FailureKind
+
+RETRY_AFTER_S = 1.0  # what a 503 or 429 from a busy or respawning worker tells the client
 
 
 class ApiError(Exception):
@@ -109,3 +114,21 @@ class DeadlineExceeded(ApiError):
 
 class Internal(ApiError):
     status, type = 500, "internal_error"
+
+
+WORKER_FAILURES: dict[str, type[ApiError]] = {
+    FailureKind.INPUT_TOO_LONG: InputTooLong,
+    FailureKind.UNKNOWN_MODEL: ModelNotFound,
+    FailureKind.INVALID_INPUT: InvalidField,
+    FailureKind.UNSUPPORTED: Unsupported,
+    FailureKind.DEADLINE: DeadlineExceeded,
+    FailureKind.OUT_OF_MEMORY: Overloaded,
+}
+
+
+def from_worker_failure(kind: str, text: str) -> ApiError:
+    """The request error for a worker's ``Failed(kind, ...)``; an unknown kind is a worker bug."""
+    error = WORKER_FAILURES.get(kind)
+    if error is None:
+        return Internal(f"worker error: {text}")
+    return error(text, retry_after=RETRY_AFTER_S if error is Overloaded else None)

@@ -8,8 +8,10 @@ bad file fails the start at once with a message that names the file and the entr
 (``read_preload_file`` raises ``PreloadError``). Once the workers are up, ``preload`` embeds the
 entries most frequent first, in chunks (one backend call per model per chunk, so the workers
 batch them), and stops as soon as the cache is full: preloading never evicts, so the budget goes
-to the most frequent texts. Entries for models this appliance does not serve (or that cannot
-embed) are logged and skipped, as are texts too long to cache and duplicates.
+to the most frequent texts. An entry naming a model this appliance does not serve (or one that
+cannot embed) is a configuration error that fails the start (``PreloadError``, raised once the
+workers have said which models they hold); texts too long to cache, empty ones and duplicates
+are logged and skipped.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from typing import Callable
 
 import msgspec
 
+from appliance.protocol import can_embed
 from gateway import errors
 from gateway.backend import ModelCard
-from gateway.caching import CachingBackend
+from gateway.cached_backend import CachedBackend
 
 log = logging.getLogger("appliance.preload")
 
@@ -59,15 +62,15 @@ def read_preload_file(path: str) -> list[PreloadQuery]:
 
 def plan(queries: list[PreloadQuery], cards: list[ModelCard], max_chars: int) -> list[tuple[str, str]]:
     """(model, text) pairs to embed, most frequent first (ties keep file order), without
-    duplicates, unknown models or uncacheable texts; what is skipped is logged."""
-    embedding = {card.name: card for card in cards if card.dim > 0}
+    duplicates or uncacheable texts (logged); raises PreloadError for a model not served."""
     main = next((card.name for card in cards if card.main), "")
+    check_models(queries, cards, main)
     skipped: Counter[str] = Counter()
     seen: set[tuple[str, str]] = set()
     pairs: list[tuple[str, str]] = []
     for query in sorted(queries, key=lambda q: -q.frequency):
         model = query.model or main
-        reason = skip_reason(query.text, model, embedding, max_chars)
+        reason = skip_reason(query.text, max_chars)
         if reason is None and (model, query.text) in seen:
             reason = "duplicate"
         if reason is not None:
@@ -80,9 +83,15 @@ def plan(queries: list[PreloadQuery], cards: list[ModelCard], max_chars: int) ->
     return pairs
 
 
-def skip_reason(text: str, model: str, embedding: dict[str, ModelCard], max_chars: int) -> str | None:
-    if model not in embedding:
-        return f"model {model!r} is not an embedding model served here"
+def check_models(queries: list[PreloadQuery], cards: list[ModelCard], main: str) -> None:
+    embedding = {card.name for card in cards if can_embed(card.kind)}
+    for index, query in enumerate(queries):
+        if (query.model or main) not in embedding:
+            raise PreloadError(f"preload_file entry {index} names model {query.model!r}, which is not an "
+                               f"embedding model served here (embedding models: {', '.join(sorted(embedding))})")
+
+
+def skip_reason(text: str, max_chars: int) -> str | None:
     if not text:
         return "empty text"
     if len(text) > max_chars:
@@ -90,7 +99,7 @@ def skip_reason(text: str, model: str, embedding: dict[str, ModelCard], max_char
     return None
 
 
-async def preload(backend: CachingBackend, queries: list[PreloadQuery],
+async def preload(backend: CachedBackend, queries: list[PreloadQuery],
                   stopping: Callable[[], bool] = lambda: False) -> int:  # fmt: skip
     """Embed ``queries`` into ``backend``'s cache, most frequent first, until it is full, all
     are in, or ``stopping()``; the number of texts cached."""
@@ -113,7 +122,7 @@ async def preload(backend: CachingBackend, queries: list[PreloadQuery],
     return stored
 
 
-async def load_chunk(backend: CachingBackend, pairs: list[tuple[str, str]], dims: dict[str, int]) -> tuple[int, bool]:
+async def load_chunk(backend: CachedBackend, pairs: list[tuple[str, str]], dims: dict[str, int]) -> tuple[int, bool]:
     """One chunk, one backend call per model in it: (texts stored, whether the cache is full)."""
     by_model: dict[str, list[str]] = {}
     for model, text in pairs:

@@ -17,20 +17,19 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence, TypeVar
 
 import msgspec
-import numpy as np
 
 from appliance.config import Config
 from appliance.protocol import (
     Cancel,
     Embed,
     Failed,
-    FailureKind,
+    Input,
     ModelInfo,
     Ready,
-    RequestCodec,
+    Request,
     Rerank,
     Scores,
     Stats,
@@ -38,30 +37,26 @@ from appliance.protocol import (
     WorkerCounters,
 )
 from gateway import errors
-from gateway.backend import EmbedOutcome, Input, ModelCard, RerankOutcome, Timings, WorkerCard
+from gateway.backend import EmbedOutcome, ModelCard, RerankOutcome, Timings, WorkerCard
+from gateway.parts import Part, cut, estimate_tokens, merge_vectors, record_budget, served_by
 
 log = logging.getLogger("appliance.router")
 
 FULL_RING_WAIT_S = 1.0  # how long a part may wait for space in a full ring before 429
-RETRY_AFTER_S = 1.0
-SPLIT_MIN_INPUTS = 64  # below this, one worker does a request (splitting costs more than it saves)
-RECORD_SLACK = 4096  # room in a half-ring record for the message envelope around the inputs
+RETRY_AFTER_S = errors.RETRY_AFTER_S
 
 
-@dataclass(slots=True)
-class Part:
-    """One work record in flight: a slice of a request on one worker."""
+M = TypeVar("M")
 
-    id: int
-    model: str
-    message: Embed | Rerank
-    inputs: int
-    tokens: int  # estimated, for least-outstanding-tokens routing
-    offset: int  # index of its first input in the whole request
-    future: asyncio.Future[Vectors | Scores]
-    worker: int = -1  # where it is in flight now, -1 when nowhere
-    served_by: int = -1  # the worker whose answer resolved it
-    resent: bool = False
+
+class Link(Protocol):
+    """What the router uses of ``appliance.link.WorkerLink``."""
+
+    workers: int
+
+    def encode(self, message: Request) -> bytes: ...
+    def send_record(self, worker: int, record: bytes) -> bool: ...
+    def subscribe(self, kind: type[M], handler: Callable[[int, M], None]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -77,11 +72,15 @@ class WorkerState:
 
 
 class Router:
-    def __init__(self, config: Config, workers: int, send: Callable[[int, bytes], bool]) -> None:
+    def __init__(self, config: Config, link: Link) -> None:
+        """Hears its workers' results and counters through ``link``; the supervisor tells it
+        (``WorkerEvents``) when a worker comes, goes or is lost."""
         self.config = config
-        self.workers_state = [WorkerState(i) for i in range(workers)]
-        self.send_record = send
-        self.codec = RequestCodec()
+        self.link = link
+        self.workers_state = [WorkerState(i) for i in range(link.workers)]
+        for kind in (Vectors, Scores, Failed):
+            link.subscribe(kind, self.worker_result)
+        link.subscribe(Stats, self.worker_stats)
         self.ids = itertools.count(1)
         self.draining = False
         self.main = config.main_model().name
@@ -93,6 +92,7 @@ class Router:
         self.parked: dict[int, Part] = {}  # parts of a dead worker, waiting for a holder to come back
         self.known: dict[str, ModelInfo] = {}  # last card of each model, for while no holder is up
         self.cards: list[ModelCard] | None = None  # models(), until a worker comes or goes
+        self.record_budget = record_budget(config.ring_bytes)
 
     # ---- Backend: state ------------------------------------------------------------------
     def is_ready(self) -> bool:
@@ -138,7 +138,8 @@ class Router:
                     use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
         del use_cache  # the router computes everything it is given; the cache wraps it
         holders = await self.holders(model, deadline)
-        slices = self.slices(model, inputs, holders)
+        dim = holders[0].models[model].dim
+        slices = cut(inputs, answer_bytes=max(dim, 1) * 4, budget=self.record_budget, ways=len(holders))
         expires = monotonic_deadline(deadline)
         parts = [self.part(model, Embed(0, model, list(inputs[a:b]), truncate, expires), b - a,
                            sum(map(estimate_tokens, inputs[a:b])), a) for a, b in slices]  # fmt: skip
@@ -188,26 +189,6 @@ class Router:
                 pass
         return True
 
-    def slices(self, model: str, inputs: Sequence[Input], holders: list[WorkerState]) -> list[tuple[int, int]]:
-        """Cut a request so each part's records (request and answer) fit the ring, and big requests
-        use every holder."""
-        n = len(inputs)
-        info = holders[0].models[model]
-        budget = self.config.ring_bytes // 2 - RECORD_SLACK
-        per_record = max(1, budget // (max(info.dim, 1) * 4 + 16))
-        ways = len(holders) if n >= SPLIT_MIN_INPUTS and len(holders) > 1 else 1
-        size = min(per_record, -(-n // ways))
-        cuts: list[tuple[int, int]] = []
-        start, used = 0, 0
-        for i, item in enumerate(inputs):
-            cost = record_bytes(item)
-            if i > start and (i - start >= size or used + cost > budget):
-                cuts.append((start, i))
-                start, used = i, 0
-            used += cost
-        cuts.append((start, n))
-        return cuts
-
     def part(self, model: str, message: Embed | Rerank, inputs: int, tokens: int, offset: int) -> Part:
         message.id = next(self.ids)
         future: asyncio.Future[Vectors | Scores] = asyncio.get_running_loop().create_future()
@@ -232,11 +213,11 @@ class Router:
 
     async def dispatch(self, part: Part, deadline: float) -> None:
         """Send a part to the least-loaded up holder; wait briefly on full rings, then 429."""
-        record = self.codec.encode(part.message)
-        if len(record) > self.config.ring_bytes // 2 - RECORD_SLACK:
+        record = self.link.encode(part.message)
+        if len(record) > self.record_budget:
             # one input (or a rerank query with its documents) larger than a ring record can be
             raise errors.BodyTooLarge(f"this request needs a {len(record)}-byte record; the worker rings take "
-                                      f"{self.config.ring_bytes // 2 - RECORD_SLACK} (raise ring_bytes)")  # fmt: skip
+                                      f"{self.record_budget} (raise ring_bytes)")  # fmt: skip
         loop = asyncio.get_running_loop()
         ring_full_since: float | None = None
         while True:
@@ -247,7 +228,7 @@ class Router:
             if worker.outstanding_inputs + part.inputs > self.config.max_pending_inputs and worker.parts:
                 raise errors.QueueFull(f"worker queue full ({worker.outstanding_inputs} inputs pending); retry",
                                        retry_after=RETRY_AFTER_S)  # fmt: skip
-            if self.send_record(worker.index, record):
+            if self.link.send_record(worker.index, record):
                 self.track(part, worker)
                 return
             ring_full_since = ring_full_since or loop.time()
@@ -275,11 +256,11 @@ class Router:
             worker.outstanding_inputs -= part.inputs
             self.withdrawn += 1
             # best effort: a full ring means the worker is busy, and the deadline drops it there
-            self.send_record(worker.index, self.codec.encode(Cancel(part.id)))
+            self.link.send_record(worker.index, self.link.encode(Cancel(part.id)))
         if not part.future.done():
             part.future.cancel()
 
-    # ---- WorkerEvents --------------------------------------------------------------------
+    # ---- WorkerEvents (from the supervisor) and results (from the link) --------------------------------------------------------------------
     def worker_ready(self, worker: int, ready: Ready) -> None:
         state = self.workers_state[worker]
         state.models = {m.name: m for m in ready.models}
@@ -296,6 +277,9 @@ class Router:
     def worker_stats(self, worker: int, stats: Stats) -> None:
         self.workers_state[worker].stats = stats
 
+    def worker_idle(self, worker: int) -> bool:
+        return not self.workers_state[worker].parts
+
     def worker_unavailable(self, worker: int) -> None:
         self.workers_state[worker].up = False
         self.cards = None
@@ -311,7 +295,7 @@ class Router:
         self.completed_parts += 1
         if not part.future.done():
             if isinstance(message, Failed):
-                part.future.set_exception(failure_error(message, part))
+                part.future.set_exception(errors.from_worker_failure(message.kind, part.failure_text(message)))
             else:
                 part.future.set_result(message)
         self.wake_senders()
@@ -342,7 +326,7 @@ class Router:
                 self.parked[part.id] = part
                 return
             part.resent = True
-            if self.send_record(target.index, self.codec.encode(part.message)):
+            if self.link.send_record(target.index, self.link.encode(part.message)):
                 self.track(part, target)
                 return
         part.future.set_exception(errors.WorkerLost(
@@ -353,7 +337,7 @@ class Router:
         for part in [p for p in self.parked.values() if p.model in worker.models]:
             del self.parked[part.id]
             part.resent = True
-            if self.send_record(worker.index, self.codec.encode(part.message)):
+            if self.link.send_record(worker.index, self.link.encode(part.message)):
                 self.track(part, worker)
             elif not part.future.done():
                 part.future.set_exception(errors.QueueFull("worker ring full; retry", retry_after=RETRY_AFTER_S))
@@ -378,49 +362,3 @@ def worker_card(w: WorkerState) -> WorkerCard:
 def monotonic_deadline(loop_deadline: float) -> float:
     """The event loop's deadline on time.monotonic()'s clock, which every process shares."""
     return time.monotonic() + (loop_deadline - asyncio.get_running_loop().time())
-
-
-def served_by(parts: list[Part]) -> str:
-    return ",".join(str(w) for w in sorted({p.served_by for p in parts if p.served_by >= 0}))
-
-
-def record_bytes(item: Input) -> int:
-    """Upper bound of an input's bytes in a msgpack record (str.isascii is O(1) in CPython)."""
-    if isinstance(item, list):
-        return 5 * len(item) + 5
-    return (len(item) if item.isascii() else 4 * len(item)) + 5
-
-
-def estimate_tokens(item: Input) -> int:
-    # ~4 characters per token for English WordPiece, plus [CLS]/[SEP]; close enough to balance load.
-    return len(item) if isinstance(item, list) else len(item) // 4 + 2
-
-
-def failure_error(message: Failed, part: Part) -> errors.ApiError:
-    index = message.index + part.offset if message.index >= 0 else message.index
-    where = f" (input {index})" if index >= 0 else ""
-    text = f"{message.message}{where}"
-    if message.kind == FailureKind.INPUT_TOO_LONG:
-        return errors.InputTooLong(text)
-    if message.kind == FailureKind.UNKNOWN_MODEL:
-        return errors.ModelNotFound(text)
-    if message.kind in (FailureKind.INVALID_INPUT, FailureKind.UNSUPPORTED):
-        return errors.InvalidField(text) if message.kind == FailureKind.INVALID_INPUT else errors.Unsupported(text)
-    if message.kind == FailureKind.DEADLINE:
-        return errors.DeadlineExceeded(text)
-    if message.kind == FailureKind.OUT_OF_MEMORY:
-        return errors.Overloaded(text, retry_after=RETRY_AFTER_S)
-    return errors.Internal(f"worker error: {text}")
-
-
-def merge_vectors(results: list[Vectors | Scores]) -> EmbedOutcome:
-    vectors = [r for r in results if isinstance(r, Vectors)]
-    arrays = [v.array() for v in vectors]
-    matrix = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-    tokens = [t for v in vectors for t in v.tokens]
-    timings = Timings(
-        queue_us=max(v.queue_us for v in vectors),
-        tokenize_us=max(v.tokenize_us for v in vectors),
-        compute_us=max(v.compute_us for v in vectors),
-    )
-    return EmbedOutcome(matrix, tokens, "", timings)

@@ -11,7 +11,9 @@ import msgspec
 from aiohttp import web
 
 from gateway import encoding
-from gateway.routes import AddRoute, CONTEXT, check_inputs, outcome_headers, read_json, respond
+from gateway.context import CONTEXT
+from gateway.routes.answers import AddRoute, outcome_headers, respond
+from gateway.routes.checks import check_inputs, read_json
 from gateway.schemas import BatchEmbed, BatchEmbedResponse, CacheStats
 
 _decoder = msgspec.json.Decoder(BatchEmbed)

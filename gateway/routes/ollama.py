@@ -9,7 +9,9 @@ import msgspec
 from aiohttp import web
 
 from gateway import encoding
-from gateway.routes import AddRoute, CONTEXT, check_dimensions, check_inputs, outcome_headers, read_json, respond
+from gateway.context import CONTEXT
+from gateway.routes.answers import AddRoute, outcome_headers, respond
+from gateway.routes.checks import check_dimensions, check_inputs, read_json
 from gateway.schemas import OllamaEmbed, OllamaEmbedResponse
 
 _decoder = msgspec.json.Decoder(OllamaEmbed)

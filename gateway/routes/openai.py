@@ -9,8 +9,10 @@ import msgspec
 from aiohttp import web
 
 from gateway import encoding, errors
-from gateway.backend import Input
-from gateway.routes import AddRoute, CONTEXT, check_dimensions, check_inputs, outcome_headers, read_json, respond
+from appliance.protocol import Input
+from gateway.context import CONTEXT
+from gateway.routes.answers import AddRoute, outcome_headers, respond
+from gateway.routes.checks import check_dimensions, check_inputs, read_json
 from gateway.schemas import OpenAIEmbed, OpenAIEmbedding, OpenAIEmbedResponse, OpenAIUsage
 
 _decoder = msgspec.json.Decoder(OpenAIEmbed)

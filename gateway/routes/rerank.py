@@ -11,7 +11,9 @@ from aiohttp import web
 from appliance.config import Config
 from gateway import encoding, errors
 from gateway.backend import RerankOutcome
-from gateway.routes import AddRoute, CONTEXT, REQUEST_ID, Context, check_inputs, outcome_headers, read_json, respond
+from gateway.context import CONTEXT, Context, REQUEST_ID
+from gateway.routes.answers import AddRoute, outcome_headers, respond
+from gateway.routes.checks import check_inputs, read_json
 from gateway.schemas import (
     CohereMeta,
     CohereRerank,

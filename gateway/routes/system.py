@@ -15,7 +15,8 @@ from aiohttp import web
 from gateway import encoding
 from gateway.admission import AdmissionReport
 from gateway.backend import CacheReport, ModelCard, WorkerCard
-from gateway.routes import AddRoute, CONTEXT, respond
+from gateway.context import CONTEXT
+from gateway.routes.answers import AddRoute, respond
 from gateway.schemas import (
     OllamaDetails,
     OllamaModel,

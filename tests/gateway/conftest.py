@@ -18,9 +18,10 @@ import pytest
 from aiohttp import web
 
 from appliance.config import Config
+from appliance.protocol import Input
 from gateway.admission import Admission
 from gateway.app import build_app
-from gateway.backend import CacheReport, EmbedOutcome, Input, ModelCard, RerankOutcome, Timings, WorkerCard
+from gateway.backend import CacheReport, EmbedOutcome, ModelCard, RerankOutcome, Timings, WorkerCard
 from harness import Reply
 
 MAIN, STATIC, CROSS = "mini", "static", "cross"

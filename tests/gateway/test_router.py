@@ -1,13 +1,15 @@
 """gateway/router.py with scripted workers: slicing to fit the rings, least-loaded routing, resend.
 
-The send callback stands in for the channel (the real one is covered by tests/appliance and the
-integration tests): it decodes each record as a worker would and answers from the event loop.
+``ScriptedWorkers`` stands in for the worker link (the real one is covered by tests/appliance and
+the integration tests): it decodes each record as a worker would and answers from the event loop
+through the handlers the router subscribed, as ``appliance.link.WorkerLink.dispatch`` does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -24,14 +26,23 @@ RING = 64 << 10  # small rings so a few long texts fill a record
 class ScriptedWorkers:
     """Answers every Embed with vectors whose first column is the input's length."""
 
-    def __init__(self, answer: bool = True) -> None:
+    def __init__(self, workers: int = 2, answer: bool = True) -> None:
+        self.workers = workers
         self.codec = RequestCodec()
+        self.encode = self.codec.encode
         self.records: list[tuple[int, Embed]] = []
         self.cancels: list[tuple[int, int]] = []
         self.answer = answer
-        self.router: Router | None = None
+        self.handlers: dict[type, list[Callable[[int, Any], None]]] = {}
 
-    def send(self, worker: int, record: bytes) -> bool:
+    def subscribe(self, kind: type, handler: Callable[[int, Any], None]) -> None:
+        self.handlers.setdefault(kind, []).append(handler)
+
+    def deliver(self, worker: int, message: object) -> None:
+        for handler in self.handlers.get(type(message), []):
+            handler(worker, message)
+
+    def send_record(self, worker: int, record: bytes) -> bool:
         assert len(record) <= RING // 2, "the router sent a record the ring refuses"
         message = self.codec.decode(record)
         if isinstance(message, Cancel):
@@ -46,15 +57,13 @@ class ScriptedWorkers:
     def reply(self, worker: int, message: Embed) -> None:
         vectors = np.zeros((len(message.inputs), DIM), np.float32)
         vectors[:, 0] = [len(text) for text in message.inputs]
-        assert self.router is not None
-        self.router.worker_result(worker, Vectors(message.id, DIM, f32_bytes(vectors), [1] * len(message.inputs)))
+        self.deliver(worker, Vectors(message.id, DIM, f32_bytes(vectors), [1] * len(message.inputs)))
 
 
-def make_router(workers: ScriptedWorkers, n: int = 2) -> Router:
+def make_router(workers: ScriptedWorkers) -> Router:
     config = Config(models=[ModelConfig(name="m", path="/nowhere", main=True)], ring_bytes=RING)
-    router = Router(config, n, workers.send)
-    workers.router = router
-    for i in range(n):
+    router = Router(config, workers)
+    for i in range(workers.workers):
         router.worker_ready(i, Ready(i, 100 + i, [ModelInfo("m", "transformer", DIM, 512)]))
     return router
 
@@ -78,8 +87,8 @@ def test_many_long_texts_are_cut_into_records_that_fit_and_come_back_in_order() 
 
 def test_non_ascii_text_is_budgeted_by_its_utf8_size() -> None:
     async def main() -> None:
-        workers = ScriptedWorkers()
-        router = make_router(workers, n=1)
+        workers = ScriptedWorkers(1)
+        router = make_router(workers)
         texts = ["ü" * 3000] * 12  # 6 kB each in UTF-8 though 3000 characters
         outcome = await router.embed("m", texts, truncate=True, deadline=deadline())
         assert len(outcome.vectors) == 12 and len(workers.records) >= 3
@@ -182,8 +191,8 @@ def test_a_client_that_leaves_withdraws_its_part() -> None:
 
 def test_a_request_waits_for_a_respawning_holder_instead_of_failing() -> None:
     async def main() -> None:
-        workers = ScriptedWorkers()
-        router = make_router(workers, n=1)
+        workers = ScriptedWorkers(1)
+        router = make_router(workers)
         router.worker_lost(0, "was killed")
         assert router.is_ready(), "a respawn does not make the appliance unready"
         task = asyncio.ensure_future(router.embed("m", ["patient"], truncate=True, deadline=deadline()))
@@ -198,8 +207,8 @@ def test_a_request_waits_for_a_respawning_holder_instead_of_failing() -> None:
 
 def test_no_holder_coming_back_is_503_by_the_deadline() -> None:
     async def main() -> None:
-        workers = ScriptedWorkers()
-        router = make_router(workers, n=1)
+        workers = ScriptedWorkers(1)
+        router = make_router(workers)
         router.worker_lost(0, "was killed")
         with pytest.raises((errors.NotReady, errors.DeadlineExceeded)):
             await router.embed("m", ["alone"], truncate=True, deadline=deadline(0.3))
@@ -209,8 +218,8 @@ def test_no_holder_coming_back_is_503_by_the_deadline() -> None:
 
 def test_a_lost_part_with_no_other_holder_waits_for_the_respawn() -> None:
     async def main() -> None:
-        workers = ScriptedWorkers(answer=False)
-        router = make_router(workers, n=1)
+        workers = ScriptedWorkers(1, answer=False)
+        router = make_router(workers)
         task = asyncio.ensure_future(router.embed("m", ["in flight"], truncate=True, deadline=deadline()))
         await asyncio.sleep(0.01)
         router.worker_lost(0, "was killed")
@@ -227,8 +236,8 @@ def test_a_lost_part_with_no_other_holder_waits_for_the_respawn() -> None:
 
 def test_a_parked_part_past_its_deadline_is_504_and_forgotten() -> None:
     async def main() -> None:
-        workers = ScriptedWorkers(answer=False)
-        router = make_router(workers, n=1)
+        workers = ScriptedWorkers(1, answer=False)
+        router = make_router(workers)
         task = asyncio.ensure_future(router.embed("m", ["in flight"], truncate=True, deadline=deadline(0.3)))
         await asyncio.sleep(0.01)
         router.worker_lost(0, "was killed")

@@ -1,5 +1,5 @@
-"""The result cache (``gateway/cache.py``), the caching backend that puts it and coalescing in
-front of the router (``gateway/caching.py``), and preloading (``gateway/preload.py``).
+"""The result cache (``gateway/result_cache.py``), the caching backend that puts it and coalescing in
+front of the router (``gateway/cached_backend.py``), and preloading (``gateway/preload.py``).
 
 The inner backend is the contract tests' ``FakeBackend`` (fixture ``backend``): deterministic
 vectors per (model, input), and a record of every call, so "what reached the workers" is exact.
@@ -22,11 +22,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.config import Config
+from appliance.protocol import Input
 from gateway import encoding, errors
 from gateway.app import build_app
-from gateway.backend import EmbedOutcome, Input
-from gateway.cache import ENTRY_OVERHEAD, ResultCache, item_key
-from gateway.caching import CachingBackend
+from gateway.backend import EmbedOutcome
+from gateway.result_cache import ENTRY_OVERHEAD, ResultCache, item_key
+from gateway.cached_backend import CachedBackend
 from gateway.preload import PreloadError, PreloadQuery, preload, read_preload_file
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,7 +40,7 @@ def run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-async def embed(cb: CachingBackend, inputs: Sequence[Input], *, model: str = MAIN, truncate: bool = True,
+async def embed(cb: CachedBackend, inputs: Sequence[Input], *, model: str = MAIN, truncate: bool = True,
                 use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
     deadline = asyncio.get_running_loop().time() + 2.0
     return await cb.embed(model, inputs, truncate=truncate, deadline=deadline, use_cache=use_cache)
@@ -115,7 +116,7 @@ def test_keys_separate_models_truncate_and_input_forms() -> None:
 # ---- the caching backend ----------------------------------------------------------------------
 def test_a_half_cached_batch_sends_only_the_other_half(backend: Any) -> None:
     async def main() -> None:
-        cb = CachingBackend(CONFIG, backend)
+        cb = CachedBackend(CONFIG, backend)
         texts = [f"text {i}" for i in range(10)]
         await embed(cb, texts[::2])  # cache the even ones
         backend.calls.clear()
@@ -131,7 +132,7 @@ def test_a_half_cached_batch_sends_only_the_other_half(backend: Any) -> None:
 
 def test_an_all_hit_answer_names_no_worker_and_no_time(backend: Any) -> None:
     async def main() -> None:
-        cb = CachingBackend(CONFIG, backend)
+        cb = CachedBackend(CONFIG, backend)
         await embed(cb, ["a", "b"])
         backend.calls.clear()
         outcome = await embed(cb, ["b", "a", "b"])
@@ -144,7 +145,7 @@ def test_an_all_hit_answer_names_no_worker_and_no_time(backend: Any) -> None:
 
 def test_lookup_serves_only_all_hit_requests_and_counts_nothing_otherwise(backend: Any) -> None:
     async def main() -> None:
-        cb = CachingBackend(CONFIG, backend)
+        cb = CachedBackend(CONFIG, backend)
         await embed(cb, ["a", "b"])
         before = (cb.cache.counters(MAIN).hits, cb.cache.counters(MAIN).misses, list(cb.cache._entries))
         assert cb.lookup(MAIN, ["a", "new"], truncate=True) is None
@@ -164,7 +165,7 @@ def test_lookup_serves_only_all_hit_requests_and_counts_nothing_otherwise(backen
 def test_json_rows_are_encoded_once_and_charged_to_the_byte_bound(backend: Any) -> None:
     async def main() -> None:
         vector_size = 8 * 4 + ENTRY_OVERHEAD
-        cb = CachingBackend(Config(cache_bytes=3 * vector_size + 10, cache_max_text_chars=40), backend)
+        cb = CachedBackend(Config(cache_bytes=3 * vector_size + 10, cache_max_text_chars=40), backend)
         await embed(cb, ["a", "b", "c"])
         assert cb.cache.bytes == 3 * vector_size
         hit = cb.lookup(MAIN, ["c"], truncate=True, json=True)
@@ -183,7 +184,7 @@ def test_json_rows_are_encoded_once_and_charged_to_the_byte_bound(backend: Any) 
 
 def test_no_hit_crosses_models_or_truncate_settings(backend: Any) -> None:
     async def main() -> None:
-        cb = CachingBackend(CONFIG, backend)
+        cb = CachedBackend(CONFIG, backend)
         await embed(cb, ["shared text"])
         backend.calls.clear()
         other_model = await embed(cb, ["shared text"], model=STATIC)
@@ -198,7 +199,7 @@ def test_no_hit_crosses_models_or_truncate_settings(backend: Any) -> None:
 
 def test_use_cache_false_neither_reads_nor_writes(backend: Any) -> None:
     async def main() -> None:
-        cb = CachingBackend(CONFIG, backend)
+        cb = CachedBackend(CONFIG, backend)
         await embed(cb, ["cached"])
         bypass = await embed(cb, ["cached", "fresh"], use_cache=False)
         assert bypass.cache_hits == 0 and computed(backend) == ["cached", "cached", "fresh"]
@@ -210,7 +211,7 @@ def test_use_cache_false_neither_reads_nor_writes(backend: Any) -> None:
 
 def test_long_texts_are_not_cached_and_duplicates_are_computed_once(backend: Any) -> None:
     async def main() -> None:
-        cb = CachingBackend(CONFIG, backend)
+        cb = CachedBackend(CONFIG, backend)
         long = "x" * (CONFIG.cache_max_text_chars + 1)
         outcome = await embed(cb, [long, "dup", long, "dup", "dup"])
         assert computed(backend) == [long, "dup"]  # one computation per distinct input
@@ -226,7 +227,7 @@ def test_long_texts_are_not_cached_and_duplicates_are_computed_once(backend: Any
 
 def test_concurrent_requests_share_one_computation_and_its_failure(backend: Any) -> None:
     async def main() -> None:
-        cb = CachingBackend(CONFIG, backend)
+        cb = CachedBackend(CONFIG, backend)
         backend.delay_s = 0.05
         outcomes = await asyncio.gather(*(embed(cb, ["same", f"own {i % 2}"]) for i in range(20)))
         assert sorted(computed(backend)) == ["own 0", "own 1", "same"]
@@ -243,7 +244,7 @@ def test_concurrent_requests_share_one_computation_and_its_failure(backend: Any)
 
 def test_a_cancelled_request_still_fills_the_cache_for_the_next(backend: Any) -> None:
     async def main() -> None:
-        cb = CachingBackend(CONFIG, backend)
+        cb = CachedBackend(CONFIG, backend)
         backend.delay_s = 0.05
         leader = asyncio.create_task(embed(cb, ["slow"]))
         await asyncio.sleep(0.01)
@@ -259,7 +260,7 @@ def test_a_cancelled_request_still_fills_the_cache_for_the_next(backend: Any) ->
 
 def test_a_waiter_past_its_deadline_gets_504_while_the_work_goes_on(backend: Any) -> None:
     async def main() -> None:
-        cb = CachingBackend(CONFIG, backend)
+        cb = CachedBackend(CONFIG, backend)
         backend.delay_s = 0.3
         loop = asyncio.get_running_loop()
         with pytest.raises(errors.DeadlineExceeded):
@@ -292,7 +293,7 @@ class PickyBackend:
 
 def test_an_input_error_stays_with_the_request_that_sent_the_input(backend: Any) -> None:
     async def main() -> None:
-        cb = CachingBackend(CONFIG, PickyBackend(backend))  # type: ignore[arg-type]
+        cb = CachedBackend(CONFIG, PickyBackend(backend))  # type: ignore[arg-type]
         await embed(cb, ["cached"], truncate=False)
         bad = asyncio.create_task(embed(cb, ["shared", "TOO LONG"], truncate=False))
         await asyncio.sleep(0.01)
@@ -308,7 +309,7 @@ def test_an_input_error_stays_with_the_request_that_sent_the_input(backend: Any)
 
 def test_cache_stats_totals_and_per_model(backend: Any) -> None:
     async def main() -> None:
-        cb = CachingBackend(CONFIG, backend)
+        cb = CachedBackend(CONFIG, backend)
         await embed(cb, ["a", "b"])
         await embed(cb, ["a", "c"])
         await embed(cb, ["a"], model=STATIC)
@@ -323,7 +324,7 @@ def test_cache_stats_totals_and_per_model(backend: Any) -> None:
 
 def test_a_disabled_cache_still_coalesces(backend: Any) -> None:
     async def main() -> None:
-        cb = CachingBackend(Config(cache_bytes=0, request_timeout=2.0), backend)
+        cb = CachedBackend(Config(cache_bytes=0, request_timeout=2.0), backend)
         backend.delay_s = 0.05
         outcomes = await asyncio.gather(*(embed(cb, ["same"]) for _ in range(10)))
         assert len(backend.calls) == 1 and all(o.cache_hits == 0 for o in outcomes)
@@ -335,13 +336,11 @@ def test_a_disabled_cache_still_coalesces(backend: Any) -> None:
 # ---- preloading -------------------------------------------------------------------------------
 def test_preload_most_frequent_first_until_the_cache_is_full(backend: Any, caplog: pytest.LogCaptureFixture) -> None:
     queries = [PreloadQuery(text=f"q{i}", model=MAIN, frequency=i) for i in range(10)]
-    queries += [PreloadQuery(text="elsewhere", model="nope", frequency=99),
-                PreloadQuery(text="pairs only", model=CROSS, frequency=98),
-                PreloadQuery(text="", frequency=97),
+    queries += [PreloadQuery(text="", frequency=97),
                 PreloadQuery(text="q9", frequency=50)]  # fmt: skip  (no model: the main one; a duplicate)
 
-    async def main() -> CachingBackend:
-        cb = CachingBackend(Config(cache_bytes=4 * (8 * 4 + ENTRY_OVERHEAD), request_timeout=2.0), backend)
+    async def main() -> CachedBackend:
+        cb = CachedBackend(Config(cache_bytes=4 * (8 * 4 + ENTRY_OVERHEAD), request_timeout=2.0), backend)
         assert await preload(cb, queries) == 4
         return cb
 
@@ -352,8 +351,20 @@ def test_preload_most_frequent_first_until_the_cache_is_full(backend: Any, caplo
     stats = cb.cache_stats()
     assert (stats.hits, stats.misses, stats.evictions) == (0, 0, 0)  # preloading is not traffic
     text = caplog.text
-    assert "'nope'" in text and "'cross'" in text and "empty text" in text and "duplicate" in text
+    assert "empty text" in text and "duplicate" in text
     assert "4 of 10 texts cached" in text and "full" in text
+
+
+@pytest.mark.parametrize("model", ["nope", CROSS])
+def test_preload_naming_a_model_that_cannot_embed_here_is_an_error(backend: Any, model: str) -> None:
+    queries = [PreloadQuery(text="fine", frequency=2), PreloadQuery(text="elsewhere", model=model, frequency=1)]
+
+    async def main() -> None:
+        with pytest.raises(PreloadError, match=f"entry 1 names model '{model}'"):
+            await preload(CachedBackend(CONFIG, backend), queries)
+
+    run(main())
+    assert backend.calls == []  # checked before anything is computed
 
 
 @pytest.mark.parametrize("content, message", [
@@ -382,7 +393,7 @@ def test_the_seeds_preload_shape_reads(tmp_path: Path) -> None:
 
 
 # ---- over HTTP ----------------------------------------------------------------------------------
-async def with_client(cb: CachingBackend, body: Callable[[TestClient], Awaitable[None]]) -> None:
+async def with_client(cb: CachedBackend, body: Callable[[TestClient], Awaitable[None]]) -> None:
     async with TestClient(TestServer(build_app(CONFIG, cb))) as client:
         await body(client)
 
@@ -399,7 +410,7 @@ def test_routes_show_hits_misses_and_cut_dimensions_from_the_full_vector(backend
         assert (await full.json())["embeddings"][0] == pytest.approx(expected)
         assert second.headers["X-Worker-ID"] == "none"
 
-    run(with_client(CachingBackend(CONFIG, backend), body))
+    run(with_client(CachedBackend(CONFIG, backend), body))
 
 
 def test_a_hit_answers_with_the_same_bytes_as_the_miss_on_every_json_route(backend: Any) -> None:
@@ -422,7 +433,7 @@ def test_a_hit_answers_with_the_same_bytes_as_the_miss_on_every_json_route(backe
         b64 = await client.post("/v1/embeddings", json={**bodies["/v1/embeddings"], "encoding_format": "base64"})
         assert b64.headers["X-Cache"] == "hit" and isinstance((await b64.json())["data"][0]["embedding"], str)
 
-    cb = CachingBackend(CONFIG, backend)
+    cb = CachedBackend(CONFIG, backend)
     run(with_client(cb, body))
 
 
@@ -440,7 +451,7 @@ def test_batch_route_reports_cache_stats_and_honours_use_cache(backend: Any) -> 
         assert (await bypass.json())["cache_stats"]["hits"] == 0 and bypass.headers["X-Cache"] == "miss"
         assert computed(backend) == ["a"]
 
-    run(with_client(CachingBackend(CONFIG, backend), body))
+    run(with_client(CachedBackend(CONFIG, backend), body))
 
 
 def test_cache_stats_and_stats_routes(backend: Any) -> None:
@@ -458,4 +469,4 @@ def test_cache_stats_and_stats_routes(backend: Any) -> None:
         assert [w["index"] for w in stats["workers"]] == [0, 1] and "items" in stats["workers"][0]
         assert stats["cache"]["entries"] == 3 and stats["ready"] is True
 
-    run(with_client(CachingBackend(CONFIG, backend), body))
+    run(with_client(CachedBackend(CONFIG, backend), body))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from gateway.backend import Input
+from appliance.protocol import Input
 from gateway.encoding import vector_json
 
 ENTRY_OVERHEAD = 256  # bytes of Python objects per entry besides the vector (measured ~237)

@@ -1,4 +1,4 @@
-"""``CachingBackend``: the result cache and in-flight coalescing in front of the router
+"""``CachedBackend``: the result cache and in-flight coalescing in front of the router
 (DESIGN.md section 3, steps 3 and 4): a ``Backend`` that wraps an ``UncachedBackend``.
 
 One ``embed`` call, in steps:
@@ -36,19 +36,19 @@ from typing import Any, Iterable, Sequence, TypeVar
 import numpy as np
 
 from appliance.config import Config
+from appliance.protocol import Input
 from gateway import errors
 from gateway.backend import (
     CacheCounts,
     CacheReport,
     EmbedOutcome,
-    Input,
     ModelCard,
     RerankOutcome,
     Timings,
     UncachedBackend,
     WorkerCard,
 )
-from gateway.cache import Entry, ModelCounters, ResultCache, item_key
+from gateway.result_cache import Entry, ModelCounters, ResultCache, item_key
 from gateway.coalesce import InFlight, settle
 
 C = TypeVar("C", bound=CacheCounts)
@@ -81,7 +81,7 @@ class Plan:
     joined: dict[bytes, asyncio.Future[Row]]  # keys already in flight elsewhere
 
 
-class CachingBackend:
+class CachedBackend:
     def __init__(self, config: Config, inner: UncachedBackend) -> None:
         self.config = config
         self.inner = inner

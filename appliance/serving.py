@@ -1,0 +1,263 @@
+"""How a composed appliance starts, serves and stops: every resource is an aiohttp cleanup context.
+
+``serve(config, compose)`` runs, in order:
+
+1. ``compose(config)`` builds every object (``appliance/cli.py``); nothing is started yet, and a
+   bad preload or API-keys file fails here, before anything needs undoing.
+2. The listening socket is bound before any model loads: a port in use fails in milliseconds,
+   not after a minute of loading models.
+3. ``runner.setup()`` enters the app's cleanup contexts in order: **workers** (sweep segments a
+   crashed run left, open the link's channels, spawn the workers, wait for every ``Ready``),
+   **supervision** (the supervisor's cycle as a task), **guard** (the memory sampler),
+   **preload** (fill the cache) and **watchdog** (systemd pings while supervision is healthy).
+4. The site starts on the bound socket; ``READY=1``; serve until SIGTERM/SIGINT or until the
+   supervision task dies.
+5. ``runner.cleanup()`` closes the listener, lets running handlers finish, then leaves the
+   contexts in reverse: the watchdog stops, ..., the workers context drains in-flight work,
+   stops the workers and unlinks every segment.
+
+Step 5 also runs when any of steps 3-4 fails, for the contexts entered so far (aiohttp's
+``CleanupContext`` keeps them), so a failed start leaves no worker and no ``/dev/shm`` segment
+behind and exits non-zero with one line that says why. One shutdown budget
+(``shutdown_grace``) is shared by the stages of step 5 rather than granted to each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Awaitable, Callable, Protocol
+
+from aiohttp import web
+
+from appliance import sdnotify
+from appliance.config import Config
+from appliance.guards import MemoryGuard
+from appliance.ipc import sweep_stale_segments
+from appliance.link import WorkerLink
+from appliance.supervisor import BootError, Supervisor
+
+log = logging.getLogger("appliance")
+
+LISTEN_BACKLOG = 1024
+
+
+class StartupError(RuntimeError):
+    """The appliance cannot start; the message says why in one line."""
+
+
+class StartAborted(RuntimeError):
+    """A stop signal came while the appliance was still starting."""
+
+
+class Drainable(Protocol):
+    """What the lifecycle needs of the router: stop taking work, then wait for what is in flight."""
+
+    draining: bool
+
+    async def wait_idle(self, timeout: float) -> bool: ...
+
+
+@dataclass
+class Parts:
+    """A composed appliance: the objects ``compose`` built, none of them started."""
+
+    config: Config
+    link: WorkerLink
+    supervisor: Supervisor
+    router: Drainable
+    guard: MemoryGuard
+    app: web.Application
+    # fills the cache (takes "stopping?"); raises StartupError for a preload file that cannot be served
+    preload: Callable[[Callable[[], bool]], Awaitable[int]]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    shutdown_deadline: float = 0.0  # time.monotonic() by which everything must have stopped
+    failure: str = ""  # why the appliance stopped on its own (a dead supervision task)
+
+    def remaining(self) -> float:
+        """What is left of the one shutdown budget."""
+        return max(0.0, self.shutdown_deadline - time.monotonic())
+
+    def begin_shutdown(self) -> None:
+        if not self.shutdown_deadline:
+            self.shutdown_deadline = time.monotonic() + self.config.shutdown_grace
+
+
+PARTS = web.AppKey("parts", Parts)
+
+
+async def serve(config: Config, compose: Callable[[Config], Parts]) -> int:
+    """Start, serve until a stop, stop; the process's exit code."""
+    try:
+        parts = compose(config)
+        sock = bind(config.host, config.port)
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    parts.app[PARTS] = parts
+    parts.app.cleanup_ctx.extend([workers_context, supervision_context, guard_context, preload_context,
+                                  watchdog_context])  # fmt: skip
+    install_signals(parts)
+    # handler_cancellation: a client that disconnects cancels its handler, and the router then
+    # withdraws its parts from the workers (aiohttp >= 3.9 leaves handlers running by default)
+    runner = web.AppRunner(parts.app, access_log=None, shutdown_timeout=config.shutdown_grace,
+                           handler_cancellation=True)  # fmt: skip
+    try:
+        return await run(parts, runner, sock)
+    finally:
+        parts.begin_shutdown()
+        await runner.cleanup()  # also after a failed setup: leaves the contexts entered so far
+        sock.close()
+        log.info("stopped")
+
+
+async def run(parts: Parts, runner: web.AppRunner, sock: socket.socket) -> int:
+    try:
+        await runner.setup()
+    except StartAborted:
+        return 0
+    except (BootError, StartupError, OSError) as exc:  # OSError: e.g. no room in /dev/shm for the rings
+        log.error("cannot start: %s", exc)
+        return 1
+    # What start-up allocated (modules, config, the preloaded cache) is never garbage: moved out
+    # of the collector's reach, a full collection walks only what requests allocate.
+    gc.freeze()
+    await web.SockSite(runner, sock).start()
+    config = parts.config
+    print(f"appliance serving {', '.join(m.name for m in config.models)} on http://{config.host}:{config.port}",
+          flush=True)  # fmt: skip
+    sdnotify.notify("READY=1")
+    await parts.stop.wait()
+    log.info("shutting down: up to %.0fs to drain", config.shutdown_grace)
+    sdnotify.notify("STOPPING=1")
+    parts.begin_shutdown()
+    parts.router.draining = True  # new work gets 503 draining while in-flight work finishes
+    if parts.failure:
+        log.error("stopping: %s", parts.failure)
+        return 1
+    return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now (before any model loads); StartupError if it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT only, not a live listener
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+# ---- the cleanup contexts, in start order -------------------------------------------------------
+async def workers_context(app: web.Application) -> AsyncIterator[None]:
+    """Channels and workers: up when every worker is ready; on the way out, in-flight work is
+    drained, the workers stopped and every segment unlinked."""
+    parts = app[PARTS]
+    removed = sweep_stale_segments()
+    if removed:
+        log.warning("removed %d shared-memory segment(s) left by a crashed run: %s", len(removed), removed)
+    try:
+        parts.link.open()
+        await start_workers(parts)
+        yield
+        await parts.router.wait_idle(parts.remaining())
+    finally:
+        await parts.supervisor.stop(parts.remaining())
+        parts.link.close()
+
+
+async def start_workers(parts: Parts) -> None:
+    """Every worker ready, or BootError; StartAborted when a stop signal comes first."""
+    starting = asyncio.create_task(parts.supervisor.start())
+    stopped = asyncio.create_task(parts.stop.wait())
+    try:
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+    if not starting.done() or starting.cancelled():
+        raise StartAborted("stopped while the workers were starting")
+    starting.result()
+
+
+async def supervision_context(app: web.Application) -> AsyncIterator[None]:
+    """The supervisor's cycle; if it ever dies, the appliance stops (and exits non-zero) rather
+    than serve on without respawns or heartbeat checks."""
+    parts = app[PARTS]
+    task = asyncio.create_task(parts.supervisor.run(), name="supervisor")
+    task.add_done_callback(lambda done: on_supervision_end(parts, done))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def on_supervision_end(parts: Parts, task: asyncio.Task[None]) -> None:
+    if task.cancelled() or parts.stop.is_set():
+        return
+    error = task.exception()
+    parts.failure = f"the supervisor stopped unexpectedly: {error!r}"
+    log.error("%s", parts.failure, exc_info=error)
+    parts.stop.set()
+
+
+async def guard_context(app: web.Application) -> AsyncIterator[None]:
+    guard = app[PARTS].guard
+    guard.start()  # samples on its own timer; requests only read `guard.low`
+    yield
+    await guard.stop()
+
+
+async def preload_context(app: web.Application) -> AsyncIterator[None]:
+    """Before the port opens: ready means preloaded. A preload error fails the start."""
+    parts = app[PARTS]
+    await parts.preload(parts.stop.is_set)
+    yield
+
+
+async def watchdog_context(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(ping_watchdog(app[PARTS]), name="watchdog")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def ping_watchdog(parts: Parts) -> None:
+    """``WATCHDOG=1`` every half ``WATCHDOG_USEC``, only while nothing has failed: a dead
+    supervision task stops the pings, so systemd restarts a service that can no longer heal."""
+    interval = sdnotify.watchdog_interval()
+    while interval and not parts.failure:
+        sdnotify.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+# ---- signals ---------------------------------------------------------------------------------------
+def install_signals(parts: Parts) -> None:
+    """First SIGTERM/SIGINT: graceful drain. Second: kill the workers, unlink, leave at once."""
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)  # record; the serve coroutine acts on the event
+        if len(received) == 1:
+            parts.stop.set()
+            return
+        log.warning("second signal: stopping now")
+        parts.supervisor.kill_all()
+        parts.link.close()
+        os._exit(1)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)

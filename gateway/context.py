@@ -1,0 +1,110 @@
+"""``Context``: everything a route needs from the app, built once in ``gateway/app.py``.
+
+A work route asks the context to admit it (``admit``: ready, request rate) before reading its
+body, resolves its model (``model`` / ``embedding_model``), has its inputs admitted
+(``admit_inputs``: input rate, memory guard) and calls the backend through ``embed`` or
+``rerank``, which set the request's deadline. ``gateway/admission.py`` says why the checks come
+in this order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Sequence, TypeVar
+
+from aiohttp import web
+
+from appliance.config import Config
+from appliance.protocol import Input, can_embed
+from gateway import errors
+from gateway.admission import Admission
+from gateway.backend import Backend, EmbedOutcome, ModelCard, RerankOutcome
+
+R = TypeVar("R")
+
+# 503s while models load or the appliance drains: a client should come back soon, or go elsewhere.
+NOT_READY_RETRY_S = 5.0
+# The backend enforces the deadline itself; this is the backstop so that a bug there can never
+# leave a client hanging.
+DEADLINE_GRACE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything a route needs from the app, built once in ``build_app``."""
+
+    config: Config
+    backend: Backend
+    started: float  # wall-clock time the app was built: model "created" dates
+    admission: Admission = dataclasses.field(default_factory=Admission)  # default: open, unlimited
+
+    def admit(self, request: web.Request) -> None:
+        """A work request at the door, before its body is read: 503 while loading or draining
+        (charging no rate token), then one request off the principal's rate (429)."""
+        self.check_ready()
+        self.admission.admit_request(request)
+
+    def admit_inputs(self, request: web.Request, count: int) -> None:
+        """Once the body is parsed and checked: ``count`` inputs off the principal's rate (429, or
+        422 when no minute could hold them), then the memory guard (503)."""
+        self.admission.admit_inputs(request, count)
+
+    def check_ready(self) -> None:
+        if self.backend.is_draining():
+            raise errors.Draining("the appliance is shutting down", retry_after=NOT_READY_RETRY_S)
+        if not self.backend.is_ready():
+            raise errors.NotReady("models are still loading", retry_after=NOT_READY_RETRY_S)
+
+    def model(self, name: str | None) -> ModelCard:
+        """The named model, or the main model when the client left ``model`` out."""
+        cards = self.backend.models()
+        if not name:
+            main = next((c for c in cards if c.main), None)
+            if main is None:
+                raise errors.NotReady("the main model is not loaded", retry_after=NOT_READY_RETRY_S)
+            return main
+        # Ollama clients habitually add the default tag.
+        plain = name[: -len(":latest")] if name.endswith(":latest") else name
+        card = next((c for c in cards if c.name == name or c.name == plain), None)
+        if card is None:
+            known = ", ".join(c.name for c in cards)
+            raise errors.ModelNotFound(f"model {name!r} is not served here (models: {known})")
+        return card
+
+    def embedding_model(self, name: str | None) -> ModelCard:
+        card = self.model(name)
+        if not can_embed(card.kind):
+            raise errors.Unsupported(f"model {card.name!r} is a cross-encoder: it can rerank, not embed")
+        return card
+
+    async def embed(self, model: str, inputs: Sequence[Input], truncate: bool,
+                    use_cache: bool = True, json: bool = False) -> EmbedOutcome:  # fmt: skip
+        """``json``: the route answers with JSON numbers, so full hits come with ``json_rows``.
+        A request that is all cache hits is answered without a deadline timer: nothing awaits."""
+        hit = self.backend.lookup(model, inputs, truncate=truncate, use_cache=use_cache, json=json)
+        if hit is not None:
+            return hit
+        return await self._before_deadline(
+            lambda deadline: self.backend.embed(model, inputs, truncate=truncate, deadline=deadline,
+                                                use_cache=use_cache)
+        )
+
+    async def rerank(self, model: str, query: str, documents: Sequence[str], truncate: bool) -> RerankOutcome:
+        return await self._before_deadline(
+            lambda deadline: self.backend.rerank(model, query, documents, truncate=truncate, deadline=deadline)
+        )
+
+    async def _before_deadline(self, call: Callable[[float], Awaitable[R]]) -> R:
+        """Run ``call(deadline)``, deadline = now + request_timeout on the loop's clock."""
+        deadline = asyncio.get_running_loop().time() + self.config.request_timeout
+        try:
+            async with asyncio.timeout_at(deadline + DEADLINE_GRACE_S):
+                return await call(deadline)
+        except TimeoutError:
+            raise errors.DeadlineExceeded(f"no answer within {self.config.request_timeout:g} s") from None
+
+
+CONTEXT = web.AppKey("context", Context)
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,44 @@
+"""What every route shares on the way out: the handler types, JSON answers and the headers
+that describe them."""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.backend import EmbedOutcome, RerankOutcome, Timings
+
+JSON = "application/json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AddRoute = Callable[[str, str, Handler], None]  # (method, path, handler)
+
+
+def respond(body: bytes, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=body, status=status, content_type=JSON, headers=headers)
+
+
+def outcome_headers(outcome: EmbedOutcome | RerankOutcome, inputs: int | None = None) -> dict[str, str]:
+    """``X-Worker-ID`` and ``Server-Timing`` from any outcome; ``X-Cache`` for embeddings."""
+    headers = {"X-Worker-ID": outcome.workers or "none", "Server-Timing": server_timing(outcome.timings)}
+    if inputs is not None and isinstance(outcome, EmbedOutcome):
+        headers["X-Cache"] = cache_state(outcome.cache_hits, inputs)
+    return headers
+
+
+NO_STAGES = Timings()
+
+
+def server_timing(t: Timings) -> str:
+    if t == NO_STAGES:
+        return ALL_HITS_TIMING  # every input came from the cache: nothing to format
+    return f"queue;dur={t.queue_us / 1000:.3f},tokenize;dur={t.tokenize_us / 1000:.3f},inference;dur={t.compute_us / 1000:.3f}"
+
+
+ALL_HITS_TIMING = "queue;dur=0.000,tokenize;dur=0.000,inference;dur=0.000"
+
+
+def cache_state(hits: int, inputs: int) -> str:
+    if hits <= 0:
+        return "miss"
+    return "hit" if hits >= inputs else "partial"

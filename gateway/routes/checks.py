@@ -1,0 +1,46 @@
+"""Request-side checks every work route shares: the body as a Struct, the input bounds."""
+
+from __future__ import annotations
+
+from typing import Sequence, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from appliance.config import Config
+from appliance.protocol import Input
+from gateway import errors
+from gateway.backend import ModelCard
+from gateway.schemas import decode
+
+T = TypeVar("T")
+
+
+async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T:
+    """The body as a request Struct. A declared length over the limit is refused before reading;
+    an undeclared (chunked) one makes aiohttp raise HTTPRequestEntityTooLarge mid-read."""
+    limit = request.client_max_size
+    if limit and request.content_length is not None and request.content_length > limit:
+        raise errors.BodyTooLarge(f"request body of {request.content_length} bytes exceeds the {limit}-byte limit")
+    return decode(decoder, await request.read())
+
+
+def check_inputs(items: Sequence[Input], config: Config, field: str = "input") -> None:
+    """Size limits for one request's texts (or token-id lists): 400 when there is nothing to
+    embed, 422 when there is too much. A token-id list is held to the character bound too (a
+    token is at least one character), so no input form escapes the limit."""
+    if not items or not any(items):
+        raise errors.EmptyInput(f"`{field}` is empty: nothing to embed")
+    if len(items) > config.max_inputs:
+        raise errors.TooManyInputs(f"`{field}` has {len(items)} items; the limit is {config.max_inputs}")
+    if max(map(len, items)) > config.max_input_chars:
+        index = next(i for i, item in enumerate(items) if len(item) > config.max_input_chars)
+        raise errors.InputTooLong(
+            f"`{field}[{index}]` has {len(items[index])} characters; the limit is {config.max_input_chars}"
+        )
+
+
+def check_dimensions(dims: int | None, card: ModelCard) -> int | None:
+    if dims is not None and dims > card.dim:
+        raise errors.InvalidField(f"`dimensions` {dims} exceeds {card.name!r}'s {card.dim} - at `$.dimensions`")
+    return dims
