@@ -35,7 +35,8 @@ from typing import Any, Protocol
 import msgspec
 import uvloop
 
-from appliance.ipc.channel import Channel, ChannelSpec
+from appliance.ipc.channel import Channel
+from appliance.protocol import ChannelSpec
 
 REQUEST_BYTES = 200
 RESPONSE_BYTES = 1536

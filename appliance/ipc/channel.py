@@ -1,74 +1,38 @@
-"""A worker's channel: two shared-memory rings and two eventfd doorbells.
+"""A worker's channel: two shared-memory rings and two eventfd doorbells in one segment.
 
 The supervisor creates one channel per worker (``Channel.create``) and starts the worker with
 ``subprocess.Popen([...], pass_fds=channel.pass_fds)`` and ``channel.spec`` as JSON on its
-command line; the worker calls ``Channel.attach(spec)``. Segment layout::
+command line; the worker calls ``Channel.attach(spec)``. The parts live in their own modules:
 
-      0 +------------------------------------------------------------+
-        | magic u64 | version u64 | ring_bytes u64 | creator pid u64 |  line 0, written once
-     64 +------------------------------------------------------------+
-        | heartbeat u64                                              |  line 1, worker increments
-    128 +------------------------------------------------------------+
-        | requests ring  (gateway -> worker), Ring.region_bytes      |  see ring.py
-        +------------------------------------------------------------+
-        | responses ring (worker -> gateway), Ring.region_bytes      |
-        +------------------------------------------------------------+
+* ``segment.py``: the ``/dev/shm`` file, its layout and header, the sweep after a crash;
+* ``ring.py``: one direction's records (framing, publication, memory ordering);
+* ``doorbell.py``: the eventfds, park/ring, why every sleep is bounded and why spins yield.
 
-Signalling. A consumer drains until empty, spins briefly, parks (``Ring.park``), re-checks the
-ring and only then sleeps on its eventfd. A producer rings the eventfd only when the park word
-says parked, once per park. Parking and the producer's check form a Dekker pattern that needs a
-full fence Python cannot issue, so a wake-up can be lost: every sleep is bounded by ``rescue_s``
-(a few ms) and a wake-up by timeout that finds data is counted in ``stats["rescues"]``. eventfd
-counts coalesce and may be stale: a wake-up is only a hint to drain, re-check and loop.
-
-Spinning. Every spin yields the core on each poll (``os.sched_yield``): on a 2-core box a hot
-spin starves the very producer it waits for. A yield that took long means another task wanted
-the core; spinning on would queue us behind it for a whole time slice, while a sleeper woken by
-a doorbell is scheduled promptly, so the spin stops there (``spins_cut``). ``SpinPolicy`` stops
-spinning where spins catch nothing (a slow model, a busy core) and resumes when records come
-fast again. On the 2-core dev VM a round trip between two spinning sides took 9-12 us, one
-where the gateway slept on its eventfd and was woken, ~35 us: the wake-up is what spins save.
+This module pairs them and drives the two sides. A consumer drains, spins briefly, parks,
+re-checks and sleeps on its doorbell; a producer publishes, then rings only a parked consumer.
 
 The gateway side never blocks: ``start_reader`` hooks the response eventfd into the event loop
 (``loop.add_reader``) plus a periodic rescue timer. Its spin is a *spin window*: after a send,
 one poll of the response ring per loop iteration for ``spin_s``, unparked, so a fast answer
-costs neither side a syscall nor a wake-up. The worker side blocks, always with a timeout.
+costs neither side a syscall nor a wake-up.
 
-Segments live in ``/dev/shm`` as ``appl-<creator pid>-<random hex>``, mode 0600, opened with
-``os.open`` + ``mmap`` (no ``multiprocessing`` resource tracker: an attaching process could
-otherwise unlink the creator's segment when it exits). The creator unlinks at exit; if it is
-SIGKILLed, ``sweep_stale_segments()`` at the next start removes segments whose creator is dead.
+The worker side blocks, always with a timeout: ``wait_requests`` spins with yields, then sleeps
+on the request doorbell in slices of ``rescue_s``; ``send_response`` naps while the ring is full.
 """
 
 from __future__ import annotations
 
 import asyncio
-import mmap
 import os
-import re
-import secrets
-import select
 import time
 from typing import Callable
 
-import msgspec
-import psutil
-
-from appliance.ipc.ring import LINE, Ring
+from appliance.ipc.doorbell import CONTENDED_YIELD_S, RESCUE_S, SPIN_S, Doorbell, SpinPolicy
+from appliance.ipc.doorbell import new_eventfd, require_eventfd, yield_was_contended
+from appliance.ipc.ring import Ring
+from appliance.ipc.segment import HEADER_BYTES, HEARTBEAT_WORD, Segment, check_header, format_header
+from appliance.ipc.segment import sweep_stale_segments  # noqa: F401  (appliance/cli.py imports it from here)
 from appliance.protocol import ChannelSpec
-
-SHM_DIR = "/dev/shm"
-NAME_PREFIX = "appl-"
-NAME_RE = re.compile(r"^appl-(\d+)-([0-9a-f]{16})$")
-MAGIC = int.from_bytes(b"APPLCHAN", "little")
-VERSION = 1
-HEADER_BYTES = 2 * LINE
-MAGIC_WORD, VERSION_WORD, RING_BYTES_WORD, PID_WORD, HEARTBEAT_WORD = 0, 1, 2, 3, 8
-
-SPIN_S = 100e-6  # long enough to catch the gateway's next request in a request/response loop
-RESCUE_S = 0.002  # the most a lost wake-up can cost
-CONTENDED_YIELD_S = 20e-6  # an idle core yields in ~1 us; longer means someone else ran
-PID_REUSE_SLACK_S = 2.0  # psutil's process start times are only as exact as the boot time (1 s)
 
 # This side's event counters, reported by ``Channel.stats`` with sent/received records,
 # doorbells rung, refused writes (full) and invalid reads.
@@ -82,130 +46,6 @@ COUNTERS = (
 )
 
 
-class Segment:
-    """One ``/dev/shm`` file mapped read-write: created 0600 under a pid-tagged name, or attached."""
-
-    def __init__(self, name: str, mapping: mmap.mmap, creator: bool) -> None:
-        self.name = name
-        self.creator = creator
-        self._mapping = mapping
-        self.view = memoryview(mapping)
-
-    @staticmethod
-    def path_of(name: str) -> str:
-        return os.path.join(SHM_DIR, name)
-
-    @classmethod
-    def create(cls, size: int) -> "Segment":
-        while True:
-            name = f"{NAME_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
-            path = cls.path_of(name)
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            except FileExistsError:
-                continue  # 64 random bits collided: draw again
-            try:
-                os.fchmod(fd, 0o600)  # the umask can only take bits away, but say it outright
-                os.ftruncate(fd, size)
-                return cls(name, mmap.mmap(fd, size), creator=True)
-            except BaseException:
-                os.unlink(path)
-                raise
-            finally:
-                os.close(fd)
-
-    @classmethod
-    def attach(cls, name: str, min_size: int) -> "Segment":
-        if not NAME_RE.match(name):
-            raise ValueError(f"{name!r} is not a channel segment name ({NAME_PREFIX}<pid>-<hex>)")
-        fd = os.open(cls.path_of(name), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            info = os.fstat(fd)
-            if info.st_uid != os.getuid():
-                raise PermissionError(f"segment {name} belongs to uid {info.st_uid}, not to us")
-            if info.st_size < min_size:
-                raise ValueError(f"segment {name} has {info.st_size} bytes, the spec needs {min_size}")
-            return cls(name, mmap.mmap(fd, info.st_size), creator=False)
-        finally:
-            os.close(fd)
-
-    def close(self) -> None:
-        self.view.release()
-        self._mapping.close()
-
-    def unlink(self) -> None:
-        try:
-            os.unlink(self.path_of(self.name))
-        except FileNotFoundError:
-            pass
-
-
-class Doorbell:
-    """An eventfd one side rings and the other sleeps on; counts coalesce (one read drains all)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.rung = 0
-        self.last_rung = 0  # producer side: the park word already rung for
-        self._poll: select.poll | None = None
-
-    def ring_if_parked(self, park_word: int) -> None:
-        # Once per park: a consumer that parked again has a new word and needs a new ring.
-        if park_word & 1 and park_word != self.last_rung:
-            self.last_rung = park_word
-            os.eventfd_write(self.fd, 1)
-            self.rung += 1
-
-    def clear(self) -> int:
-        """Consume pending rings without blocking; how many there were (0: none)."""
-        try:
-            return os.eventfd_read(self.fd)
-        except BlockingIOError:
-            return 0
-
-    def wait(self, timeout: float) -> bool:
-        """Sleep until rung or ``timeout`` s (millisecond resolution); True if it was rung."""
-        if self._poll is None:
-            self._poll = select.poll()
-            self._poll.register(self.fd, select.POLLIN)
-        return bool(self._poll.poll(timeout * 1000.0)) and self.clear() > 0
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-class SpinPolicy:
-    """Spin while spinning catches records; back off exponentially while it does not.
-
-    With a slow model, or a core shared with a busy task, spins catch nothing, so after a few
-    misses a side spins once in ``MAX_SKIP`` chances: a few microseconds per request at most.
-    A record that arrives within the spin time while we did not spin ends the back-off at once
-    (traffic got fast again), unless the last spin lost its core to another task.
-    """
-
-    MAX_SKIP = 256
-
-    def __init__(self) -> None:
-        self.skip = 0
-        self.backoff = 0
-        self.contended = False
-
-    def allow(self) -> bool:
-        if self.skip:
-            self.skip -= 1
-            return False
-        return True
-
-    def record(self, caught: bool, contended: bool = False) -> None:
-        self.contended = contended and not caught
-        self.backoff = 0 if caught else min(self.MAX_SKIP, 2 * self.backoff or 1)
-        self.skip = self.backoff
-
-    def would_have_caught(self) -> None:
-        if not self.contended:
-            self.skip = self.backoff = 0
-
-
 class Channel:
     """Two rings and two doorbells in one segment; see the module doc for who calls what."""
 
@@ -217,11 +57,15 @@ class Channel:
         self._segment = segment
         region = Ring.region_bytes(spec.ring_bytes)
         view = segment.view
+        # The layout drawn in segment.py: the header's two lines, then the rings back to back.
         self._views = [view[:HEADER_BYTES], view[HEADER_BYTES : HEADER_BYTES + 2 * region]]
         self._header = self._views[0].cast("Q")
         rings: list[Ring] = []
         try:
-            self._format_header(spec.ring_bytes) if init else self._check_header(spec.ring_bytes)
+            if init:
+                format_header(self._header, spec.ring_bytes)
+            else:
+                check_header(self._header, spec.name, spec.ring_bytes)
             for start in (0, region):
                 rings.append(Ring(self._views[1][start : start + region], spec.ring_bytes, init=init, checked=checked))
         except BaseException:
@@ -253,7 +97,7 @@ class Channel:
         segment = Segment.create(cls.segment_bytes(ring_bytes))
         fds: list[int] = []
         try:
-            fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(2)]
+            fds = [new_eventfd() for _ in range(2)]
             return cls(segment, ChannelSpec(segment.name, ring_bytes, fds[0], fds[1]), init=True, checked=checked)
         except BaseException:
             for fd in fds:
@@ -277,17 +121,6 @@ class Channel:
     @staticmethod
     def segment_bytes(ring_bytes: int) -> int:
         return HEADER_BYTES + 2 * Ring.region_bytes(ring_bytes)
-
-    def _format_header(self, ring_bytes: int) -> None:
-        header = self._header
-        header[VERSION_WORD], header[RING_BYTES_WORD], header[PID_WORD] = VERSION, ring_bytes, os.getpid()
-        header[MAGIC_WORD] = MAGIC
-
-    def _check_header(self, ring_bytes: int) -> None:
-        header = self._header
-        found = (header[MAGIC_WORD], header[VERSION_WORD], header[RING_BYTES_WORD])
-        if found != (MAGIC, VERSION, ring_bytes):
-            raise ValueError(f"segment {self.spec.name} is not a version {VERSION} channel of {ring_bytes}-byte rings")
 
     @property
     def pass_fds(self) -> tuple[int, ...]:
@@ -561,58 +394,3 @@ class Channel:
     def __repr__(self) -> str:
         side = "creator" if self.creator else "attached"
         return f"Channel({self.spec.name}, {self.spec.ring_bytes} B rings, {side})"
-
-
-def yield_was_contended(since: float, limit: float) -> bool:
-    """Yield the core (never a hot spin); True if another task ran meanwhile.
-
-    On a busy core each further yield queues a spinner behind the other task for a whole time
-    slice, while a sleeper woken by a doorbell is scheduled promptly: time to park instead.
-    """
-    os.sched_yield()
-    return time.monotonic() - since > limit
-
-
-def require_eventfd(fd: int) -> None:
-    """Fail early and clearly when the spawner forgot ``pass_fds`` (eventfds are close-on-exec)."""
-    try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-    except FileNotFoundError:
-        target = "not open"
-    if target != "anon_inode:[eventfd]":
-        raise OSError(f"fd {fd} is {target}, not an inherited eventfd: start this process with "
-                      "subprocess.Popen(..., pass_fds=channel.pass_fds)")  # fmt: skip
-
-
-def sweep_stale_segments() -> list[str]:
-    """Remove our segments whose creator is dead (a SIGKILLed run); the names removed."""
-    removed = []
-    for name in sorted(os.listdir(SHM_DIR)):
-        match = NAME_RE.match(name)
-        if match is None:
-            continue
-        path = Segment.path_of(name)
-        try:
-            info = os.stat(path, follow_symlinks=False)
-            if info.st_uid != os.getuid() or creator_alive(int(match.group(1)), info.st_ctime):
-                continue
-            os.unlink(path)
-        except FileNotFoundError:
-            continue  # another sweeper, or its creator, was faster
-        removed.append(name)
-    return removed
-
-
-def creator_alive(pid: int, created: float) -> bool:
-    """Is ``pid`` still the process that created a segment at ``created`` (epoch seconds)?"""
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        started = process.create_time()
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-    # A reused pid belongs to a process started after the creator died, so after the segment.
-    return started <= created + PID_REUSE_SLACK_S

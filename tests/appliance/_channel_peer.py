@@ -1,4 +1,5 @@
-"""Child-process peer for tests/appliance/test_channel.py (a fresh interpreter, like a worker).
+"""Child-process peer for tests/appliance/test_channel.py and test_segment.py (a fresh
+interpreter, like a worker).
 
     python _channel_peer.py create                       create a channel, print its spec, sleep
     python _channel_peer.py attach <spec> exit|hold      attach, answer "attached", exit or sleep
@@ -7,26 +8,47 @@
     python _channel_peer.py echo <spec>                  answer each request reversed until an
                                                          empty one; print stats as JSON
 
-Also imported by the tests for the seeded record streams, so both sides draw the same bytes.
+Also imported by the tests for the seeded record streams, so both sides draw the same bytes, and
+for ``spawn``/``stop``, which start and end it.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import subprocess
 import sys
 import time
 from typing import Iterator
 
 import msgspec
 
-from appliance.ipc.channel import Channel, ChannelSpec
+from appliance.ipc.channel import Channel
+from appliance.protocol import ChannelSpec
 
 POOL = random.Random(20240601).randbytes(1 << 16)
 MAX_RECORD = 1500
 REQUEST_SEED = 1
 RESPONSE_SEED = 2
 HOLD_S = 60.0
+STARTUP_S = 30.0  # a fresh interpreter on two busy cores
+
+
+def spawn(*args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[str]:
+    """Start this file as a child process; its stdout is a text pipe."""
+    return subprocess.Popen([sys.executable, __file__, *args], pass_fds=pass_fds, stdout=subprocess.PIPE, text=True)
+
+
+def stop(child: subprocess.Popen[str]) -> None:
+    """For ``finally``: kill a child that is still running, reap it, close its pipe."""
+    child.kill()
+    child.wait(STARTUP_S)
+    if child.stdout is not None:
+        child.stdout.close()
+
+
+def spec_json(channel: Channel) -> str:
+    return msgspec.json.encode(channel.spec).decode()
 
 
 def records(seed: int, count: int) -> Iterator[bytes]:

@@ -1,13 +1,14 @@
-"""appliance/ipc/channel.py: real processes, real /dev/shm segments, real eventfds, uvloop."""
+"""appliance/ipc/channel.py: real processes, real /dev/shm segments, real eventfds, uvloop.
+
+The segment on its own (names, permissions, attach checks, sweep) is tested in test_segment.py,
+the doorbell and the spin policy in test_doorbell.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import signal
-import stat
-import subprocess
 import sys
 import threading
 import time
@@ -18,21 +19,11 @@ import msgspec
 import pytest
 import uvloop
 
-from appliance.ipc.channel import (
-    NAME_RE,
-    SHM_DIR,
-    Channel,
-    ChannelSpec,
-    SpinPolicy,
-    creator_alive,
-    sweep_stale_segments,
-)
+from appliance.ipc.channel import Channel
+from appliance.protocol import ChannelSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _channel_peer as peer  # noqa: E402
-
-PEER = [sys.executable, str(Path(__file__).with_name("_channel_peer.py"))]
-STARTUP_S = 30.0  # a fresh interpreter on two busy cores
 
 
 @pytest.fixture
@@ -49,21 +40,10 @@ def attach_here(channel: Channel) -> Channel:
     return Channel.attach(msgspec.structs.replace(channel.spec, **fds))
 
 
-def spawn(*args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[str]:
-    return subprocess.Popen([*PEER, *args], pass_fds=pass_fds, stdout=subprocess.PIPE, text=True)
-
-
-def spec_json(channel: Channel) -> str:
-    return msgspec.json.encode(channel.spec).decode()
-
-
 # ---- creation and attachment ------------------------------------------------------------
-def test_segment_is_private_pid_tagged_and_the_spec_travels_as_json(channel: Channel) -> None:
-    info = os.stat(channel.path)
-    assert stat.S_IMODE(info.st_mode) == 0o600
-    match = NAME_RE.match(channel.spec.name)
-    assert match and int(match.group(1)) == os.getpid()
-    assert msgspec.json.decode(spec_json(channel), type=ChannelSpec) == channel.spec
+def test_the_spec_travels_as_json_and_names_the_eventfds_to_pass(channel: Channel) -> None:
+    assert msgspec.json.decode(peer.spec_json(channel), type=ChannelSpec) == channel.spec
+    assert os.path.exists(channel.path) and channel.path.endswith(channel.spec.name)
     assert channel.pass_fds == (channel.spec.request_fd, channel.spec.response_fd)
     for fd in channel.pass_fds:
         assert os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]"
@@ -99,15 +79,6 @@ def test_a_spec_that_does_not_match_the_segment_is_refused(channel: Channel) -> 
         wrong = msgspec.structs.replace(channel.spec, ring_bytes=ring_bytes)
         with pytest.raises(ValueError, match=why):  # a view left alive would be a BufferError
             Channel.attach(wrong)
-
-
-def test_creator_liveness_sees_through_pid_reuse() -> None:
-    now = time.time()
-    assert creator_alive(os.getpid(), now)
-    assert not creator_alive(os.getpid(), now - 3600)  # we started after it: a reused pid
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait(STARTUP_S)
-    assert not creator_alive(child.pid, now)
 
 
 def test_close_releases_every_view_and_is_idempotent(channel: Channel) -> None:
@@ -280,38 +251,10 @@ def test_uvloop_reader_delivers_rings_and_rescues(channel: Channel) -> None:
         worker.close()
 
 
-def test_spin_policy_backs_off_while_windows_catch_nothing() -> None:
-    policy = SpinPolicy()
-    assert policy.allow()  # a window opens ...
-    skipped = []
-    for _ in range(12):
-        policy.record(caught=False)  # ... and catches nothing
-        skips = 0
-        while not policy.allow():  # sends without a window, until the next one opens
-            skips += 1
-        skipped.append(skips)
-    assert skipped == [1, 2, 4, 8, 16, 32, 64, 128, 256, 256, 256, 256]
-    policy.record(caught=True)
-    assert policy.allow() and policy.allow()
-
-
-def test_spin_policy_resumes_when_traffic_gets_fast_unless_the_core_is_busy() -> None:
-    policy = SpinPolicy()
-    for _ in range(5):
-        policy.record(caught=False)
-    assert not policy.allow()
-    policy.would_have_caught()  # a record came quickly while we slept: spin again
-    assert policy.allow()
-    policy.record(caught=False, contended=True)  # the spin lost its core
-    policy.would_have_caught()
-    assert not policy.allow()  # quick records do not justify spinning on a busy core
-
-
 # ---- two real processes -----------------------------------------------------------------
 def test_futures_resolved_through_a_real_worker_under_uvloop() -> None:
     channel = Channel.create(1 << 16, checked=True)  # the weakly-ordered-CPU mode, across processes
     assert channel.requests.checked and channel.responses.checked
-    worker = spawn("echo", spec_json(channel), pass_fds=channel.pass_fds)
     channel.spin_s = 0.05  # generous, so even a busy machine answers inside the window ...
     channel.contended_yield_s = 10.0  # ... and the window stays open however busy the cores are
     trips = 300
@@ -334,28 +277,25 @@ def test_futures_resolved_through_a_real_worker_under_uvloop() -> None:
         channel.stop_reader()
         return answers
 
-    try:
-        answers = uvloop.run(run_gateway())
-        assert answers == [(b"request %d" % i)[::-1] for i in range(trips)]
-        assert channel.send_request(b"")
-        out, _ = worker.communicate(timeout=STARTUP_S)
-        assert worker.returncode == 0
-        # Answers came inside spin windows, so the worker rarely had to ring the doorbell.
-        assert channel.stats["spin_catches"] > 0
-        assert json.loads(out)["doorbells"] < trips // 2
-    finally:
-        worker.kill()
-        worker.wait()
-        channel.close()
-        channel.unlink()
-
+    with channel:  # closes and unlinks, however the test ends
+        worker = peer.spawn("echo", peer.spec_json(channel), pass_fds=channel.pass_fds)
+        try:
+            answers = uvloop.run(run_gateway())
+            assert answers == [(b"request %d" % i)[::-1] for i in range(trips)]
+            assert channel.send_request(b"")
+            out, _ = worker.communicate(timeout=peer.STARTUP_S)
+            assert worker.returncode == 0
+            # Answers came inside spin windows, so the worker rarely had to ring the doorbell.
+            assert channel.stats["spin_catches"] > 0
+            assert json.loads(out)["doorbells"] < trips // 2
+        finally:
+            peer.stop(worker)
 
 
 @pytest.mark.slow
 def test_100k_seeded_records_each_way_through_a_wrapping_ring() -> None:
     count, ring_bytes = 100_000, 1 << 15  # ~75 MB each way through 32 KiB: ~2,300 wraps
     gateway = Channel.create(ring_bytes)
-    worker = spawn("stream", spec_json(gateway), str(count), pass_fds=gateway.pass_fds)
 
     async def run_gateway() -> tuple[int, list[int]]:
         loop = asyncio.get_running_loop()
@@ -379,63 +319,20 @@ def test_100k_seeded_records_each_way_through_a_wrapping_ring() -> None:
         await asyncio.wait_for(done, 60.0)
         return received, mismatches
 
-    try:
-        beat = gateway.heartbeat()
-        received, mismatches = uvloop.run(run_gateway())
-        out, _ = worker.communicate(timeout=60.0)
-        assert worker.returncode == 0, out
-        assert received == count and mismatches == []
-        worker_stats = json.loads(out)
-        assert worker_stats["received"] == count and worker_stats["sent"] == count
-        assert gateway.stats["full"] > 0 and worker_stats["full"] > 0  # both rings ran full
-        assert gateway.heartbeat() > beat
-    finally:
-        worker.kill()
-        worker.wait()
-        gateway.close()
-        gateway.unlink()
-
-
-def test_attacher_exit_or_kill_never_unlinks_the_creators_segment(channel: Channel) -> None:
-    for how in ("exit", "hold"):
-        child = spawn("attach", spec_json(channel), how, pass_fds=channel.pass_fds)
-        assert child.stdout is not None and child.stdout.readline() == "attached\n"
-        if how == "hold":
-            child.send_signal(signal.SIGKILL)
-        assert child.wait(STARTUP_S) == (0 if how == "exit" else -signal.SIGKILL)
-        child.stdout.close()
-        assert os.path.exists(channel.path)
-        assert channel.spec.name not in sweep_stale_segments()  # we, the creator, are alive
-    assert channel.poll_responses() == [b"attached", b"attached"]
-
-
-def test_sigkilled_creator_leaves_a_segment_the_next_sweep_removes() -> None:
-    child = spawn("create")
-    assert child.stdout is not None
-    spec = msgspec.json.decode(child.stdout.readline(), type=ChannelSpec)
-    path = os.path.join(SHM_DIR, spec.name)
-    assert NAME_RE.match(spec.name).group(1) == str(child.pid)  # type: ignore[union-attr]
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    child.send_signal(signal.SIGKILL)
-    child.wait(STARTUP_S)
-    child.stdout.close()
-    assert os.path.exists(path)  # nobody unlinked it: that is what the sweep is for
-    assert spec.name in sweep_stale_segments()
-    assert not os.path.exists(path)
-
-
-def test_sweep_keeps_live_and_foreign_names(channel: Channel, tmp_path: Path) -> None:
-    ours_alive = os.path.join(SHM_DIR, f"appl-{os.getpid()}-{'0' * 16}")
-    unrelated = os.path.join(SHM_DIR, "appl-not-ours")
-    for path in (ours_alive, unrelated):
-        Path(path).touch(mode=0o600)
-    try:
-        removed = sweep_stale_segments()
-        assert os.path.exists(ours_alive) and os.path.exists(unrelated) and os.path.exists(channel.path)
-        assert all(NAME_RE.match(name) for name in removed)
-    finally:
-        os.unlink(ours_alive)
-        os.unlink(unrelated)
+    with gateway:
+        worker = peer.spawn("stream", peer.spec_json(gateway), str(count), pass_fds=gateway.pass_fds)
+        try:
+            beat = gateway.heartbeat()
+            received, mismatches = uvloop.run(run_gateway())
+            out, _ = worker.communicate(timeout=60.0)
+            assert worker.returncode == 0, out
+            assert received == count and mismatches == []
+            worker_stats = json.loads(out)
+            assert worker_stats["received"] == count and worker_stats["sent"] == count
+            assert gateway.stats["full"] > 0 and worker_stats["full"] > 0  # both rings ran full
+            assert gateway.heartbeat() > beat
+        finally:
+            peer.stop(worker)
 
 
 def test_reset_after_a_worker_died_drops_its_leftovers(channel: Channel) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from appliance.ipc.channel import SHM_DIR
+from appliance.ipc.segment import SHM_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"ring_median_us", "pipe_median_us", "queue_median_us", "ring_rps", "pipe_rps", "queue_rps"}

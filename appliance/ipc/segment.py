@@ -1,0 +1,151 @@
+"""A channel's ``/dev/shm`` segment: its name, its permissions, its layout, its clean-up.
+
+One segment per worker holds everything the gateway and that worker share. ``Segment`` only
+creates, maps and removes the file; ``Channel`` lays it out (offsets in bytes)::
+
+      0 +------------------------------------------------------------+
+        | magic u64 | version u64 | ring_bytes u64 | creator pid u64 |  line 0, written once
+     64 +------------------------------------------------------------+
+        | heartbeat u64                                              |  line 1, worker increments
+    128 +------------------------------------------------------------+
+        | requests ring  (gateway -> worker), Ring.region_bytes      |  see ring.py
+        +------------------------------------------------------------+
+        | responses ring (worker -> gateway), Ring.region_bytes      |
+        +------------------------------------------------------------+
+
+The header lets an attaching worker refuse a segment that is not a channel of the size its spec
+names (``check_header``) before it reads a single ring word.
+
+Segments live in ``/dev/shm`` as ``appl-<creator pid>-<random hex>``, mode 0600, opened with
+``os.open`` + ``mmap`` (no ``multiprocessing`` resource tracker: an attaching process could
+otherwise unlink the creator's segment when it exits). The creator unlinks at exit; if it is
+SIGKILLed, ``sweep_stale_segments()`` at the next start removes segments whose creator is dead.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import secrets
+
+import psutil
+
+from appliance.ipc.ring import LINE
+
+SHM_DIR = "/dev/shm"
+NAME_PREFIX = "appl-"
+NAME_RE = re.compile(r"^appl-(\d+)-([0-9a-f]{16})$")
+PID_REUSE_SLACK_S = 2.0  # psutil's process start times are only as exact as the boot time (1 s)
+
+MAGIC = int.from_bytes(b"APPLCHAN", "little")
+VERSION = 1
+HEADER_BYTES = 2 * LINE
+# Word (u64) indices into the header drawn above.
+MAGIC_WORD, VERSION_WORD, RING_BYTES_WORD, PID_WORD, HEARTBEAT_WORD = 0, 1, 2, 3, 8
+
+
+class Segment:
+    """One ``/dev/shm`` file mapped read-write: created 0600 under a pid-tagged name, or attached."""
+
+    def __init__(self, name: str, mapping: mmap.mmap, creator: bool) -> None:
+        self.name = name
+        self.creator = creator
+        self._mapping = mapping
+        self.view = memoryview(mapping)
+
+    @staticmethod
+    def path_of(name: str) -> str:
+        return os.path.join(SHM_DIR, name)
+
+    @classmethod
+    def create(cls, size: int) -> "Segment":
+        while True:
+            name = f"{NAME_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+            path = cls.path_of(name)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                continue  # 64 random bits collided: draw again
+            try:
+                os.fchmod(fd, 0o600)  # the umask can only take bits away, but say it outright
+                os.ftruncate(fd, size)
+                return cls(name, mmap.mmap(fd, size), creator=True)
+            except BaseException:
+                os.unlink(path)
+                raise
+            finally:
+                os.close(fd)
+
+    @classmethod
+    def attach(cls, name: str, min_size: int) -> "Segment":
+        if not NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not a channel segment name ({NAME_PREFIX}<pid>-<hex>)")
+        fd = os.open(cls.path_of(name), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            if info.st_uid != os.getuid():
+                raise PermissionError(f"segment {name} belongs to uid {info.st_uid}, not to us")
+            if info.st_size < min_size:
+                raise ValueError(f"segment {name} has {info.st_size} bytes, the spec needs {min_size}")
+            return cls(name, mmap.mmap(fd, info.st_size), creator=False)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Unmap; every view into ``view`` must be released first (mmap raises BufferError)."""
+        self.view.release()
+        self._mapping.close()
+
+    def unlink(self) -> None:
+        try:
+            os.unlink(self.path_of(self.name))
+        except FileNotFoundError:
+            pass
+
+
+def format_header(header: memoryview, ring_bytes: int) -> None:
+    """Creator: fill line 0 of a fresh (all-zero) segment; ``header`` is its words (``"Q"``)."""
+    header[VERSION_WORD], header[RING_BYTES_WORD], header[PID_WORD] = VERSION, ring_bytes, os.getpid()
+    header[MAGIC_WORD] = MAGIC  # written last: it seals the words above
+
+
+def check_header(header: memoryview, name: str, ring_bytes: int) -> None:
+    """Attacher: refuse a segment that is not a channel of ``ring_bytes``-byte rings."""
+    found = (header[MAGIC_WORD], header[VERSION_WORD], header[RING_BYTES_WORD])
+    if found != (MAGIC, VERSION, ring_bytes):
+        raise ValueError(f"segment {name} is not a version {VERSION} channel of {ring_bytes}-byte rings")
+
+
+def sweep_stale_segments() -> list[str]:
+    """Remove our segments whose creator is dead (a SIGKILLed run); the names removed."""
+    removed = []
+    for name in sorted(os.listdir(SHM_DIR)):
+        match = NAME_RE.match(name)
+        if match is None:
+            continue
+        path = Segment.path_of(name)
+        try:
+            info = os.stat(path, follow_symlinks=False)
+            if info.st_uid != os.getuid() or creator_alive(int(match.group(1)), info.st_ctime):
+                continue
+            os.unlink(path)
+        except FileNotFoundError:
+            continue  # another sweeper, or its creator, was faster
+        removed.append(name)
+    return removed
+
+
+def creator_alive(pid: int, created: float) -> bool:
+    """Is ``pid`` still the process that created a segment at ``created`` (epoch seconds)?"""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        started = process.create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+    # A reused pid belongs to a process started after the creator died, so after the segment.
+    return started <= created + PID_REUSE_SLACK_S

@@ -1,0 +1,159 @@
+"""appliance/ipc/segment.py: private pid-tagged names, attach checks, the header, the sweep."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import msgspec
+import pytest
+
+from appliance.ipc.channel import Channel
+from appliance.ipc.segment import (
+    HEADER_BYTES,
+    NAME_RE,
+    SHM_DIR,
+    Segment,
+    check_header,
+    creator_alive,
+    format_header,
+    sweep_stale_segments,
+)
+from appliance.protocol import ChannelSpec
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _channel_peer as peer  # noqa: E402
+
+SIZE = 4096
+
+
+@pytest.fixture
+def segment() -> Iterator[Segment]:
+    created = Segment.create(SIZE)
+    yield created
+    created.close()
+    created.unlink()
+
+
+def remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+# ---- creation and attachment ------------------------------------------------------------
+def test_created_segment_is_private_pid_tagged_and_sized(segment: Segment) -> None:
+    info = os.stat(Segment.path_of(segment.name))
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    assert info.st_size == SIZE and len(segment.view) == SIZE
+    match = NAME_RE.match(segment.name)
+    assert match and int(match.group(1)) == os.getpid()
+    assert segment.creator
+
+
+def test_an_attached_segment_shares_the_creators_bytes(segment: Segment) -> None:
+    attached = Segment.attach(segment.name, SIZE)
+    try:
+        assert not attached.creator
+        segment.view[100:105] = b"hello"
+        assert bytes(attached.view[100:105]) == b"hello"
+    finally:
+        attached.close()
+    assert os.path.exists(Segment.path_of(segment.name))  # closing never unlinks
+
+
+def test_attach_refuses_foreign_names_short_files_and_other_owners(
+    segment: Segment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match="not a channel segment name"):
+        Segment.attach("../etc/passwd", SIZE)
+    with pytest.raises(ValueError, match="the spec needs"):
+        Segment.attach(segment.name, SIZE + 1)
+    uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: uid + 1)
+    with pytest.raises(PermissionError, match=f"belongs to uid {uid}"):
+        Segment.attach(segment.name, SIZE)
+
+
+def test_the_header_refuses_what_is_not_a_channel_of_the_specs_rings(segment: Segment) -> None:
+    header = segment.view[:HEADER_BYTES].cast("Q")
+    try:
+        with pytest.raises(ValueError, match="not a version 1 channel"):
+            check_header(header, segment.name, 1 << 16)  # never formatted: all zeros
+        format_header(header, 1 << 16)
+        check_header(header, segment.name, 1 << 16)
+        with pytest.raises(ValueError, match="of 32768-byte rings"):
+            check_header(header, segment.name, 1 << 15)
+    finally:
+        header.release()
+
+
+# ---- who removes a segment ----------------------------------------------------------------
+def test_creator_liveness_sees_through_pid_reuse() -> None:
+    now = time.time()
+    assert creator_alive(os.getpid(), now)
+    assert not creator_alive(os.getpid(), now - 3600)  # we started after it: a reused pid
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        child.wait(peer.STARTUP_S)
+        assert not creator_alive(child.pid, now)
+    finally:
+        child.kill()
+        child.wait(peer.STARTUP_S)
+
+
+def test_attacher_exit_or_kill_never_unlinks_the_creators_segment() -> None:
+    with Channel.create(1 << 16) as channel:
+        for how in ("exit", "hold"):
+            child = peer.spawn("attach", peer.spec_json(channel), how, pass_fds=channel.pass_fds)
+            try:
+                assert child.stdout is not None and child.stdout.readline() == "attached\n"
+                if how == "hold":
+                    child.send_signal(signal.SIGKILL)
+                assert child.wait(peer.STARTUP_S) == (0 if how == "exit" else -signal.SIGKILL)
+            finally:
+                peer.stop(child)
+            assert os.path.exists(channel.path)
+            assert channel.spec.name not in sweep_stale_segments()  # we, the creator, are alive
+        assert channel.poll_responses() == [b"attached", b"attached"]
+
+
+def test_sigkilled_creator_leaves_a_segment_the_next_sweep_removes() -> None:
+    child = peer.spawn("create")
+    path = None
+    try:
+        assert child.stdout is not None
+        spec = msgspec.json.decode(child.stdout.readline(), type=ChannelSpec)
+        path = Segment.path_of(spec.name)
+        assert NAME_RE.match(spec.name).group(1) == str(child.pid)  # type: ignore[union-attr]
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        child.send_signal(signal.SIGKILL)
+        child.wait(peer.STARTUP_S)
+        assert os.path.exists(path)  # nobody unlinked it: that is what the sweep is for
+        assert spec.name in sweep_stale_segments()
+        assert not os.path.exists(path)
+    finally:
+        peer.stop(child)
+        if path is not None:
+            remove(path)
+
+
+def test_sweep_keeps_live_and_foreign_names(segment: Segment) -> None:
+    ours_alive = os.path.join(SHM_DIR, f"appl-{os.getpid()}-{'0' * 16}")
+    unrelated = os.path.join(SHM_DIR, "appl-not-ours")
+    try:
+        for path in (ours_alive, unrelated):
+            Path(path).touch(mode=0o600)
+        removed = sweep_stale_segments()
+        assert os.path.exists(ours_alive) and os.path.exists(unrelated)
+        assert os.path.exists(Segment.path_of(segment.name))
+        assert all(NAME_RE.match(name) for name in removed)
+    finally:
+        remove(ours_alive)
+        remove(unrelated)
