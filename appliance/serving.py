@@ -39,7 +39,7 @@ from aiohttp import web
 from appliance import sdnotify
 from appliance.config import Config
 from appliance.guards import MemoryGuard
-from appliance.ipc import sweep_stale_segments
+from appliance.ipc.segment import sweep_stale_segments
 from appliance.link import WorkerLink
 from appliance.supervisor import BootError, Supervisor
 

@@ -31,7 +31,6 @@ from appliance.ipc.doorbell import CONTENDED_YIELD_S, RESCUE_S, SPIN_S, Doorbell
 from appliance.ipc.doorbell import new_eventfd, require_eventfd, yield_was_contended
 from appliance.ipc.ring import Ring
 from appliance.ipc.segment import HEADER_BYTES, HEARTBEAT_WORD, Segment, check_header, format_header
-from appliance.ipc.segment import sweep_stale_segments  # noqa: F401  (appliance/cli.py imports it from here)
 from appliance.protocol import ChannelSpec
 
 # This side's event counters, reported by ``Channel.stats`` with sent/received records,
