@@ -109,8 +109,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     preload_file: Annotated[str, _doc("JSON list of {text, model, frequency} embedded before ready.")] = ""
     # -- guards and lifecycle ----------------------------------------------------------------
     memory_floor: Annotated[Bytes, _doc("Below this much available system memory, new work gets 503.")] = 256 << 20
-    worker_rss_limit: Annotated[Bytes, _doc("A worker above this RSS is recycled (0 = no limit).")] = 0
-    worker_max_batches: Annotated[int, _doc("A worker is recycled after this many batches (0 = never).", ge=0)] = 0
+    worker_rss_limit: Annotated[
+        Bytes, _doc("A worker above this RSS is recycled (0 = no limit); the only holder of a model waits until idle.")
+    ] = 0
+    worker_max_batches: Annotated[
+        int, _doc("A worker is recycled after this many batches (0 = never); the only holder of a model waits until idle.", ge=0)
+    ] = 0
     worker_timeout: Annotated[Seconds, _doc("A worker whose heartbeat is silent this long is replaced.")] = 30.0
     ready_timeout: Annotated[Seconds, _doc("Seconds a worker may take to load and warm its models.")] = 600.0
     shutdown_grace: Annotated[Seconds, _doc("Seconds in-flight work may take to finish on shutdown.")] = 30.0

@@ -6,8 +6,10 @@
   accepted goes on, since finishing it is what frees memory.
 - ``recycle_reason`` says whether a worker should be replaced: its RSS (from its own ``Stats``)
   above ``worker_rss_limit``, or its batch count past ``worker_max_batches``. The supervisor
-  recycles one worker at a time, and only while another worker holds the same models, so a
-  planned replacement never leaves a model without a server.
+  (``Supervisor.recycle_bloated``) recycles one worker at a time, only while every slot is up,
+  and the only holder of a model (a single worker, or the primary for its extra models) only
+  while the gateway has no work outstanding on it: requests for that model then wait for the
+  respawn instead of failing.
 """
 
 from __future__ import annotations

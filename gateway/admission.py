@@ -1,4 +1,4 @@
-"""Admission: the cheap checks at the gateway's door, before any work is queued (DESIGN.md 7, 8).
+"""Admission: the cheap checks at the gateway's door, before any work is queued.
 
 A request meets them in this order; each has its own status and stable error ``type``:
 

@@ -1,7 +1,8 @@
 """The aiohttp application: routes, the one error mapping, and the headers every answer carries.
 
-``build_app(config, backend, admission)`` is all the wiring needs (``appliance/cli.py`` adds its
-resources as ``cleanup_ctx`` on the returned app). Every handler is registered wrapped by
+``build_app(config, backend, admission)`` is all the wiring needs; ``appliance/serving.py`` adds
+the appliance's resources (workers, supervision, guards, preload, watchdog) to the returned app
+as cleanup contexts. Every handler is registered wrapped by
 ``handled``, the ONE place where errors become responses: a ``gateway.errors.ApiError`` becomes
 ``{"error": {"message", "type", "code"}}`` with its status (and ``Retry-After`` and any headers it
 carries); aiohttp's own 404/405/413 get the same shape; anything else is a 500 ``internal_error``

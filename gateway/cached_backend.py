@@ -1,5 +1,5 @@
 """``CachedBackend``: the result cache and in-flight coalescing in front of the router
-(DESIGN.md section 3, steps 3 and 4): a ``Backend`` that wraps an ``UncachedBackend``.
+(``docs/architecture.md``, one request end to end): a ``Backend`` that wraps an ``UncachedBackend``.
 
 One ``embed`` call, in steps:
 

@@ -1,7 +1,7 @@
 """Preloaded queries: embed an operator's list of common texts into the result cache before the
 appliance reports ready, so their first request is already a hit.
 
-The file (``preload_file``) is the seeds' shape, a JSON list of
+The file (``preload_file``) is a JSON list of
 ``{"text": str, "model": str, "frequency": number}``; ``model`` may be left out (the main model)
 and ``frequency`` too (0). It is read and validated at start, before any worker is spawned, so a
 bad file fails the start at once with a message that names the file and the entry

@@ -1,8 +1,8 @@
-"""The HTTP wire shapes (DESIGN.md section 7) as msgspec Structs, and how a body becomes one.
+"""The HTTP wire shapes (the contract in ``docs/architecture.md``) as msgspec Structs, and how a body becomes one.
 
 Requests: known fields are strictly typed (no coercion: ``"3"`` is not an int), unknown fields
 are ignored (msgspec's default) because clients send vendor extras, and ``model`` may be left
-out to mean the main model (the seeds' routes had a default model). Requests are ``kw_only`` so
+out to mean the main model (the batch API's original clients relied on a default model). Requests are ``kw_only`` so
 required and defaulted fields can sit in the order the public APIs document them.
 
 Responses: vectors are spliced in as pre-encoded ``msgspec.Raw`` (float32 shortest repr) or as
@@ -53,7 +53,7 @@ class OpenAIEmbed(msgspec.Struct, kw_only=True):
 
 
 class BatchEmbed(msgspec.Struct, kw_only=True):
-    """``POST /api/embed/batch`` (the seeds' shape). ``batch_size`` is accepted for
+    """``POST /api/embed/batch`` (groups of texts, as the original batch API had them). ``batch_size`` is accepted for
     compatibility; forward batches are the workers' business (token budget), not the client's."""
 
     model: str | None = None

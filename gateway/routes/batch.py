@@ -1,4 +1,4 @@
-"""``POST /api/embed/batch`` (the seeds' shape): groups of texts in, the same groups of vectors
+"""``POST /api/embed/batch`` (the original batch API's shape): groups of texts in, the same groups of vectors
 out, plus this request's cache statistics (``use_cache: false`` skips the result cache: no read,
 no write). All groups go to the backend as ONE call (one round of routing and batching for the
 whole request), and are regrouped on the way out."""

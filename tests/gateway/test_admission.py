@@ -150,13 +150,14 @@ def test_a_missing_keys_file_is_a_startup_error(tmp_path: Path) -> None:
 def test_serve_exits_2_naming_the_file_before_starting_anything(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from appliance.cli import serve
+    from appliance.cli import compose
+    from appliance.serving import serve
 
     path = tmp_path / "empty-keys"
     path.write_text("# nothing yet\n")
     config = Config(api_keys_file=str(path), state_dir=str(tmp_path / "state"))
     with caplog.at_level(logging.ERROR, logger="appliance"):
-        assert asyncio.run(serve(config)) == 2
+        assert asyncio.run(serve(config, compose)) == 2
     assert str(path) in caplog.text and "cannot start" in caplog.text
 
 

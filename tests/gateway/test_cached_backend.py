@@ -384,11 +384,11 @@ def test_a_bad_preload_file_is_a_clear_error(tmp_path: Path, content: bytes, mes
     assert read_preload_file("") == []
 
 
-def test_the_seeds_preload_shape_reads(tmp_path: Path) -> None:
+def test_the_documented_preload_shape_reads(tmp_path: Path) -> None:
     path = tmp_path / "common_queries.json"
-    seeds = [{"text": "What is the status?", "model": "qwen25-1024d", "frequency": 150},
+    documented = [{"text": "What is the status?", "model": "qwen25-1024d", "frequency": 150},
              {"text": "Explain how this works", "model": "qwen25-1024d", "frequency": 89}]  # fmt: skip
-    path.write_text(json.dumps(seeds))
+    path.write_text(json.dumps(documented))
     assert [q.text for q in read_preload_file(str(path))] == ["What is the status?", "Explain how this works"]
 
 

@@ -1,4 +1,4 @@
-"""The HTTP contract (DESIGN.md section 7) against an in-test Backend: every route, shape, status
+"""The HTTP contract (``docs/architecture.md``) against an in-test Backend: every route, shape, status
 and header, and the real ``openai`` and ``ollama`` clients, unchanged, against a real server.
 
 The backend (``conftest.FakeBackend``) returns unit vectors seeded by a hash of each input, so
