@@ -42,6 +42,7 @@ from appliance.protocol import (
 )
 from workers.batcher import Batch, Batcher
 from workers.runtimes import InputTooLong, Runtime, Tokenized, cosine_scores
+from workers.signals import sigterm_received
 
 log = logging.getLogger("appliance.worker")
 
@@ -125,8 +126,6 @@ class WorkerLoop:
 
     def housekeeping(self) -> None:
         self.channel.beat()
-        from workers.main import sigterm_received
-
         if sigterm_received() and not self.draining:
             log.info("SIGTERM: draining %d request(s)", len(self.pending))
             self.draining = True
