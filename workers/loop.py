@@ -12,8 +12,8 @@ import heapq
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol, Sequence
 
 import numpy as np
 import psutil
@@ -28,8 +28,10 @@ from appliance.protocol import (
     Embed,
     Failed,
     FailureKind,
+    Input,
     ModelInfo,
     Ready,
+    Request,
     RequestCodec,
     Rerank,
     ResponseCodec,
@@ -38,15 +40,23 @@ from appliance.protocol import (
     Vectors,
     WorkerCounters,
     WorkerSpec,
+    can_embed,
     f32_bytes,
 )
 from workers.batcher import Batch, Batcher
 from workers.runtimes import InputTooLong, Runtime, Tokenized, cosine_scores
+from workers.signals import sigterm_received
 
 log = logging.getLogger("appliance.worker")
 
 IDLE_WAIT_S = 0.2  # longest blocking wait: bounds heartbeat gaps and drain/parent checks
 SEND_RETRY_S = 1.0
+DEADLINE_PASSED = "its deadline passed before it reached the model"
+
+
+# How a request's items become its answer: embed -> Vectors; a bi-encoder rerank embeds the query
+# and the documents and answers their cosines; a cross-encoder rerank answers its pair scores.
+Mode = Literal["embed", "bi_rerank", "cross_rerank"]
 
 
 @dataclass(slots=True)
@@ -55,7 +65,7 @@ class Pending:
 
     id: int
     model: str
-    mode: str  # "embed" | "bi_rerank" | "cross_rerank"
+    mode: Mode
     tokens: list[int]
     received_ns: int
     tokenize_us: int
@@ -64,6 +74,8 @@ class Pending:
 
 
 class WorkerLoop:
+    """One worker's serving cycle over its runtimes; ``run`` returns the process exit code."""
+
     def __init__(self, spec: WorkerSpec, channel: "ChannelLike", runtimes: dict[str, Runtime]) -> None:
         self.spec = spec
         self.channel = channel
@@ -90,7 +102,7 @@ class WorkerLoop:
             self.receive()  # 1) poll input (blocks only when there is nothing to compute)
             self.step()  # 2) one forward batch
             self.housekeeping()  # 3) heartbeat, stats
-            if not os.getppid() == self.spec.parent_pid and self.spec.parent_pid:
+            if self.parent_gone():
                 log.error("gateway (pid %d) is gone; exiting", self.spec.parent_pid)
                 return EXIT_PARENT_GONE
             if self.draining and not self.pending:
@@ -105,6 +117,10 @@ class WorkerLoop:
             records = self.channel.wait_requests(self.idle_wait())
         for record in records:
             self.handle(self.requests.decode(record))
+
+    def parent_gone(self) -> bool:
+        """The gateway that started us has exited (we were re-parented): nobody reads our results."""
+        return bool(self.spec.parent_pid) and os.getppid() != self.spec.parent_pid
 
     def idle_wait(self) -> float:
         hints = [h for b in self.batchers.values() if (h := b.wait_hint_s()) is not None]
@@ -125,8 +141,6 @@ class WorkerLoop:
 
     def housekeeping(self) -> None:
         self.channel.beat()
-        from workers.main import sigterm_received
-
         if sigterm_received() and not self.draining:
             log.info("SIGTERM: draining %d request(s)", len(self.pending))
             self.draining = True
@@ -144,36 +158,66 @@ class WorkerLoop:
             _, request_id = heapq.heappop(self.deadlines)
             if request_id in self.pending:  # not answered yet (ids are not reused while pending)
                 self.counters.expired += 1
-                self.fail(request_id, FailureKind.DEADLINE, "its deadline passed before it reached the model")
+                self.fail(request_id, FailureKind.DEADLINE, DEADLINE_PASSED)
 
     # ---- requests ------------------------------------------------------------------------
-    def handle(self, message: Embed | Rerank | Cancel | Drain) -> None:
-        if isinstance(message, Cancel):
-            if message.id in self.pending:
-                self.counters.cancelled += 1
-                self.pending.pop(message.id)
-                for batcher in self.batchers.values():
-                    batcher.cancel(message.id)
+    def handle(self, message: Request) -> None:
+        match message:
+            case Cancel():
+                self.cancel(message.id)
+            case Drain():
+                self.drain(message.reason)
+            case Embed():
+                self.embed(message)
+            case Rerank():
+                self.rerank(message)
+
+    def cancel(self, request_id: int) -> None:
+        """Withdrawn by the gateway: drop it silently (nobody wants an answer any more)."""
+        if self.pending.pop(request_id, None) is not None:
+            self.counters.cancelled += 1
+            for batcher in self.batchers.values():
+                batcher.cancel(request_id)
+
+    def drain(self, reason: str) -> None:
+        log.info("drain requested (%s); %d request(s) to finish", reason, len(self.pending))
+        self.draining = True
+
+    def embed(self, message: Embed) -> None:
+        runtime = self.runtime_for(message)
+        if runtime is not None:
+            # a cross-encoder's own tokenize refuses (TypeError), which fails the request as unsupported
+            self.admit(message, "embed", lambda: runtime.tokenize(message.inputs, truncate=message.truncate))
+
+    def rerank(self, message: Rerank) -> None:
+        runtime = self.runtime_for(message)
+        if runtime is None:
             return
-        if isinstance(message, Drain):
-            log.info("drain requested (%s); %d request(s) to finish", message.reason, len(self.pending))
-            self.draining = True
-            return
+        if can_embed(runtime.kind):  # a bi-encoder compares embeddings; a cross-encoder scores the pairs
+            self.admit(message, "bi_rerank", lambda: bi_rerank_items(runtime, message))
+        else:
+            self.admit(message, "cross_rerank", lambda: cross_rerank_items(runtime, message))
+
+    def runtime_for(self, message: Embed | Rerank) -> Runtime | None:
+        """The runtime that will serve ``message``; None once it has been answered with why not."""
         if message.deadline and message.deadline <= time.monotonic():
             self.counters.expired += 1
-            self.send(Failed(message.id, FailureKind.DEADLINE, "its deadline passed before it reached the model"))
-            return
+            self.send(Failed(message.id, FailureKind.DEADLINE, DEADLINE_PASSED))
+            return None
         runtime = self.runtimes.get(message.model)
         if runtime is None:
             held = ", ".join(self.runtimes)
             self.fail(message.id, FailureKind.UNKNOWN_MODEL, f"worker {self.spec.worker} does not hold model "
                       f"{message.model!r} (it holds: {held})")  # fmt: skip
-            return
+        return runtime
+
+    def admit(self, message: Embed | Rerank, mode: Mode, tokenize: Callable[[], list[Tokenized]]) -> None:
+        """Tokenize ``message`` and queue its items; a bad input fails only this request."""
         received = time.perf_counter_ns()
         try:
-            mode, items = self.tokenize(runtime, message)
+            items = tokenize()
         except InputTooLong as exc:
-            self.fail(message.id, FailureKind.INPUT_TOO_LONG, str(exc), getattr(exc, "index", -1))
+            self.fail(message.id, FailureKind.INPUT_TOO_LONG, str(exc), exc.index)
             return
         except ValueError as exc:  # e.g. a token id outside the vocabulary
             self.fail(message.id, FailureKind.INVALID_INPUT, str(exc), getattr(exc, "index", -1))
@@ -193,20 +237,6 @@ class WorkerLoop:
         self.pending[message.id] = Pending(message.id, message.model, mode, lengths, received, tokenize_us)
         if message.deadline:
             heapq.heappush(self.deadlines, (message.deadline, message.id))
-
-    def tokenize(self, runtime: Runtime, message: Embed | Rerank) -> tuple[str, list[Tokenized]]:
-        if isinstance(message, Embed):
-            if runtime.kind == "cross_encoder":
-                raise TypeError(f"model {runtime.name!r} is a cross-encoder: it scores pairs, it cannot embed")
-            return "embed", runtime.tokenize(message.inputs, truncate=message.truncate)
-        if runtime.kind == "cross_encoder":
-            return "cross_rerank", runtime.tokenize_pairs(message.query, message.documents, truncate=message.truncate)
-        texts: list[str | list[int]] = [message.query, *message.documents]
-        try:
-            return "bi_rerank", runtime.tokenize(texts, truncate=message.truncate)
-        except InputTooLong as exc:
-            exc.index = exc.index - 1  # report the document's index; -1 means the query
-            raise
 
     # ---- batches -------------------------------------------------------------------------
     def run_batch(self, name: str, batch: Batch) -> None:
@@ -271,7 +301,7 @@ class WorkerLoop:
                 # The gateway is not draining its ring: keep the heartbeat alive while we wait,
                 # and give up if the gateway itself is gone.
                 self.channel.beat()
-                if self.spec.parent_pid and os.getppid() != self.spec.parent_pid:
+                if self.parent_gone():
                     return
                 log.warning("response ring full for %.1fs; still waiting", SEND_RETRY_S)
         except RecordTooLarge as exc:
@@ -287,6 +317,21 @@ class WorkerLoop:
     def stats(self) -> Stats:
         self.counters.rss_bytes = self.process.memory_info().rss
         return Stats(self.spec.worker, os.getpid(), self.counters)
+
+
+def bi_rerank_items(runtime: Runtime, message: Rerank) -> list[Tokenized]:
+    """The query and then each document, embedded alike and compared by cosine afterwards."""
+    texts: list[Input] = [message.query, *message.documents]
+    try:
+        return runtime.tokenize(texts, truncate=message.truncate)
+    except InputTooLong as exc:
+        exc.index = exc.index - 1  # report the document's index; -1 means the query
+        raise
+
+
+def cross_rerank_items(runtime: Runtime, message: Rerank) -> list[Tokenized]:
+    """Each (query, document) pair as one sequence, scored by the cross-encoder itself."""
+    return runtime.tokenize_pairs(message.query, message.documents, truncate=message.truncate)
 
 
 def forward_splitting_on_oom(forward: Callable[[Sequence[Tokenized]], np.ndarray],

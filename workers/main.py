@@ -3,9 +3,11 @@
 Started by the supervisor as ``python -m workers.main '<WorkerSpec JSON>'`` with the channel's
 eventfds inherited (``pass_fds``). Boot order matters:
 
-1. pin the process (CUDA_VISIBLE_DEVICES, CPU affinity) *before* torch is imported,
-2. attach the channel, load and warm up every model of its role, send ``Ready``,
-3. loop: drain the request ring -> tokenize -> batch -> forward -> one result record per request.
+1. ``boot``: pin the process (CUDA_VISIBLE_DEVICES, CPU affinity) *before* torch is imported,
+   record SIGTERM (``signals``), attach the channel,
+2. ``serve``: load and warm up every model of its role (``models``), then hand over to the
+   serving loop (``loop``), which sends ``Ready`` and then drains the request ring -> tokenize
+   -> batch -> forward -> one result record per request.
 
 A boot failure exits with ``EXIT_BOOT_ERROR``, a model that will not load with
 ``EXIT_LOAD_ERROR``, so the supervisor stops respawning instead of cycling forever.
@@ -15,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 
 import msgspec
 
-from appliance import protocol
+from appliance.ipc.channel import Channel
 from appliance.protocol import EXIT_BOOT_ERROR, EXIT_LOAD_ERROR, EXIT_OK, WorkerSpec
+from appliance.slots import Slot
+from workers import pinning, signals
 
 log = logging.getLogger("appliance.worker")
 
@@ -30,31 +33,38 @@ def main(argv: list[str]) -> int:
     spec = parse_spec(argv)
     configure_logging(spec)
     try:
-        from workers import pinning
-
-        slot = pinning.Slot(spec.worker, spec.role, tuple(spec.cores), spec.gpu)
-        pinning.apply_in_child(slot)  # order matters: before torch is imported
-        install_signal_handlers()
-        from appliance.ipc.channel import Channel
-
-        channel = Channel.attach(spec.channel)
-        import torch  # noqa: F401  (first import, after pinning)
-
-        pinning.apply_torch_threads(slot)
+        channel = boot(spec)
     except Exception:
         log.exception("worker %d: boot failed", spec.worker)
         return EXIT_BOOT_ERROR
+    try:
+        return serve(spec, channel)
+    finally:
+        channel.close()
+
+
+def boot(spec: WorkerSpec) -> Channel:
+    """Pin the process, install the signal record, attach the channel, start torch on the slot."""
+    slot = Slot(spec.worker, spec.role, tuple(spec.cores), spec.gpu)
+    pinning.apply_in_child(slot)  # order matters: before torch is imported
+    signals.install()
+    channel = Channel.attach(spec.channel)
+    import torch  # noqa: F401  (first import, after pinning)
+
+    pinning.apply_torch_threads(slot)
+    return channel
+
+
+def serve(spec: WorkerSpec, channel: Channel) -> int:
+    """Load this role's models, then run the serving loop (which sends Ready) until it exits."""
+    # imported only now: the runtimes pull in torch, which must start after pinning
     from workers.loop import WorkerLoop
     from workers.models import load_models
 
     models = load_models(spec)
     if models is None:
         return EXIT_LOAD_ERROR
-    loop = WorkerLoop(spec, channel, models)
-    try:
-        return loop.run()
-    finally:
-        channel.close()
+    return WorkerLoop(spec, channel, models).run()
 
 
 def parse_spec(argv: list[str]) -> WorkerSpec:
@@ -76,24 +86,6 @@ def configure_logging(spec: WorkerSpec) -> None:
     )
 
 
-def install_signal_handlers() -> None:
-    # Ctrl-C in a terminal reaches the whole process group; the supervisor decides when a
-    # worker stops (it sends Drain), so the worker ignores SIGINT and treats SIGTERM as Drain.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _record_sigterm)
-
-
-_signals: list[int] = []
-
-
-def _record_sigterm(signum: int, _frame: object) -> None:
-    _signals.append(signum)  # handlers only record; the loop acts
-
-
-def sigterm_received() -> bool:
-    return bool(_signals)
-
-
 if __name__ == "__main__":
     code = main(sys.argv[1:])
     logging.shutdown()
@@ -101,5 +93,3 @@ if __name__ == "__main__":
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code if isinstance(code, int) else EXIT_OK)
-
-__all__ = ["main", "protocol", "sigterm_received"]

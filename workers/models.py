@@ -11,14 +11,14 @@ import time
 from typing import Sequence
 
 from appliance.config import ModelConfig, resolve_model_path
-from appliance.protocol import WorkerSpec
+from appliance.protocol import WorkerRole, WorkerSpec
 from workers.batcher import check_budget
 from workers.runtimes import Runtime, load_runtime
 
 log = logging.getLogger("appliance.worker")
 
 
-def models_for_role(models: Sequence[ModelConfig], role: str) -> list[ModelConfig]:
+def models_for_role(models: Sequence[ModelConfig], role: WorkerRole) -> list[ModelConfig]:
     if role == "primary":
         return list(models)
     return [m for m in models if m.main]

@@ -12,7 +12,8 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from workers.pinning import Slot, apply_in_child, apply_torch_threads
+    from appliance.slots import Slot
+    from workers.pinning import apply_in_child, apply_torch_threads
 
     fields = json.loads(argv[0])
     slot = Slot(fields["index"], fields["role"], tuple(fields["cores"]), fields["gpu"])

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -59,26 +60,35 @@ class WorkerUnderTest:
             self.loop.run_until_complete(asyncio.sleep(0.01))
         raise AssertionError(f"no {kind.__name__} {fields} within {timeout}s; got {self.inbox}")
 
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+    def stop_reading(self) -> None:
         self.channel.stop_reader()
         self.loop.close()
-        self.channel.close()
-        self.channel.unlink()
 
 
-def launch(models: list[ModelConfig], role: str, tmp_path: Path) -> WorkerUnderTest:
+@contextmanager
+def running_worker(models: list[ModelConfig], role: str, tmp_path: Path) -> Iterator[WorkerUnderTest]:
+    """A worker process on a fresh channel; killed, and its channel removed, however the test ends."""
     channel = Channel.create(1 << 20)
-    spec = WorkerSpec(worker=0 if role == "primary" else 1, role=role, cores=sorted(os.sched_getaffinity(0)),
-                      gpu=None, channel=channel.spec, models=models, state_dir=str(tmp_path),
-                      max_batch_tokens=4096, max_batch_size=32, parent_pid=os.getpid(),
-                      stats_interval_s=0.2)  # fmt: skip
-    with open(tmp_path / f"worker-{role}.log", "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "workers.main", msgspec.json.encode(spec).decode()],
-                                   pass_fds=channel.pass_fds, stdin=subprocess.DEVNULL, stderr=log)  # fmt: skip
-    return WorkerUnderTest(spec, channel, process)
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        spec = WorkerSpec(worker=0 if role == "primary" else 1, role=role, cores=sorted(os.sched_getaffinity(0)),
+                          gpu=None, channel=channel.spec, models=models, state_dir=str(tmp_path),
+                          max_batch_tokens=4096, max_batch_size=32, parent_pid=os.getpid(),
+                          stats_interval_s=0.2)  # fmt: skip
+        with open(tmp_path / f"worker-{role}.log", "wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", "workers.main", msgspec.json.encode(spec).decode()],
+                                       pass_fds=channel.pass_fds, stdin=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        worker = WorkerUnderTest(spec, channel, process)
+        try:
+            yield worker
+        finally:
+            worker.stop_reading()
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
+        channel.close()
+        channel.unlink()
 
 
 @pytest.fixture
@@ -92,9 +102,8 @@ def models(tiny_transformer: Path, tiny_static: Path, tiny_cross_encoder: Path) 
 
 @pytest.fixture
 def primary(models: list[ModelConfig], tmp_path: Path) -> Iterator[WorkerUnderTest]:
-    worker = launch(models, "primary", tmp_path)
-    yield worker
-    worker.close()
+    with running_worker(models, "primary", tmp_path) as worker:
+        yield worker
 
 
 def reference_vectors(model: ModelConfig, texts: list[str]) -> np.ndarray:
@@ -156,8 +165,7 @@ def test_request_errors_fail_the_request_not_the_worker(primary: WorkerUnderTest
 
 
 def test_light_worker_refuses_a_model_it_does_not_hold(models: list[ModelConfig], tmp_path: Path) -> None:
-    worker = launch(models, "light", tmp_path)
-    try:
+    with running_worker(models, "light", tmp_path) as worker:
         ready = worker.wait_for(Ready)
         assert [m.name for m in ready.models] == ["tiny"] and ready.role == "light"
         worker.send(Embed(1, "tiny-static", ["not here"]))
@@ -165,20 +173,15 @@ def test_light_worker_refuses_a_model_it_does_not_hold(models: list[ModelConfig]
         assert failed.kind == FailureKind.UNKNOWN_MODEL and "tiny-static" in failed.message
         worker.send(Embed(2, "tiny", ["here"]))
         worker.wait_for(Vectors, id=2)
-    finally:
-        worker.close()
 
 
 def test_bad_model_path_exits_with_the_load_failure_code(tmp_path: Path, tiny_transformer: Path) -> None:
     models = [ModelConfig(name="tiny", path=str(tiny_transformer), main=True),
               ModelConfig(name="ghost", path=str(tmp_path / "missing-model"))]  # fmt: skip
-    worker = launch(models, "primary", tmp_path)
-    try:
+    with running_worker(models, "primary", tmp_path) as worker:
         assert worker.process.wait(60) == EXIT_LOAD_ERROR
         log = (tmp_path / "worker-primary.log").read_text()
         assert "ghost" in log and "missing-model" in log
-    finally:
-        worker.close()
 
 
 def test_expired_and_cancelled_requests_never_reach_the_model(primary: WorkerUnderTest) -> None:
@@ -194,7 +197,7 @@ def test_expired_and_cancelled_requests_never_reach_the_model(primary: WorkerUnd
     assert len(primary.wait_for(Vectors, id=301, timeout=120).tokens) == 2000
     primary.inbox = [m for m in primary.inbox if not isinstance(m, Stats)]
     stats = primary.wait_for(Stats, timeout=5)
-    assert (stats.cancelled, stats.expired) == (1, 1)
+    assert (stats.counters.cancelled, stats.counters.expired) == (1, 1)
     # the worker may have read 302 (and batched a slice of it) before the Cancel landed; the rest is dropped
     assert 2000 + 1 <= stats.counters.items < 2000 + 1 + 500, "the withdrawn request was not cut short"
     assert not any(getattr(m, "id", None) == 302 for m in primary.inbox), "a withdrawn request gets no answer"

@@ -1,7 +1,15 @@
 """Model runtimes, one module per kind, behind one interface (``base.Runtime``).
 
 ``load_runtime`` picks the module by ``ModelConfig.kind`` and imports it only then: a worker that
-holds just a static model never pays for importing transformers.
+holds just a static model never pays for importing torch or transformers.
+
+    base.py           the interface, its errors, cosine scores
+    tokenizer.py      tokenization rules every runtime shares (truncation, refusal, token ids)
+    chunking.py       splitting a batch into length-sorted passes when padding costs more
+    hf.py             what the two torch runtimes share (dtype, padding, compiling, HF loading)
+    transformer.py    sentence embedding models (transformers + sentence-transformers pooling)
+    cross_encoder.py  (query, document) pair scoring for rerank
+    static.py         Model2Vec-style static embeddings (numpy only)
 """
 
 from __future__ import annotations
@@ -9,18 +17,11 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from appliance.config import ModelConfig
-from workers.runtimes.base import (
-    InputTooLong,
-    InvalidInput,
-    ModelLoadError,
-    Runtime,
-    TextTokenizer,
-    Tokenized,
-    cosine_scores,
-)
+from appliance.config import ModelConfig, ModelKind
+from workers.runtimes.base import InputTooLong, InvalidInput, ModelLoadError, Runtime, Tokenized, cosine_scores
+from workers.runtimes.tokenizer import TextTokenizer
 
-MODULES = {
+MODULES: dict[ModelKind, str] = {
     "transformer": "workers.runtimes.transformer",
     "static": "workers.runtimes.static",
     "cross_encoder": "workers.runtimes.cross_encoder",

@@ -1,30 +1,27 @@
-"""The interface every model runtime implements, and the tokenization rules they all share.
+"""The interface every model runtime implements, and the errors and helpers they all share.
 
 A runtime is one loaded model. The worker loop and the batcher only ever see this surface:
 
     tokenize(inputs, truncate) -> [Tokenized]      batched, cheap, done when a request arrives
+    tokenize_pairs(query, documents, truncate)     a cross-encoder's (query, document) pairs
     forward([Tokenized])       -> np.ndarray       one padded forward pass over a batch
     warmup() / info()
 
-Inputs are text or, in OpenAI's token-id form, lists of token ids that are used exactly as given
-(nothing added) after a range check. With ``truncate=False`` an input longer than the model's
-max length is refused (``InputTooLong``, naming its index) instead of silently cut, which is what
-the HTTP contract's 422 needs.
+Inputs (``appliance.protocol.Input``) are text or, in OpenAI's token-id form, lists of token ids.
+With ``truncate=False`` an input longer than the model's max length is refused (``InputTooLong``,
+naming its index) instead of silently cut, which is what the HTTP contract's 422 needs. The rules
+themselves live in ``tokenizer.TextTokenizer``, which every runtime uses.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, Sequence, TypeVar
+from typing import Callable, NamedTuple, Protocol, Sequence, TypeVar
 
 import numpy as np
 
-from appliance.protocol import ModelInfo
-
-if TYPE_CHECKING:  # tokenizers is imported by the runtimes that build a TextTokenizer
-    from tokenizers import Encoding, Tokenizer
-
-Input = str | list[int]
+from appliance.config import ModelKind
+from appliance.protocol import Input, ModelInfo
 
 
 class Tokenized(NamedTuple):
@@ -90,7 +87,7 @@ class Runtime(Protocol):
     """One loaded model. Embedders return (n, dim) float32 rows; a cross-encoder (n,) scores."""
 
     name: str
-    kind: str  # "transformer" | "static" | "cross_encoder"
+    kind: ModelKind
     dim: int  # 0 for a cross-encoder
     max_length: int
     device: str
@@ -119,95 +116,6 @@ def cosine_scores(query_vec: np.ndarray, doc_vecs: np.ndarray) -> np.ndarray:
     dots = docs @ query
     # where a norm is 0 the cosine is undefined; 0 ranks it below every real match
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0).astype(np.float32)
-
-
-class TextTokenizer:
-    """Batched tokenization with the appliance's rules: truncation, refusal, token-id input.
-
-    Holds two copies of the model's tokenizer: one that truncates at ``max_length`` (the library
-    keeps the special tokens when it cuts, so [SEP] stays last) and one that never truncates, to
-    measure an input before refusing it.
-    """
-
-    def __init__(self, tokenizer: Tokenizer, *, max_length: int, vocab_size: int,
-                 special_tokens: bool = True, lowercase: bool = False, drop_id: int | None = None) -> None:  # fmt: skip
-        from tokenizers import Tokenizer
-
-        self.max_length = max_length
-        self.vocab_size = vocab_size
-        self.special_tokens = special_tokens
-        self.lowercase = lowercase
-        self.drop_id = drop_id  # model2vec drops [UNK]: a static model has no useful vector for it
-        self.full = Tokenizer.from_str(tokenizer.to_str())
-        self.full.no_truncation()
-        self.full.no_padding()  # padding is the forward pass's job, per batch
-        self.cut = Tokenizer.from_str(self.full.to_str())
-        self.cut.enable_truncation(max_length, strategy="longest_first")
-
-    # ---- single inputs -------------------------------------------------------------------
-    def encode(self, inputs: Sequence[Input], *, truncate: bool) -> list[Tokenized]:
-        texts = {i: self.prepare(x) for i, x in enumerate(inputs) if isinstance(x, str)}
-        encodings = dict(zip(texts, self.encode_batch(list(texts.values()), truncate)))
-        out: list[Tokenized] = []
-        for i, item in enumerate(inputs):
-            if i in encodings:
-                out.append(self.from_encoding(i, encodings[i], truncate))
-            else:
-                out.append(self.from_ids(i, item, truncate))
-        return out
-
-    def from_encoding(self, index: int, encoding: Encoding, truncate: bool) -> Tokenized:
-        ids = encoding.ids
-        if not truncate and len(ids) > self.max_length:
-            raise InputTooLong(index, len(ids), self.max_length)
-        if self.drop_id is not None:
-            ids = [t for t in ids if t != self.drop_id]
-        return Tokenized(ids, None, len(ids))
-
-    def from_ids(self, index: int, item: object, truncate: bool) -> Tokenized:
-        if not isinstance(item, (list, tuple)):
-            raise InvalidInput(index, f"expected text or a list of token ids, got {type(item).__name__}")
-        ids = list(item)
-        if not ids:
-            raise InvalidInput(index, "an empty list of token ids")
-        if not all(isinstance(t, int) for t in ids):
-            raise InvalidInput(index, "token ids must be integers")
-        low, high = min(ids), max(ids)
-        if low < 0 or high >= self.vocab_size:
-            bad = low if low < 0 else high
-            raise InvalidInput(index, f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})")
-        if len(ids) > self.max_length:
-            if not truncate:
-                raise InputTooLong(index, len(ids), self.max_length)
-            ids = ids[: self.max_length]
-        return Tokenized(ids, None, len(ids))
-
-    # ---- pairs (cross-encoder) -----------------------------------------------------------
-    def encode_pairs(self, query: str, documents: Sequence[str], *, truncate: bool) -> list[Tokenized]:
-        for i, doc in enumerate(documents):
-            if not isinstance(doc, str):
-                raise InvalidInput(i, f"documents must be text, got {type(doc).__name__}")
-        q = self.prepare(query)
-        pairs = [(q, self.prepare(doc)) for doc in documents]
-        tokenizer = self.cut if truncate else self.full
-        out: list[Tokenized] = []
-        for i, encoding in enumerate(tokenizer.encode_batch(pairs, add_special_tokens=self.special_tokens)):
-            if len(encoding.ids) > self.max_length:
-                raise InputTooLong(i, len(encoding.ids), self.max_length)
-            out.append(Tokenized(encoding.ids, encoding.type_ids, len(encoding.ids)))
-        return out
-
-    # ---- helpers -------------------------------------------------------------------------
-    def prepare(self, text: str) -> str:
-        return text.lower() if self.lowercase else text
-
-    def encode_batch(self, texts: list[str], truncate: bool) -> list[Encoding]:
-        if not texts:
-            return []
-        tokenizer = self.cut if truncate else self.full
-        # the _fast variant skips character offsets, which nothing here uses
-        encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-        return list(encode(texts, add_special_tokens=self.special_tokens))
 
 
 def not_a_cross_encoder(name: str) -> TypeError:

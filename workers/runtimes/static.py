@@ -21,16 +21,16 @@ from typing import Sequence
 
 import numpy as np
 
-from appliance.config import ModelConfig
-from appliance.protocol import ModelInfo
-from workers.runtimes.base import (Input, ModelLoadError, TextTokenizer, Tokenized, loading, model_info,
-                                    not_a_cross_encoder)
+from appliance.config import ModelConfig, ModelKind
+from appliance.protocol import Input, ModelInfo
+from workers.runtimes.base import ModelLoadError, Tokenized, loading, model_info, not_a_cross_encoder
+from workers.runtimes.tokenizer import TextTokenizer
 
 DEFAULT_MAX_LENGTH = 512
 
 
 class StaticRuntime:
-    kind = "static"
+    kind: ModelKind = "static"
     device = "cpu"  # a table lookup and a mean: moving it to a GPU would cost more than it saves
     dtype = "float32"
 

@@ -1,0 +1,194 @@
+"""What the two torch runtimes (``transformer``, ``cross_encoder``) share: dtype choice, tokenizer
+loading and limits, batch padding, compilation, and ``TorchRuntime``, the runtime half that does
+not depend on what the module computes (padded and chunked passes, compiling and calibrating at
+warm-up).
+
+Models load from local directories only: this module switches the Hugging Face hub offline when
+it is imported, before either runtime imports transformers, so a missing file is a load error and
+never a download.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from appliance.config import ModelKind
+from appliance.protocol import ModelInfo
+from workers.runtimes.base import Tokenized, model_info
+from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, forward_in_chunks, measure_overhead_tokens
+from workers.runtimes.tokenizer import TextTokenizer
+
+# huggingface_hub reads these once, when transformers first imports it
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402  (after the offline switches)
+from torch import nn  # noqa: E402
+
+# HF tokenizers say "no limit" with a huge sentinel instead of None
+NO_LIMIT = 1_000_000
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(setting: str, device: str) -> torch.dtype:
+    """auto = fp16 on CUDA (tensor cores), fp32 on CPU (exact; bf16 is opt-in per CPU)."""
+    if setting == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return _DTYPES[setting]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def quiet_transformers() -> None:
+    # progress bars and "weights not initialised" chatter would fill the worker log
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The model's fast tokenizer, as transformers (and so sentence-transformers) builds it."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def max_length_of(config: Any, hf_tokenizer: Any, configured: int, *limits: int) -> int:
+    """The smallest of every limit the model's files state (``limits``: any beyond the config's and
+    the tokenizer's), and the operator's ``configured`` one if set (> 0)."""
+    found = [int(getattr(config, "max_position_embeddings", 0) or NO_LIMIT), tokenizer_limit(hf_tokenizer), *limits]
+    if configured > 0:
+        found.append(configured)
+    return min(found)
+
+
+def tokenizer_limit(hf_tokenizer: Any) -> int:
+    limit = int(getattr(hf_tokenizer, "model_max_length", 0) or 0)
+    return limit if 0 < limit < NO_LIMIT else NO_LIMIT
+
+
+def pad_id_of(hf_tokenizer: Any, config: Any) -> int:
+    for candidate in (getattr(hf_tokenizer, "pad_token_id", None), getattr(config, "pad_token_id", None)):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def pad_batch(batch: Sequence[Tokenized], pad_id: int, device: str, *, with_type_ids: bool = False,
+              min_shape: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """Right-pad to the longest row of this batch: (input_ids, attention_mask, token_type_ids).
+
+    ``min_shape`` > 1 pads rows (repeating the first) and width up to it; callers drop the extra rows.
+    """
+    rows = list(batch) + [batch[0]] * (min_shape - len(batch))
+    width = max(min_shape, *(t.length for t in rows))
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64) if with_type_ids else None
+    for row, item in enumerate(rows):
+        ids[row, : item.length] = item.ids
+        mask[row, : item.length] = 1
+        if types is not None and item.type_ids is not None:
+            types[row, : item.length] = item.type_ids
+    return _to(ids, device), _to(mask, device), (_to(types, device) if types is not None else None)
+
+
+def _to(array: np.ndarray, device: str) -> torch.Tensor:
+    return torch.from_numpy(array).to(device, non_blocking=True)
+
+
+# A compiled graph is dynamic in rows and width, except that torch specialises dimensions of size
+# 1: a batch of one row, or of one-token id inputs, would each cost a fresh ~20 s compile in the
+# middle of serving. Compiled runtimes pad every batch to at least 2 x 2 so one graph serves all.
+COMPILED_MIN_SHAPE = 2
+
+
+def compile_module(module: nn.Module, device: str) -> Callable[..., torch.Tensor]:
+    """torch.compile with dynamic shapes (batches vary in rows and width); freezing on CPU."""
+    if device == "cpu":
+        import torch._inductor.config as inductor
+
+        # freezing folds the weights into the graph as constants, which lets inductor prepack them
+        inductor.freezing = True
+    return torch.compile(module, dynamic=True)  # type: ignore[return-value]
+
+
+def calibrate(run: Callable[[Sequence[Tokenized]], np.ndarray], long_item: Tokenized, device: str) -> float:
+    """The pass overhead that decides batch splitting (``chunking``); GPUs pad nearly for free."""
+    if not device.startswith("cpu") or long_item.length < 64:
+        return float(MAX_OVERHEAD_TOKENS)
+    return measure_overhead_tokens(run, lambda length: resized(long_item, length))
+
+
+def resized(item: Tokenized, length: int) -> Tokenized:
+    """``item`` cut to ``length`` tokens, its last (end-of-sequence) token kept."""
+    ids = item.ids[: length - 1] + item.ids[-1:]
+    types = None if item.type_ids is None else item.type_ids[: length - 1] + item.type_ids[-1:]
+    return Tokenized(ids, types, length)
+
+
+# ---- the runtime both build on ---------------------------------------------------------------
+class TorchRuntime:
+    """A torch module behind the runtime interface; a subclass says what it is for.
+
+    A forward pass is the batch padded to its longest row, split into length-sorted passes when
+    padding costs more than a pass (``chunking``). The module is called as ``module(input_ids,
+    attention_mask, token_type_ids)``, the last None unless ``type_ids`` is set. A subclass adds
+    ``kind``, ``tokenize``/``tokenize_pairs`` and ``sample``: some texts tokenized as its
+    requests will be, to warm up on.
+    """
+
+    kind: ModelKind
+
+    def __init__(self, name: str, module: nn.Module, tokenizer: TextTokenizer, *, dim: int, pad_id: int,
+                 device: str, dtype: torch.dtype, compile: bool, type_ids: bool = False) -> None:  # fmt: skip
+        self.name = name
+        self.dim = dim  # 0 for a cross-encoder, whose module answers one score per row
+        self.max_length = tokenizer.max_length
+        self.device = device
+        self.dtype = dtype_name(dtype)
+        self.module = module
+        self.tokenizer = tokenizer
+        self.pad_id = pad_id
+        self.compile = compile
+        self.type_ids = type_ids
+        self._run: Callable[..., torch.Tensor] = module
+        self._min_shape = 1
+        self.overhead_tokens = float(MAX_OVERHEAD_TOKENS)  # no splitting until warm-up measures it
+
+    def sample(self, texts: list[str]) -> list[Tokenized]:
+        """``texts`` tokenized the way this model's requests are (to embed, or paired with a query)."""
+        raise NotImplementedError
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        if not batch:
+            return np.zeros((0, self.dim) if self.dim else (0,), dtype=np.float32)
+        return forward_in_chunks(self.forward_padded, batch, self.overhead_tokens)
+
+    def forward_padded(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        """One pass over the whole batch, padded to its longest row."""
+        ids, mask, types = pad_batch(batch, self.pad_id, self.device, with_type_ids=self.type_ids,
+                                     min_shape=self._min_shape)  # fmt: skip
+        with torch.inference_mode():
+            out = self._run(ids, mask, types)
+        return out[: len(batch)].to("cpu", torch.float32).numpy()
+
+    def warmup(self) -> None:
+        """Compile (if asked: the first forward compiles), run real batches of one and of several
+        rows, and measure the pass overhead that decides batch splitting."""
+        if self.compile:
+            self._run = compile_module(self.module, self.device)
+            self._min_shape = COMPILED_MIN_SHAPE
+        self.forward(self.sample(["warm up"]))
+        self.forward(self.sample(["warm up", "a somewhat longer text to warm up the model with padding"] * 2))
+        self.overhead_tokens = calibrate(self.forward_padded, self.sample(["word " * 100])[0], self.device)
+
+    def info(self) -> ModelInfo:
+        return model_info(self)

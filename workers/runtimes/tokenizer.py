@@ -1,0 +1,109 @@
+"""Batched tokenization with the appliance's rules, shared by every runtime.
+
+- **Text** goes through the model's own tokenizer (``tokenizers``), with or without its special
+  tokens as the model was trained.
+- **Token ids** (OpenAI's token-id input form) are used exactly as given, nothing added, after a
+  range check against the vocabulary.
+- **Too long**: with ``truncate=True`` an input is cut to the model's max length; with
+  ``truncate=False`` it is refused (``InputTooLong``, naming its index) instead of silently cut.
+- **Pairs** (a cross-encoder's query and document) are one sequence, cut longest-first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+from appliance.protocol import Input
+from workers.runtimes.base import InputTooLong, InvalidInput, Tokenized
+
+if TYPE_CHECKING:  # imported at run time only by the constructor: a module import stays cheap
+    from tokenizers import Encoding, Tokenizer
+
+
+class TextTokenizer:
+    """Batched tokenization with the appliance's rules: truncation, refusal, token-id input.
+
+    Holds two copies of the model's tokenizer: one that truncates at ``max_length`` (the library
+    keeps the special tokens when it cuts, so [SEP] stays last) and one that never truncates, to
+    measure an input before refusing it.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, *, max_length: int, vocab_size: int,
+                 special_tokens: bool = True, lowercase: bool = False, drop_id: int | None = None) -> None:  # fmt: skip
+        from tokenizers import Tokenizer
+
+        self.max_length = max_length
+        self.vocab_size = vocab_size
+        self.special_tokens = special_tokens
+        self.lowercase = lowercase
+        self.drop_id = drop_id  # model2vec drops [UNK]: a static model has no useful vector for it
+        self.full = Tokenizer.from_str(tokenizer.to_str())
+        self.full.no_truncation()
+        self.full.no_padding()  # padding is the forward pass's job, per batch
+        self.cut = Tokenizer.from_str(self.full.to_str())
+        self.cut.enable_truncation(max_length, strategy="longest_first")
+
+    # ---- single inputs -------------------------------------------------------------------
+    def encode(self, inputs: Sequence[Input], *, truncate: bool) -> list[Tokenized]:
+        texts = {i: self.prepare(x) for i, x in enumerate(inputs) if isinstance(x, str)}
+        encodings = dict(zip(texts, self.encode_batch(list(texts.values()), truncate)))
+        out: list[Tokenized] = []
+        for i, item in enumerate(inputs):
+            if i in encodings:
+                out.append(self.from_encoding(i, encodings[i], truncate))
+            else:
+                out.append(self.from_ids(i, item, truncate))
+        return out
+
+    def from_encoding(self, index: int, encoding: Encoding, truncate: bool) -> Tokenized:
+        ids = encoding.ids
+        if not truncate and len(ids) > self.max_length:
+            raise InputTooLong(index, len(ids), self.max_length)
+        if self.drop_id is not None:
+            ids = [t for t in ids if t != self.drop_id]
+        return Tokenized(ids, None, len(ids))
+
+    def from_ids(self, index: int, item: object, truncate: bool) -> Tokenized:
+        if not isinstance(item, (list, tuple)):
+            raise InvalidInput(index, f"expected text or a list of token ids, got {type(item).__name__}")
+        ids = list(item)
+        if not ids:
+            raise InvalidInput(index, "an empty list of token ids")
+        if not all(isinstance(t, int) for t in ids):
+            raise InvalidInput(index, "token ids must be integers")
+        low, high = min(ids), max(ids)
+        if low < 0 or high >= self.vocab_size:
+            bad = low if low < 0 else high
+            raise InvalidInput(index, f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})")
+        if len(ids) > self.max_length:
+            if not truncate:
+                raise InputTooLong(index, len(ids), self.max_length)
+            ids = ids[: self.max_length]
+        return Tokenized(ids, None, len(ids))
+
+    # ---- pairs (cross-encoder) -----------------------------------------------------------
+    def encode_pairs(self, query: str, documents: Sequence[str], *, truncate: bool) -> list[Tokenized]:
+        for i, doc in enumerate(documents):
+            if not isinstance(doc, str):
+                raise InvalidInput(i, f"documents must be text, got {type(doc).__name__}")
+        q = self.prepare(query)
+        pairs = [(q, self.prepare(doc)) for doc in documents]
+        tokenizer = self.cut if truncate else self.full
+        out: list[Tokenized] = []
+        for i, encoding in enumerate(tokenizer.encode_batch(pairs, add_special_tokens=self.special_tokens)):
+            if len(encoding.ids) > self.max_length:
+                raise InputTooLong(i, len(encoding.ids), self.max_length)
+            out.append(Tokenized(encoding.ids, encoding.type_ids, len(encoding.ids)))
+        return out
+
+    # ---- helpers -------------------------------------------------------------------------
+    def prepare(self, text: str) -> str:
+        return text.lower() if self.lowercase else text
+
+    def encode_batch(self, texts: list[str], truncate: bool) -> list[Encoding]:
+        if not texts:
+            return []
+        tokenizer = self.cut if truncate else self.full
+        # the _fast variant skips character offsets, which nothing here uses
+        encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+        return list(encode(texts, add_special_tokens=self.special_tokens))
