@@ -22,7 +22,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, Sequence
+from typing import Literal, Protocol, Sequence
 
 import msgspec
 
@@ -40,9 +40,7 @@ from appliance.protocol import (
     Stats,
     WorkerSpec,
 )
-
-if TYPE_CHECKING:
-    from appliance.slots import Slot
+from appliance.slots import Slot
 
 log = logging.getLogger("appliance.supervisor")
 

@@ -14,17 +14,12 @@ import sys
 
 from appliance.slots import VISIBLE, Slot, by_uuid, discover_gpus, visible_entries
 
-# Re-exported (with Slot and discover_gpus) for callers that still plan slots through this module;
-# planning lives in appliance.slots, which is where new code imports it from.
-from appliance.slots import plan_slots  # noqa: F401  isort: skip
-
 log = logging.getLogger("appliance.pinning")
 
 # Native thread pools that size themselves from the environment when the library loads.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
-__all__ = ["THREAD_VARS", "Slot", "apply_in_child", "apply_torch_threads", "discover_gpus", "gpu_device_name",
-           "plan_slots"]
+__all__ = ["THREAD_VARS", "apply_in_child", "apply_torch_threads", "gpu_device_name"]
 
 
 def apply_in_child(slot: Slot) -> None:
