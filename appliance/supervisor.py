@@ -87,7 +87,7 @@ class WorkerHandle:
     spawned_at: float = 0.0
     next_spawn_at: float = 0.0
     failures: int = 0  # consecutive unplanned exits, for back-off
-    restarts: int = 0
+    restarts: int = 0  # unplanned exits followed by a respawn (crash, heartbeat kill)
     recycles: int = 0  # planned replacements (RSS or batch limit)
     last_beat: int = -1
     last_beat_at: float = 0.0
@@ -131,7 +131,7 @@ class Supervisor:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 slow = [h.index for h in self.handles if h.state != "ready"]
-                raise BootError(f"worker(s) {slow} not ready after {self.config.ready_timeout:.0f}s (ready_timeout)")
+                raise BootError(f"worker(s) {slow} not ready after {self.config.ready_timeout:g}s (ready_timeout)")
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, TICK_S))
@@ -233,14 +233,14 @@ class Supervisor:
 
     def schedule_respawn(self, handle: WorkerHandle, reason: str) -> None:
         if handle.planned_exit:
-            delay = 0.0
+            delay = 0.0  # a recycle: counted in `recycles`
         else:
             delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**handle.failures)
             handle.failures += 1
+            handle.restarts += 1
             log.warning("worker %d %s; respawning in %.1fs", handle.index, reason, delay)
         handle.state = "stopped"
         handle.next_spawn_at = time.monotonic() + delay
-        handle.restarts += 1
 
     def unwatch(self, handle: WorkerHandle) -> None:
         if handle.pidfd >= 0:

@@ -262,7 +262,7 @@ def test_workers_over_worker_max_batches_are_recycled_one_at_a_time(tmp_path: Pa
 
             for worker in (0, 1):
                 handle = rig.handle(worker)
-                assert handle.recycles == 1 and handle.failures == 0 and handle.history == ["clean exit"]
+                assert handle.recycles == 1 and handle.restarts == 0 and handle.failures == 0 and handle.history == ["clean exit"]
                 assert rig.events.kinds(worker) == ["ready", "unavailable", "lost", "ready"]
                 # the old incarnation was told to drain and said goodbye before it went
                 assert [r[3] for r in rig.log(worker) if r[1] == 0] == ["start", "ready", "drain", "bye"]
