@@ -14,6 +14,7 @@ never a list of Python floats. No pickle crosses a process boundary.
 
 from __future__ import annotations
 
+import enum
 from typing import Literal, Union
 
 import msgspec
@@ -27,7 +28,7 @@ Input = Union[str, list[int]]
 WorkerRole = Literal["primary", "light"]  # the primary loads every model, a light worker the main one
 
 
-def can_embed(kind: str) -> bool:
+def can_embed(kind: ModelKind) -> bool:
     """A cross-encoder scores (query, document) pairs; every other kind embeds texts."""
     return kind != "cross_encoder"
 
@@ -122,20 +123,7 @@ class Scores(msgspec.Struct, tag="scores", array_like=True, gc=False):
         return np.frombuffer(self.scores, dtype="<f4")
 
 
-class Failed(msgspec.Struct, tag="failed", array_like=True, gc=False):
-    """A request error: the request failed, the worker is fine.
-
-    ``kind`` is a stable machine-readable word (see ``FailureKind``); ``index`` names the
-    offending input when one input is to blame, else -1.
-    """
-
-    id: int
-    kind: str
-    message: str
-    index: int = -1
-
-
-class FailureKind:
+class FailureKind(enum.StrEnum):
     """The stable ``Failed.kind`` words; the gateway maps each to an HTTP status."""
 
     UNKNOWN_MODEL = "unknown_model"  # this worker does not hold the model -> 404 / reroute
@@ -145,6 +133,19 @@ class FailureKind:
     OUT_OF_MEMORY = "out_of_memory"  # even after splitting the batch -> 503
     DEADLINE = "deadline"  # its deadline passed before it reached the model -> 504
     INTERNAL = "internal"  # a bug in the worker; the worker stays up -> 500
+
+
+class Failed(msgspec.Struct, tag="failed", array_like=True, gc=False):
+    """A request error: the request failed, the worker is fine.
+
+    ``kind`` is a stable machine-readable word (see ``FailureKind``); ``index`` names the
+    offending input when one input is to blame, else -1.
+    """
+
+    id: int
+    kind: FailureKind
+    message: str
+    index: int = -1
 
 
 class WorkerCounters(msgspec.Struct, kw_only=True, gc=False):

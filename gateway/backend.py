@@ -13,7 +13,7 @@ from typing import Protocol, Sequence
 import msgspec
 import numpy as np
 
-from appliance.protocol import Input, WorkerCounters
+from appliance.protocol import Input, ModelKind, WorkerCounters
 
 
 class Timings(msgspec.Struct, gc=False):
@@ -44,7 +44,7 @@ class RerankOutcome(msgspec.Struct, gc=False):
 
 class ModelCard(msgspec.Struct):
     name: str
-    kind: str  # transformer | static | cross_encoder
+    kind: ModelKind
     dim: int  # 0 for a cross-encoder
     max_length: int
     main: bool

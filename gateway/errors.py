@@ -116,7 +116,7 @@ class Internal(ApiError):
     status, type = 500, "internal_error"
 
 
-WORKER_FAILURES: dict[str, type[ApiError]] = {
+WORKER_FAILURES: dict[FailureKind, type[ApiError]] = {
     FailureKind.INPUT_TOO_LONG: InputTooLong,
     FailureKind.UNKNOWN_MODEL: ModelNotFound,
     FailureKind.INVALID_INPUT: InvalidField,
@@ -126,7 +126,7 @@ WORKER_FAILURES: dict[str, type[ApiError]] = {
 }
 
 
-def from_worker_failure(kind: str, text: str) -> ApiError:
+def from_worker_failure(kind: FailureKind, text: str) -> ApiError:
     """The request error for a worker's ``Failed(kind, ...)``; an unknown kind is a worker bug."""
     error = WORKER_FAILURES.get(kind)
     if error is None:

@@ -284,7 +284,7 @@ class WorkerLoop:
                       request.tokenize_us)  # fmt: skip
 
     # ---- output --------------------------------------------------------------------------
-    def fail(self, request_id: int, kind: str, message: str, index: int = -1) -> None:
+    def fail(self, request_id: int, kind: FailureKind, message: str, index: int = -1) -> None:
         self.pending.pop(request_id, None)
         for batcher in self.batchers.values():
             batcher.cancel(request_id)
