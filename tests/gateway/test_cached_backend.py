@@ -1,43 +1,29 @@
-"""The result cache (``gateway/result_cache.py``), the caching backend that puts it and coalescing in
-front of the router (``gateway/cached_backend.py``), and preloading (``gateway/preload.py``).
-
-The inner backend is the contract tests' ``FakeBackend`` (fixture ``backend``): deterministic
-vectors per (model, input), and a record of every call, so "what reached the workers" is exact.
-The routes are exercised over real HTTP (aiohttp's test server) with the real wrapper in front.
+"""``gateway/cached_backend.py``: the caching backend that puts the result cache and coalescing in
+front of the router. The inner backend is the contract tests' ``FakeBackend`` (fixture
+``backend``): deterministic vectors per (model, input), and a record of every call, so "what
+reached the workers" is exact. The routes are exercised over real HTTP (aiohttp's test server)
+with the real wrapper in front.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from appliance.config import Config
 from appliance.protocol import Input
+from cache_checks import CONFIG, MAIN, STATIC, run
 from gateway import encoding, errors
 from gateway.app import build_app
 from gateway.backend import EmbedOutcome
-from gateway.result_cache import ENTRY_OVERHEAD, ResultCache, item_key
 from gateway.cached_backend import CachedBackend
-from gateway.preload import PreloadError, PreloadQuery, preload, read_preload_file
+from gateway.result_cache import ENTRY_OVERHEAD, ResultCache, item_key
 
 pytestmark = pytest.mark.timeout(60)
-
-MAIN, STATIC, CROSS = "mini", "static", "cross"  # the FakeBackend's models (8 and 6 dims)
-CONFIG = Config(cache_bytes=1 << 20, cache_max_text_chars=40, request_timeout=2.0, max_inputs=64)
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 async def embed(cb: CachedBackend, inputs: Sequence[Input], *, model: str = MAIN, truncate: bool = True,
@@ -49,68 +35,6 @@ async def embed(cb: CachedBackend, inputs: Sequence[Input], *, model: str = MAIN
 def computed(backend: Any) -> list[Any]:
     """Every input the inner backend was asked to embed, in order."""
     return [item for call in backend.calls if call.kind == "embed" for item in call.inputs]
-
-
-# ---- the LRU ----------------------------------------------------------------------------------
-def vec(size: int, fill: int = 0) -> bytes:
-    return bytes([fill % 256]) * size
-
-
-@settings(max_examples=200, deadline=None, derandomize=True)
-@given(capacity=st.integers(0, 20_000),
-       ops=st.lists(st.tuples(st.sampled_from(["put", "get"]), st.integers(0, 30), st.integers(0, 6_000)),
-                    max_size=120))  # fmt: skip
-def test_lru_stays_within_its_byte_bound_and_evicts_least_recently_used(
-        capacity: int, ops: list[tuple[str, int, int]]) -> None:  # fmt: skip
-    cache = ResultCache(capacity)
-    model: OrderedDict[bytes, int] = OrderedDict()  # the reference LRU: key -> counted size
-    for op, k, size in ops:
-        key = k.to_bytes(16, "little")
-        if op == "get":
-            assert (cache.get(key, "m") is not None) == (key in model)
-            if key in model:
-                model.move_to_end(key)
-            continue
-        stored = cache.put(key, "m", vec(size, k), tokens=k)
-        if key in model:
-            model.move_to_end(key)  # present: touched, never replaced
-        elif size + ENTRY_OVERHEAD <= capacity:
-            while sum(model.values()) + size + ENTRY_OVERHEAD > capacity:
-                model.popitem(last=False)
-            model[key] = size + ENTRY_OVERHEAD
-        assert stored == (key in model)
-        assert cache.bytes <= capacity
-        assert list(cache._entries) == list(model)  # same entries, same recency order
-        assert cache.bytes == sum(model.values()) == cache.counters("m").bytes
-        assert len(cache) == cache.counters("m").entries
-
-
-def test_evictions_are_counted_per_model_and_preloading_never_evicts() -> None:
-    cache = ResultCache(3 * (100 + ENTRY_OVERHEAD))
-    for i in range(3):
-        assert cache.put(bytes([i]) * 16, "a", vec(100), 1)
-    assert not cache.put(b"x" * 16, "b", vec(100), 1, evict=False)  # full: preload stops here
-    assert len(cache) == 3 and cache.counters("a").evictions == 0
-    assert cache.put(b"y" * 16, "b", vec(100), 1)  # a request's put evicts the oldest
-    assert cache.counters("a").evictions == 1 and cache.counters("a").entries == 2
-    assert cache.counters("b").entries == 1 and bytes([0]) * 16 not in cache
-    assert not cache.put(b"z" * 16, "b", vec(cache.capacity), 1)  # larger than the whole budget
-
-
-def test_keys_separate_models_truncate_and_input_forms() -> None:
-    keys = [
-        item_key("mini", True, "hello"),
-        item_key("mini", False, "hello"),
-        item_key("static", True, "hello"),
-        item_key("mini", True, "hello "),
-        item_key("min", True, "ihello"),  # the model name is length-prefixed: no run-together
-        item_key("mini", True, "[1, 2]"),
-        item_key("mini", True, [1, 2]),
-        item_key("mini", True, [1, 2, 0]),
-        item_key("mini", True, "\ud800"),  # a lone surrogate hashes rather than raising
-    ]
-    assert len(set(keys)) == len(keys) and all(len(k) == 16 for k in keys)
-    assert item_key("mini", True, [2**70]) == item_key("mini", True, [2**70])
 
 
 # ---- the caching backend ----------------------------------------------------------------------
@@ -333,66 +257,7 @@ def test_a_disabled_cache_still_coalesces(backend: Any) -> None:
     run(main())
 
 
-# ---- preloading -------------------------------------------------------------------------------
-def test_preload_most_frequent_first_until_the_cache_is_full(backend: Any, caplog: pytest.LogCaptureFixture) -> None:
-    queries = [PreloadQuery(text=f"q{i}", model=MAIN, frequency=i) for i in range(10)]
-    queries += [PreloadQuery(text="", frequency=97),
-                PreloadQuery(text="q9", frequency=50)]  # fmt: skip  (no model: the main one; a duplicate)
-
-    async def main() -> CachedBackend:
-        cb = CachedBackend(Config(cache_bytes=4 * (8 * 4 + ENTRY_OVERHEAD), request_timeout=2.0), backend)
-        assert await preload(cb, queries) == 4
-        return cb
-
-    with caplog.at_level(logging.INFO, logger="appliance.preload"):
-        cb = run(main())
-    assert sorted(t for call in backend.calls for t in call.inputs) == ["q6", "q7", "q8", "q9"]
-    assert all(item_key(MAIN, True, f"q{i}") in cb.cache for i in (6, 7, 8, 9))
-    stats = cb.cache_stats()
-    assert (stats.hits, stats.misses, stats.evictions) == (0, 0, 0)  # preloading is not traffic
-    text = caplog.text
-    assert "empty text" in text and "duplicate" in text
-    assert "4 of 10 texts cached" in text and "full" in text
-
-
-@pytest.mark.parametrize("model", ["nope", CROSS])
-def test_preload_naming_a_model_that_cannot_embed_here_is_an_error(backend: Any, model: str) -> None:
-    queries = [PreloadQuery(text="fine", frequency=2), PreloadQuery(text="elsewhere", model=model, frequency=1)]
-
-    async def main() -> None:
-        with pytest.raises(PreloadError, match=f"entry 1 names model '{model}'"):
-            await preload(CachedBackend(CONFIG, backend), queries)
-
-    run(main())
-    assert backend.calls == []  # checked before anything is computed
-
-
-@pytest.mark.parametrize("content, message", [
-    (b'[{"text": "a", "model": "m", "frequency": 3}, {"model": "m"}]', "missing required field `text` - at `$[1]`"),
-    (b'[{"text": "a", "frequency": "often"}]', "at `$[0].frequency`"),
-    (b'{"text": "a"}', "expected a list"),
-    (b'[{"text": "a"} // a comment\n]', "not valid JSON"),
-])  # fmt: skip
-def test_a_bad_preload_file_is_a_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
-    path = tmp_path / "common.json"
-    path.write_bytes(content)
-    with pytest.raises(PreloadError, match="common.json") as raised:
-        read_preload_file(str(path))
-    assert message in str(raised.value)
-    with pytest.raises(PreloadError, match="cannot be read"):
-        read_preload_file(str(tmp_path / "missing.json"))
-    assert read_preload_file("") == []
-
-
-def test_the_documented_preload_shape_reads(tmp_path: Path) -> None:
-    path = tmp_path / "common_queries.json"
-    documented = [{"text": "What is the status?", "model": "qwen25-1024d", "frequency": 150},
-             {"text": "Explain how this works", "model": "qwen25-1024d", "frequency": 89}]  # fmt: skip
-    path.write_text(json.dumps(documented))
-    assert [q.text for q in read_preload_file(str(path))] == ["What is the status?", "Explain how this works"]
-
-
-# ---- over HTTP ----------------------------------------------------------------------------------
+# ---- over HTTP --------------------------------------------------------------------------------
 async def with_client(cb: CachedBackend, body: Callable[[TestClient], Awaitable[None]]) -> None:
     async with TestClient(TestServer(build_app(CONFIG, cb))) as client:
         await body(client)
