@@ -196,14 +196,13 @@ def free_port() -> int:
 
 def child_env(port: int, workdir: Path, models: list[dict[str, Any]] | None, workers: int | str,
               env: Mapping[str, str] | None) -> dict[str, str]:  # fmt: skip
-    """This environment, offline, GPUs hidden, this work dir; the caller's ``env`` over all of
-    that (a benchmark on a GPU host names its ``CUDA_VISIBLE_DEVICES`` there); then the port,
-    which the launcher must know."""
-    settings = {**os.environ, **OFFLINE, GPUS: "", "APPLIANCE_WORKERS": str(workers),
+    """This environment, offline, GPUs hidden, this port and work dir; the caller's ``env`` over
+    all of that (a benchmark on a GPU host names its ``CUDA_VISIBLE_DEVICES`` there)."""
+    settings = {**os.environ, **OFFLINE, GPUS: "", "APPLIANCE_PORT": str(port), "APPLIANCE_WORKERS": str(workers),
                 "APPLIANCE_STATE_DIR": str(workdir / "state")}  # fmt: skip
     if models is not None:
         settings["APPLIANCE_MODELS"] = json.dumps(models)
-    return {**settings, **(env or {}), "APPLIANCE_PORT": str(port)}
+    return {**settings, **(env or {})}
 
 
 def start(models: list[dict[str, Any]] | None, *, workdir: Path, workers: int | str = 2,
@@ -211,8 +210,9 @@ def start(models: list[dict[str, Any]] | None, *, workdir: Path, workers: int | 
           wait: bool = True, ready_timeout: float = READY_S) -> Appliance:  # fmt: skip
     """``python -m appliance.cli serve`` on a free port, logging to ``workdir``. ``models`` goes
     to ``APPLIANCE_MODELS`` (None: the config's or the defaults). With ``wait``, returns once it
-    serves with every worker up; if it does not, it is closed before ``LaunchError`` is raised."""
-    port = free_port()
+    serves with every worker up; if it does not, it is closed before ``LaunchError`` is raised.
+    An ``APPLIANCE_PORT`` in ``env`` is used as given (a test of a port in use needs that)."""
+    port = int((env or {}).get("APPLIANCE_PORT") or free_port())
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"appliance-{port}.log"
     command = [sys.executable, "-m", "appliance.cli", "serve", *(["--config", str(config)] if config else [])]

@@ -24,9 +24,8 @@ def test_the_child_sees_no_gpu_unless_the_caller_names_one(tmp_path: Path, monke
     assert (env["APPLIANCE_PORT"], env["APPLIANCE_WORKERS"], env["APPLIANCE_CACHE_BYTES"]) == ("4321", "3", "0")
     assert env["APPLIANCE_STATE_DIR"] == str(tmp_path / "state") and env["APPLIANCE_MODELS"] == '[{"name": "m"}]'
     assert env["HF_HUB_OFFLINE"] == "1"
-    chosen = launcher.child_env(4321, tmp_path, None, 1, {"CUDA_VISIBLE_DEVICES": "1", "APPLIANCE_PORT": "80"})
+    chosen = launcher.child_env(4321, tmp_path, None, 1, {"CUDA_VISIBLE_DEVICES": "1"})
     assert chosen["CUDA_VISIBLE_DEVICES"] == "1"  # a benchmark on a GPU host passes its own
-    assert chosen["APPLIANCE_PORT"] == "4321"  # the launcher must know where it listens
     assert "APPLIANCE_MODELS" not in chosen  # None: the config file's models, or the defaults
 
 
@@ -47,8 +46,11 @@ def test_a_failing_with_body_still_stops_everything_and_unlinks_its_segments(
 ) -> None:
     config = tmp_path / "appliance.toml"  # models from the config file: none in the environment
     config.write_text(f'[[models]]\nname = "tiny"\npath = "{tiny_transformer}"\nmain = true\n')
+    port = str(launcher.free_port())  # a caller's port is used as given
     with pytest.raises(RuntimeError, match="the test failed"):
-        with launcher.running(None, config=config, workdir=tmp_path, workers=2, stop_timeout=1.0) as appliance:
+        with launcher.running(None, config=config, workdir=tmp_path, workers=2, env={"APPLIANCE_PORT": port},
+                              stop_timeout=1.0) as appliance:  # fmt: skip
+            assert appliance.url == f"http://127.0.0.1:{port}"
             assert b'"tiny"' in (launcher.fetch(appliance.url + "/v1/models", {}) or b"")
             processes = [psutil.Process(pid) for pid in (appliance.pid, *appliance.worker_pids())]
             segments = launcher.segments_of(appliance.pid)
