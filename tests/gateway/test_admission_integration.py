@@ -1,24 +1,20 @@
 """Admission in the real appliance (subprocess, one worker, a tiny random model) over real HTTP,
 configured the way an operator does it, through ``APPLIANCE_*`` environment variables: API keys
 (and their rotation), per-key rates, the memory guard, and a keys file that cannot serve refusing
-to start. Every appliance must exit 0 and leave no shared-memory segment or worker behind.
+to start. Every appliance that served must exit 0 and leave no shared-memory segment or worker
+behind; each is closed (stopped, killed past a bound, segments unlinked) whatever the outcome.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
-from harness import Appliance, assert_clean_exit, post, segments_of, start_appliance
+from harness import Appliance, get, post, serving
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +34,6 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), json.loads(err.read() or b"null")
-
-
 def embed(appliance: Appliance, n: int = 1, key: str | None = None) -> tuple[int, dict[str, str], Any]:
     body = {"model": MAIN, "input": [f"admission text {i}" for i in range(n)]}
     return post(appliance.url + "/api/embed", body, headers=bearer(key) if key else None)
@@ -64,9 +51,9 @@ def keyed(tmp_path_factory: pytest.TempPathFactory, tiny_transformer: Path) -> I
     keys.write_text(f"# test keys\n{KEY_A}\n{KEY_B}\n{KEY_C}\n")
     env = {"APPLIANCE_API_KEYS_FILE": str(keys), "APPLIANCE_RATE_LIMIT_RPM": str(RPM),
            "APPLIANCE_RATE_LIMIT_IPM": str(IPM), "APPLIANCE_MEMORY_FLOOR": LOW_FLOOR}  # fmt: skip
-    running = start_appliance(tmp, models(tiny_transformer), workers=1, env=env)
-    yield running, keys
-    assert_clean_exit(running, running.stop())
+    # /stats, which the launcher reads for its workers, wants a key like every other route
+    with serving(tmp, models(tiny_transformer), workers=1, env=env, headers=bearer(KEY_A)) as running:
+        yield running, keys
 
 
 def test_memory_floor_refuses_new_work_until_restarted_with_a_lower_one(
@@ -74,16 +61,13 @@ def test_memory_floor_refuses_new_work_until_restarted_with_a_lower_one(
 ) -> None:
     """First in the file: the restart with a low floor is the keyed appliance the tests below
     share (one boot fewer), started only once this one has stopped."""
-    low = start_appliance(tmp_path, models(tiny_transformer), workers=1,
-                          env={"APPLIANCE_MEMORY_FLOOR": UNREACHABLE_FLOOR})  # fmt: skip
-    try:
+    tripped = {"APPLIANCE_MEMORY_FLOOR": UNREACHABLE_FLOOR}
+    with serving(tmp_path, models(tiny_transformer), workers=1, env=tripped) as low:
         assert [get(low.url + path)[0] for path in ("/health", "/ready", "/v1/models")] == [200, 200, 200]
         refused = embed(low)
         assert error_type(refused) == (503, "memory_low") and "memory_floor" in refused[2]["error"]["message"]
         assert refused[1]["Retry-After"] == "2"
         assert get(low.url + "/stats")[2]["admission"]["refused"] == {"memory_low": 1}
-    finally:
-        assert_clean_exit(low, low.stop())
     restarted, _ = request.getfixturevalue("keyed")  # LOW_FLOOR
     status, _, body = embed(restarted, key=KEY_A)
     assert status == 200 and len(body["embeddings"]) == 1
@@ -97,7 +81,7 @@ def test_keys_guard_everything_but_the_probes(keyed: tuple[Appliance, Path]) -> 
     assert missing[1]["WWW-Authenticate"].startswith("Bearer")
     assert error_type(embed(appliance, key="sk-wrong")) == (401, "unauthorized")
     assert error_type(get(appliance.url + "/v1/models")) == (401, "unauthorized")
-    assert get(appliance.url + "/v1/models", bearer(KEY_A))[0] == 200
+    assert get(appliance.url + "/v1/models", headers=bearer(KEY_A))[0] == 200
     status, _, body = embed(appliance, 2, key=KEY_A)
     assert status == 200 and len(body["embeddings"]) == 2
 
@@ -119,7 +103,7 @@ def test_inputs_per_minute_per_key(keyed: tuple[Appliance, Path]) -> None:
     refused = embed(appliance, 1, key=KEY_C)
     assert error_type(refused) == (429, "rate_limited") and "inputs per minute" in refused[2]["error"]["message"]
     assert 1 <= int(refused[1]["Retry-After"]) <= 60 // IPM + 1  # one input refills every 7.5 s
-    stats = get(appliance.url + "/stats", bearer(KEY_A))[2]["admission"]
+    stats = get(appliance.url + "/stats", headers=bearer(KEY_A))[2]["admission"]
     assert stats["keys"] == 3 and stats["refused"]["too_many_inputs"] == 1
 
 
@@ -135,16 +119,13 @@ def test_keys_rotate_without_a_restart(keyed: tuple[Appliance, Path]) -> None:
     assert error_type(embed(appliance, key=KEY_A)) == (401, "unauthorized")
 
 
-def test_a_keys_file_without_keys_refuses_to_start(tmp_path: Path, tiny_transformer: Path) -> None:
+def test_a_keys_file_without_keys_refuses_to_start(launch: Callable[..., Appliance], tmp_path: Path,
+                                                   tiny_transformer: Path) -> None:  # fmt: skip
     keys = tmp_path / "api_keys"
     keys.write_text("# keys go here\n\n")
-    appliance = start_appliance(tmp_path, models(tiny_transformer), workers=1, wait_ready=False,
-                                env={"APPLIANCE_API_KEYS_FILE": str(keys)})  # fmt: skip
-    try:
-        code = appliance.process.wait(60)
-    except subprocess.TimeoutExpired:
-        appliance.stop(signal.SIGKILL)
-        raise AssertionError(f"appliance kept running\n{appliance.log()[-4000:]}") from None
-    assert code == 2, appliance.log()[-4000:]
+    keyless = {"APPLIANCE_API_KEYS_FILE": str(keys)}
+    appliance = launch(models(tiny_transformer), workers=1, env=keyless, wait_ready=False)
+    code = appliance.process.wait(60)  # a hang fails here; the fixture kills what is left
+    assert code == 2, appliance.log_tail()
     assert str(keys) in appliance.log() and "holds no key" in appliance.log()
-    assert segments_of(appliance.process.pid) == []
+    assert not appliance.leftovers().segments

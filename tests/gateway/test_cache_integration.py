@@ -11,13 +11,13 @@ import json
 import resource
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import aiohttp
 import numpy as np
 import pytest
 
-from harness import Appliance, assert_clean_exit, get, post, start_appliance
+from harness import Appliance, get, post, serving
 
 pytestmark = pytest.mark.slow
 
@@ -50,10 +50,9 @@ def appliance(tmp_path_factory: pytest.TempPathFactory, tiny_transformer: Path,
     preload_file.write_text(json.dumps(PRELOAD))
     models = [{"name": MAIN, "path": str(tiny_transformer), "main": True},
               {"name": STATIC, "path": str(tiny_static), "kind": "static"}]  # fmt: skip
-    running = start_appliance(tmp, models, workers=2, env={"APPLIANCE_PRELOAD_FILE": str(preload_file),
-                                                           "APPLIANCE_MAX_INPUTS": "64"})  # fmt: skip
-    yield running
-    assert_clean_exit(running, running.stop())
+    settings = {"APPLIANCE_PRELOAD_FILE": str(preload_file), "APPLIANCE_MAX_INPUTS": "64"}
+    with serving(tmp, models, workers=2, env=settings) as running:
+        yield running
 
 
 def settled_items(appliance: Appliance, timeout: float = 20.0) -> int:
@@ -150,12 +149,13 @@ def test_no_hit_crosses_models_or_truncate_settings(appliance: Appliance) -> Non
     assert post(appliance.url + "/api/embed", {"model": MAIN, "input": text})[1]["X-Cache"] == "hit"
 
 
-def test_a_bad_preload_file_stops_the_start_with_a_clear_error(tmp_path: Path, tiny_static: Path) -> None:
+def test_a_bad_preload_file_stops_the_start_with_a_clear_error(launch: Callable[..., Appliance], tmp_path: Path,
+                                                              tiny_static: Path) -> None:  # fmt: skip
     bad = tmp_path / "common_queries.json"
     bad.write_text('[{"text": "ok", "frequency": 1}, {"model": "tiny-static"}]')
     started = time.monotonic()
-    failing = start_appliance(tmp_path, [{"name": STATIC, "path": str(tiny_static), "kind": "static", "main": True}],
-                              workers=1, env={"APPLIANCE_PRELOAD_FILE": str(bad)}, wait_ready=False)  # fmt: skip
+    failing = launch([{"name": STATIC, "path": str(tiny_static), "kind": "static", "main": True}],
+                     workers=1, env={"APPLIANCE_PRELOAD_FILE": str(bad)}, wait_ready=False)  # fmt: skip
     code = failing.process.wait(30)
     assert code == 2 and time.monotonic() - started < 30
     assert "missing required field `text` - at `$[1]`" in failing.log() and str(bad) in failing.log()

@@ -1,7 +1,7 @@
 """The real appliance (subprocess, two workers, tiny random models) over real HTTP.
 
-Every route and every status of DESIGN.md section 7 that this issue owns, routing by role, and
-that no bad input costs a worker.
+Every route of the HTTP API and the statuses it answers with, routing by role, and that no bad
+input costs a worker.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from harness import Appliance, assert_clean_exit, get, post, start_appliance
+from harness import Appliance, get, post, serving
 
 pytestmark = pytest.mark.slow
 
@@ -32,10 +32,9 @@ def appliance(tmp_path_factory: pytest.TempPathFactory, tiny_transformer: Path, 
         {"name": STATIC, "path": str(tiny_static), "kind": "static"},
         {"name": CROSS, "path": str(tiny_cross_encoder), "kind": "cross_encoder"},
     ]
-    running = start_appliance(tmp, models, workers=2, env={"APPLIANCE_MAX_INPUTS": "64",
-                              "APPLIANCE_MAX_BODY_BYTES": "65536", "APPLIANCE_MAX_INPUT_CHARS": "5000"})  # fmt: skip
-    yield running
-    assert_clean_exit(running, running.stop())
+    limits = {"APPLIANCE_MAX_INPUTS": "64", "APPLIANCE_MAX_BODY_BYTES": "65536", "APPLIANCE_MAX_INPUT_CHARS": "5000"}
+    with serving(tmp, models, workers=2, env=limits) as running:
+        yield running
 
 
 def embed(appliance: Appliance, body: dict) -> tuple[int, dict[str, str], dict]:

