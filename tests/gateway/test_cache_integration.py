@@ -26,7 +26,6 @@ PRELOAD = [
     {"text": "explain how this works", "model": MAIN, "frequency": 89},
     {"text": "what is the status?", "model": MAIN, "frequency": 150},
     {"text": "status", "model": STATIC, "frequency": 12},
-    {"text": "served elsewhere", "model": "qwen25-1024d", "frequency": 500},
 ]
 STATS_INTERVAL_S = 1.0  # workers' Stats period (appliance.protocol.WorkerSpec.stats_interval_s)
 BURST = 1000
