@@ -119,7 +119,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ready_timeout: Annotated[Seconds, _doc("Seconds a worker may take to load and warm its models.")] = 600.0
     shutdown_grace: Annotated[Seconds, _doc("Seconds in-flight work may take to finish on shutdown.")] = 30.0
     # -- operations --------------------------------------------------------------------------
-    state_dir: Annotated[str, _doc("Directory for derived models, job store and run files.", min_length=1)] = ".state"
+    state_dir: Annotated[str, _doc("Directory for derived models (`state:` model paths resolve inside it).", min_length=1)] = ".state"
     api_keys_file: Annotated[str, _doc("File with one API key per line; empty = no auth.")] = ""
     rate_limit_rpm: Annotated[int, _doc("Requests per minute per key or client (0 = unlimited).", ge=0)] = 0
     rate_limit_ipm: Annotated[int, _doc("Inputs per minute per key or client (0 = unlimited).", ge=0)] = 0

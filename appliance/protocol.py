@@ -2,7 +2,7 @@
 
 Two tagged unions, one per direction of a worker's channel:
 
-    gateway -> worker   Request  = Embed | Rerank | Drain
+    gateway -> worker   Request  = Embed | Rerank | Cancel | Drain
     worker  -> gateway  Response = Ready | Vectors | Scores | Failed | Stats | Bye
 
 Hot-path structs are ``array_like=True`` (msgpack arrays, no field names on the wire) and
@@ -126,10 +126,10 @@ class Scores(msgspec.Struct, tag="scores", array_like=True, gc=False):
 class FailureKind(enum.StrEnum):
     """The stable ``Failed.kind`` words; the gateway maps each to an HTTP status."""
 
-    UNKNOWN_MODEL = "unknown_model"  # this worker does not hold the model -> 404 / reroute
+    UNKNOWN_MODEL = "unknown_model"  # this worker does not hold the model -> 404
     INPUT_TOO_LONG = "input_too_long"  # truncate=false and too many tokens -> 422
     INVALID_INPUT = "invalid_input"  # e.g. a token id outside the vocabulary -> 422
-    UNSUPPORTED = "unsupported"  # e.g. rerank on a static model without embeddings -> 422
+    UNSUPPORTED = "unsupported"  # the model cannot do this request (a cross-encoder asked to embed) -> 422
     OUT_OF_MEMORY = "out_of_memory"  # even after splitting the batch -> 503
     DEADLINE = "deadline"  # its deadline passed before it reached the model -> 504
     INTERNAL = "internal"  # a bug in the worker; the worker stays up -> 500
@@ -213,7 +213,7 @@ def f32_bytes(array: np.ndarray) -> bytes:
 # not transient: the supervisor stops respawning instead of cycling forever (gunicorn's
 # WORKER_BOOT_ERROR / APP_LOAD_ERROR idea).
 EXIT_OK = 0
-EXIT_BOOT_ERROR = 3  # could not attach the channel, pin itself, or import its runtime
+EXIT_BOOT_ERROR = 3  # could not pin itself, attach the channel or import torch
 EXIT_LOAD_ERROR = 4  # a configured model failed to load or warm up
 EXIT_PARENT_GONE = 5  # the gateway disappeared; nobody would read our results
 

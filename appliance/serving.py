@@ -104,8 +104,9 @@ async def serve(config: Config, compose: Callable[[Config], Parts]) -> int:
     parts.app.cleanup_ctx.extend([workers_context, supervision_context, guard_context, preload_context,
                                   watchdog_context])  # fmt: skip
     install_signals(parts)
-    # handler_cancellation: a client that disconnects cancels its handler, and the router then
-    # withdraws its parts from the workers (aiohttp >= 3.9 leaves handlers running by default)
+    # handler_cancellation: a client that disconnects cancels its handler (aiohttp >= 3.9 leaves
+    # handlers running by default): a rerank's parts are withdrawn from the workers at once; an
+    # embedding computation runs on for whoever joined it and fills the cache (gateway/coalesce.py)
     runner = web.AppRunner(parts.app, access_log=None, shutdown_timeout=config.shutdown_grace,
                            handler_cancellation=True)  # fmt: skip
     try:

@@ -1,6 +1,6 @@
 """Device slots: which GPU and which CPU cores each worker owns, planned in the parent.
 
-The supervisor and the CLI plan the slots (``plan_slots``) without touching CUDA or torch; each
+The composition root (``appliance/cli.py``) plans the slots (``plan_slots``) without touching CUDA or torch; each
 worker then pins itself to its own slot (``workers.pinning``).
 
 Planning rules (``workers = "auto"``):

@@ -7,8 +7,8 @@ import) started with ``worker_command`` and the channel's eventfds inherited. Th
 about workers only through ``WorkerEvents``; the supervisor never imports the gateway or the
 workers package (the composition root, ``appliance/cli.py``, names the worker's entry point).
 
-The supervision cycle (``tick``) is gunicorn's: reap dead workers -> kill silent ones -> spawn
-to the target. Exits are noticed at once through a pidfd on the event loop, and by the tick
+The supervision cycle (``tick``) is gunicorn's: reap dead workers -> kill silent ones -> recycle
+a bloated one -> spawn to the target. Exits are noticed at once through a pidfd on the event loop, and by the tick
 (every ``TICK_S``) as a backstop. A worker that exits with a boot or model-load code is not
 respawned: that would cycle forever on a bad config.
 """

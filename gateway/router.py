@@ -7,7 +7,9 @@
   inputs per worker are bounded (``max_pending_inputs``): over it, 429 with Retry-After.
   A full ring waits briefly for the worker to catch up, then 429: never drop, never overwrite.
 - A worker that dies loses nothing silently: each of its parts is resent once to another worker
-  that holds the model, else failed with 503.
+  that holds the model; when none is up, it is parked and sent to the first holder that comes
+  back (its deadline still bounds it). A part lost twice fails with 503: it may be what kills
+  workers.
 """
 
 from __future__ import annotations

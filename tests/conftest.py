@@ -6,6 +6,8 @@ property test runs under."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -71,3 +73,25 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Appliance]]:
     yield start
     for appliance in started:
         appliance.close()
+
+
+@pytest.fixture(scope="session")
+def wrk_installed() -> str:
+    """Debian's ``wrk``, installed here when missing and the machine allows (root, apt-get);
+    a test that needs it fails rather than skips when it cannot be had."""
+    path = shutil.which("wrk") or install_debian_package("wrk")
+    if path is None:
+        pytest.fail("wrk is not installed and could not be installed (apt-get install wrk, as root)")
+    return path
+
+
+def install_debian_package(name: str) -> str | None:
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return None
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", name]):
+        try:
+            subprocess.run(command, env=env, capture_output=True, timeout=600, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return shutil.which(name)

@@ -1,8 +1,8 @@
 """A worker's channel: two shared-memory rings and two eventfd doorbells in one segment.
 
-The supervisor creates one channel per worker (``Channel.create``) and starts the worker with
-``subprocess.Popen([...], pass_fds=channel.pass_fds)`` and ``channel.spec`` as JSON on its
-command line; the worker calls ``Channel.attach(spec)``. The parts live in their own modules:
+The worker link (``appliance/link.py``) creates one channel per worker (``Channel.create``); the
+supervisor starts the worker with ``subprocess.Popen([...], pass_fds=channel.pass_fds)`` and
+``channel.spec`` as JSON on its command line; the worker calls ``Channel.attach(spec)``. The parts live in their own modules:
 
 * ``segment.py``: the ``/dev/shm`` file, its layout and header, the sweep after a crash;
 * ``ring.py``: one direction's records (framing, publication, memory ordering);

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.harness import Appliance, segments_of, start_appliance
+from harness import Appliance, segments_of, start_appliance
 
 pytestmark = pytest.mark.slow
 

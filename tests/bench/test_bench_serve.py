@@ -46,7 +46,7 @@ def test_wrk_script_cycles_every_body_as_a_post() -> None:
     assert script.count('"{\\"input\\"') == 2  # each body one Lua string literal, quotes escaped
 
 
-@pytest.mark.skipif(not wrk.available(), reason="wrk is not installed (apt-get install wrk)")
+@pytest.mark.usefixtures("wrk_installed")
 def test_wrk_posts_every_body_to_a_real_server() -> None:
     seen: Counter[bytes] = Counter()
 
@@ -86,6 +86,7 @@ def test_repeat_texts_mix_hot_and_never_seen_texts() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("wrk_installed")
 def test_serve_bench_runs_every_scenario_on_a_tiny_model(tiny_transformer: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """Against an appliance that wants a key: every scenario's client (aiohttp and wrk) sends it,
@@ -103,9 +104,8 @@ def test_serve_bench_runs_every_scenario_on_a_tiny_model(tiny_transformer: Path,
     assert {("repeat-0", 1, 4), ("repeat-0.6", 1, 4)} <= set(points)
     assert report["raw_limit_sps"] > 0 and len(report["raw_runs"]) == 2
     assert report["repeat_0.6_over_0"] > 0
-    assert report["pure_hit"]["client"] == ("hit-wrk" if wrk.available() else "hit-aiohttp")
-    if wrk.available():  # the same load against the bare aiohttp floor, in the same run
-        assert ("http-floor", 1, 4) in points and 0 < report["pure_hit"]["over_floor"]
+    assert report["pure_hit"]["client"] == "hit-wrk"
+    assert ("http-floor", 1, 4) in points and 0 < report["pure_hit"]["over_floor"]  # the bare aiohttp floor, same run
     assert all(p["requests"] > 0 and p["errors"] == 0 for p in report["points"])
 
 

@@ -202,10 +202,14 @@ def test_static_matches_model2vec(tiny_static: Path, static: Runtime) -> None:
     np.testing.assert_allclose(static.forward(static.tokenize(TEXTS, truncate=True)), reference, atol=1e-6)
 
 
-def test_distilled_minilm_static_if_built() -> None:
+@pytest.mark.slow
+def test_the_distilled_minilm_static(minilm_path: Path, tmp_path: Path) -> None:
+    """The default static model: the one `make serve` built, else distilled here (about a minute)."""
     path = REPO / ".state" / "models" / "minilm-static"
     if not (path / "model.safetensors").is_file():
-        pytest.skip(f"{path} not built (`appliance models distill`, or `make serve` builds it)")
+        from workers.distill import distill
+
+        path = distill(minilm_path, tmp_path / "minilm-static", pca_dims=256)
     runtime = load(path, "static")
     a, b, c = runtime.forward(runtime.tokenize(["The cat sat on the mat.", "A cat was sitting on a rug.",
                                                 "Quarterly revenue grew by four percent."], truncate=True))  # fmt: skip

@@ -1,7 +1,8 @@
 """Model runtimes, one module per kind, behind one interface (``base.Runtime``).
 
 ``load_runtime`` picks the module by ``ModelConfig.kind`` and imports it only then: a worker that
-holds just a static model never pays for importing torch or transformers.
+holds just a static model never pays for importing transformers (torch is imported by every
+worker at boot, right after pinning, so its thread pools are sized to the slot).
 
     base.py           the interface, its errors, cosine scores
     tokenizer.py      tokenization rules every runtime shares (truncation, refusal, token ids)
