@@ -140,6 +140,8 @@ def compose(config: Config) -> Parts:
     from gateway.admission import Admission, KeysFileError
     from gateway.app import build_app
     from gateway.cached_backend import CachedBackend
+    from gateway.jobs.service import Jobs
+    from gateway.jobs.store import StoreError
     from gateway.preload import PreloadError, preload, read_preload_file
     from gateway.router import Router
 
@@ -155,7 +157,8 @@ def compose(config: Config) -> Parts:
     worker_command = [sys.executable, "-m", workers.main.__name__]
     supervisor = Supervisor(config, slots, link, router, worker_command)
     backend = CachedBackend(config, router)  # admission -> cache -> coalesce -> route
-    app = build_app(config, backend, admission)
+    jobs = Jobs(config, backend)
+    app = build_app(config, backend, admission, jobs)
 
     async def preload_cache(stopping: Callable[[], bool]) -> int:
         try:
@@ -163,7 +166,18 @@ def compose(config: Config) -> Parts:
         except PreloadError as exc:  # names a model that is not served: fails the start
             raise StartupError(str(exc)) from None
 
-    return Parts(config, link, supervisor, router, guard, app, preload_cache)
+    class JobsLifecycle:
+        """The jobs' lifecycle, with a store that cannot be opened as a start-up error."""
+
+        async def open(self) -> None:
+            try:
+                await jobs.open()
+            except StoreError as exc:
+                raise StartupError(str(exc)) from None
+
+        start, stop, close = jobs.start, jobs.stop, jobs.close
+
+    return Parts(config, link, supervisor, router, guard, app, preload_cache, JobsLifecycle())
 
 
 if __name__ == "__main__":

@@ -107,6 +107,14 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     cache_bytes: Annotated[Bytes, _doc("Result cache budget in bytes (0 disables the cache).")] = 256 << 20
     cache_max_text_chars: Annotated[int, _doc("Texts longer than this are not cached.", ge=0)] = 4096
     preload_file: Annotated[str, _doc("JSON list of {text, model, frequency} embedded before ready.")] = ""
+    # -- bulk jobs ---------------------------------------------------------------------------
+    max_job_inputs: Annotated[int, _doc("Most inputs in one job (POST /v1/jobs); more gets 422.", ge=1)] = 200_000
+    max_job_body_bytes: Annotated[Bytes, _doc("Largest accepted job body; larger gets 413.")] = 128 << 20
+    max_queued_jobs: Annotated[int, _doc("Unfinished jobs (pending or processing) before a new one gets 429.", ge=1)] = 64
+    job_chunk_size: Annotated[int, _doc("Inputs per job chunk: the unit that is computed, committed and resumed.", ge=1)] = 256
+    job_chunks_in_flight: Annotated[int, _doc("Job chunks computed at once, across all jobs.", ge=1)] = 2
+    job_retries: Annotated[int, _doc("Retries of a chunk that failed for a transient reason before its items fail.", ge=0)] = 3
+    job_ttl: Annotated[Seconds, _doc("Seconds a finished job and its results are kept.")] = 86400.0
     # -- guards and lifecycle ----------------------------------------------------------------
     memory_floor: Annotated[Bytes, _doc("Below this much available system memory, new work gets 503.")] = 256 << 20
     worker_rss_limit: Annotated[

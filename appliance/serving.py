@@ -6,10 +6,11 @@
    bad preload or API-keys file fails here, before anything needs undoing.
 2. The listening socket is bound before any model loads: a port in use fails in milliseconds,
    not after a minute of loading models.
-3. ``runner.setup()`` enters the app's cleanup contexts in order: **workers** (sweep segments a
-   crashed run left, open the link's channels, spawn the workers, wait for every ``Ready``),
-   **supervision** (the supervisor's cycle as a task), **guard** (the memory sampler),
-   **preload** (fill the cache) and **watchdog** (systemd pings while supervision is healthy).
+3. ``runner.setup()`` enters the app's cleanup contexts in order: **state** (open the job store),
+   **workers** (sweep segments a crashed run left, open the link's channels, spawn the workers,
+   wait for every ``Ready``), **supervision** (the supervisor's cycle as a task), **guard** (the
+   memory sampler), **preload** (fill the cache), **background** (the job runner) and
+   **watchdog** (systemd pings while supervision is healthy).
 4. The site starts on the bound socket; ``READY=1``; serve until SIGTERM/SIGINT or until the
    supervision task dies.
 5. ``runner.cleanup()`` closes the listener, lets running handlers finish, then leaves the
@@ -56,6 +57,16 @@ class StartAborted(RuntimeError):
     """A stop signal came while the appliance was still starting."""
 
 
+class Background(Protocol):
+    """Bulk work with state of its own (the gateway's jobs): opened before any model loads (a
+    bad state fails the start at once), started once the workers serve, stopped before them."""
+
+    async def open(self) -> None: ...
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def close(self) -> None: ...
+
+
 class Drainable(Protocol):
     """What the lifecycle needs of the router: stop taking work, then wait for what is in flight."""
 
@@ -76,6 +87,7 @@ class Parts:
     app: web.Application
     # fills the cache (takes "stopping?"); raises StartupError for a preload file that cannot be served
     preload: Callable[[Callable[[], bool]], Awaitable[int]]
+    background: Background
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     shutdown_deadline: float = 0.0  # time.monotonic() by which everything must have stopped
     failure: str = ""  # why the appliance stopped on its own (a dead supervision task)
@@ -101,8 +113,8 @@ async def serve(config: Config, compose: Callable[[Config], Parts]) -> int:
         log.error("cannot start: %s", exc)
         return 2
     parts.app[PARTS] = parts
-    parts.app.cleanup_ctx.extend([workers_context, supervision_context, guard_context, preload_context,
-                                  watchdog_context])  # fmt: skip
+    parts.app.cleanup_ctx.extend([state_context, workers_context, supervision_context, guard_context,
+                                  preload_context, background_context, watchdog_context])  # fmt: skip
     install_signals(parts)
     # handler_cancellation: a client that disconnects cancels its handler (aiohttp >= 3.9 leaves
     # handlers running by default): a rerank's parts are withdrawn from the workers at once; an
@@ -161,6 +173,17 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 # ---- the cleanup contexts, in start order -------------------------------------------------------
+async def state_context(app: web.Application) -> AsyncIterator[None]:
+    """Durable state (the job store) first: a corrupt or unwritable state_dir fails in
+    milliseconds, before any model loads."""
+    background = app[PARTS].background
+    await background.open()
+    try:
+        yield
+    finally:
+        await background.close()
+
+
 async def workers_context(app: web.Application) -> AsyncIterator[None]:
     """Channels and workers: up when every worker is ready; on the way out, in-flight work is
     drained, the workers stopped and every segment unlinked."""
@@ -226,6 +249,15 @@ async def preload_context(app: web.Application) -> AsyncIterator[None]:
     parts = app[PARTS]
     await parts.preload(parts.stop.is_set)
     yield
+
+
+async def background_context(app: web.Application) -> AsyncIterator[None]:
+    """Bulk work runs once the workers serve and stops before they do (its chunks in flight are
+    handed out again at the next start)."""
+    background = app[PARTS].background
+    background.start()
+    yield
+    await background.stop()
 
 
 async def watchdog_context(app: web.Application) -> AsyncIterator[None]:

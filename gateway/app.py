@@ -34,6 +34,7 @@ from gateway import errors, routes
 from gateway.admission import Admission
 from gateway.backend import Backend
 from gateway.encoding import encode
+from gateway.jobs.service import Jobs
 from gateway.context import CONTEXT, Context, REQUEST_ID
 from gateway.routes.answers import Handler, JSON
 from gateway.schemas import ErrorBody, ErrorDetail
@@ -50,12 +51,14 @@ MAX_REQUEST_ID = 128
 UNMATCHED_PATH = "/{unmatched_path:.*}"
 
 
-def build_app(config: Config, backend: Backend, admission: Admission | None = None) -> web.Application:
+def build_app(config: Config, backend: Backend, admission: Admission | None = None,
+              jobs: Jobs | None = None) -> web.Application:  # fmt: skip
     """``admission`` defaults to one built from ``config`` (keys and rate limits, no memory guard);
-    that raises ``gateway.admission.KeysFileError`` when ``api_keys_file`` holds no usable key."""
+    that raises ``gateway.admission.KeysFileError`` when ``api_keys_file`` holds no usable key.
+    Without ``jobs`` the job routes answer 404."""
     admission = admission if admission is not None else Admission.from_config(config)
     app = web.Application(client_max_size=config.max_body_bytes)
-    app[CONTEXT] = Context(config=config, backend=backend, started=time.time(), admission=admission)
+    app[CONTEXT] = Context(config=config, backend=backend, started=time.time(), admission=admission, jobs=jobs)
 
     def add(method: str, path: str, handler: Handler) -> None:
         wrapped = handled(handler, admission)

@@ -21,6 +21,7 @@ from appliance.protocol import Input, can_embed
 from gateway import errors
 from gateway.admission import Admission
 from gateway.backend import Backend, EmbedOutcome, ModelCard, RerankOutcome
+from gateway.jobs.service import Jobs
 
 R = TypeVar("R")
 
@@ -39,6 +40,7 @@ class Context:
     backend: Backend
     started: float  # wall-clock time the app was built: model "created" dates
     admission: Admission = dataclasses.field(default_factory=Admission)  # default: open, unlimited
+    jobs: Jobs | None = None  # bulk jobs (gateway/jobs/); None: the job routes answer 404
 
     def admit(self, request: web.Request) -> None:
         """A work request at the door, before its body is read: 503 while loading or draining

@@ -88,6 +88,20 @@ class CohereRerank(msgspec.Struct, kw_only=True):
     truncate: bool = True
 
 
+class JobSubmit(msgspec.Struct, kw_only=True):
+    """``POST /v1/jobs`` (and ``POST /jobs``): the batch body plus ``task``. ``inputs`` are texts;
+    an element that is a list of texts is a group, flattened in order (item indices count the
+    flattened texts). A rerank job scores ``inputs`` as documents against ``query``."""
+
+    model: str | None = None
+    task: Literal["embed", "rerank"] = "embed"
+    inputs: list[Union[str, list[str]]]
+    query: str | None = None
+    truncate: bool = True
+    dimensions: Dimensions | None = None
+    use_cache: bool = True
+
+
 # ---- responses ------------------------------------------------------------------------------
 class OllamaEmbedResponse(msgspec.Struct):
     model: str
@@ -209,6 +223,69 @@ class OllamaModel(msgspec.Struct, kw_only=True):
 
 class OllamaTags(msgspec.Struct):
     models: list[OllamaModel]
+
+
+class JobProgress(msgspec.Struct):
+    done: int  # items with a result
+    failed: int  # items with an error instead
+    total: int
+
+
+class JobView(msgspec.Struct, kw_only=True):
+    """``GET /v1/jobs/{id}``: times are epoch seconds, null until they happen."""
+
+    id: str
+    object: str = "job"
+    status: Literal["PENDING", "PROCESSING", "SUCCESS", "FAILURE", "CANCELLED"]
+    task: Literal["embed", "rerank"]
+    model: str
+    progress: JobProgress
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    expires_at: float | None
+    error: str | None
+    status_url: str
+    results_url: str
+
+
+class JobAccepted(msgspec.Struct, kw_only=True):
+    """``202`` to a submit: poll ``status_url``."""
+
+    id: str
+    status: str
+    status_url: str
+
+
+class JobList(msgspec.Struct, kw_only=True):
+    object: str = "list"
+    data: list[JobView]
+
+
+class ItemError(msgspec.Struct):
+    type: str
+    message: str
+
+
+class JobItem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One item of a job's results: its index, and its vector, its score, or its error."""
+
+    index: int
+    embedding: msgspec.Raw | None = None
+    score: float | None = None
+    error: ItemError | None = None
+
+
+class JobResults(msgspec.Struct, kw_only=True):
+    """``GET /v1/jobs/{id}/results`` as paged JSON: the committed items from ``offset``, in index
+    order; ``next_offset`` is null once the page reaches the last committed item."""
+
+    object: str = "list"
+    status: str
+    data: list[JobItem]
+    offset: int
+    total: int
+    next_offset: int | None
 
 
 class ErrorDetail(msgspec.Struct):

@@ -1,0 +1,211 @@
+"""Async bulk jobs over HTTP: submit, poll, download, cancel, list (``gateway/jobs/``).
+
+- ``POST /v1/jobs`` (alias ``POST /jobs``): ``JobSubmit`` -> ``202 {id, status, status_url}``
+  with ``Location``. Its own bounds: ``max_job_body_bytes`` (413), ``max_job_inputs`` (422),
+  ``max_queued_jobs`` (429). A job costs one request of the caller's rate, not its inputs: it
+  runs below interactive traffic and cannot crowd it out.
+- ``GET /v1/jobs/{id}``: status, progress and times. ``DELETE`` cancels it.
+- ``GET /v1/jobs?status=&limit=``: newest first.
+- ``GET /v1/jobs/{id}/results``: the committed items in index order, each with its vector (or
+  score) or its error. Paged JSON (``offset``, ``limit``) by default; ``Accept:
+  application/x-ndjson`` streams every item, one JSON object a line; ``Accept:
+  application/x-npy`` (or ``?format=npy``) streams a finished embed job as one ``(n, dim)``
+  float32 ``.npy`` array whose failed items are NaN rows (``X-Failed-Count`` says how many; the
+  JSON forms say which and why).
+"""
+
+from __future__ import annotations
+
+import io
+from itertools import chain
+from typing import Any, AsyncIterator
+
+import msgspec
+import numpy as np
+from aiohttp import web
+
+from gateway import encoding, errors
+from gateway.context import CONTEXT, Context
+from gateway.jobs.model import FINISHED, ItemResult, Job
+from gateway.routes.answers import AddRoute, respond
+from gateway.routes.checks import check_dimensions, read_json
+from gateway.schemas import ItemError, JobAccepted, JobItem, JobList, JobProgress, JobResults, JobSubmit, JobView
+
+_submit = msgspec.json.Decoder(JobSubmit)
+STATUSES = ("PENDING", "PROCESSING", "SUCCESS", "FAILURE", "CANCELLED")
+PAGE_DEFAULT, PAGE_MAX = 1000, 10_000
+STREAM_PAGE = 2000  # items read from the store per step of an NDJSON or .npy download
+NDJSON = "application/x-ndjson"
+NPY = "application/x-npy"
+
+
+# ---- submit --------------------------------------------------------------------------------------
+async def submit(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    ctx.admit(request)
+    body = await read_json(request.clone(client_max_size=ctx.config.max_job_body_bytes), _submit)
+    inputs = list(chain.from_iterable([item] if isinstance(item, str) else item for item in body.inputs))
+    if not inputs:
+        raise errors.EmptyInput("`inputs` is empty: nothing to do")
+    model, options = job_target(ctx, body)
+    ctx.admission.check_memory()
+    job = await jobs_of(ctx).submit(body.task, model, inputs, options)
+    answer = JobAccepted(id=job.id, status=job.status, status_url=status_url(job.id))
+    return respond(encoding.encode(answer), status=202, headers={"Location": status_url(job.id)})
+
+
+def job_target(ctx: Context, body: JobSubmit) -> tuple[str, dict[str, Any]]:
+    """The model and the options the runner needs, checked now (a job fails at submit, not later)."""
+    if body.task == "rerank":
+        if body.query is None:
+            raise errors.InvalidField("a rerank job needs `query` - at `$.query`")
+        card = ctx.model(body.model)
+        return card.name, {"truncate": body.truncate, "query": body.query}
+    card = ctx.embedding_model(body.model)
+    check_dimensions(body.dimensions, card)
+    return card.name, {"truncate": body.truncate, "dimensions": body.dimensions, "use_cache": body.use_cache}
+
+
+# ---- status, list, cancel --------------------------------------------------------------------------
+async def status(request: web.Request) -> web.Response:
+    job = await jobs_of(request.app[CONTEXT]).get(request.match_info["job_id"])
+    return respond(encoding.encode(view(job)))
+
+
+async def cancel(request: web.Request) -> web.Response:
+    job = await jobs_of(request.app[CONTEXT]).cancel(request.match_info["job_id"])
+    return respond(encoding.encode(view(job)))
+
+
+async def listing(request: web.Request) -> web.Response:
+    wanted = request.query.get("status")
+    if wanted is not None and wanted.upper() not in STATUSES:
+        raise errors.InvalidField(f"`status` must be one of {', '.join(STATUSES)} - at `?status`")
+    limit = query_int(request, "limit", PAGE_DEFAULT // 10, 1, PAGE_MAX)
+    jobs = await jobs_of(request.app[CONTEXT]).list(wanted.upper() if wanted else None, limit)  # type: ignore[arg-type]
+    return respond(encoding.encode(JobList(data=[view(job) for job in jobs])))
+
+
+def view(job: Job) -> JobView:
+    return JobView(id=job.id, status=job.status, task=job.task, model=job.model,
+                   progress=JobProgress(done=job.done, failed=job.failed, total=job.total),
+                   created_at=job.created, started_at=job.started, finished_at=job.finished, expires_at=job.expires,
+                   error=job.error, status_url=status_url(job.id), results_url=f"{status_url(job.id)}/results")  # fmt: skip
+
+
+def status_url(job_id: str) -> str:
+    return f"/v1/jobs/{job_id}"
+
+
+# ---- results -----------------------------------------------------------------------------------------
+async def results(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    job_id = request.match_info["job_id"]
+    accept = request.headers.get("Accept", "")
+    if request.query.get("format") == "npy" or NPY in accept:
+        return await npy_results(request, ctx, job_id)
+    if request.query.get("format") == "ndjson" or NDJSON in accept:
+        return await ndjson_results(request, ctx, job_id)
+    offset = query_int(request, "offset", 0, 0, None)
+    limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
+    job, items = await jobs_of(ctx).results(job_id, offset, limit)
+    last = items[-1].index + 1 if items else offset
+    more = len(items) == limit and last < job.total
+    page = JobResults(status=job.status, data=[job_item(item) for item in items], offset=offset, total=job.total,
+                      next_offset=last if more else None)  # fmt: skip
+    return respond(encoding.encode(page))
+
+
+async def ndjson_results(request: web.Request, ctx: Context, job_id: str) -> web.StreamResponse:
+    jobs = jobs_of(ctx)
+    job = await jobs.get(job_id)  # 404 before the stream starts
+    response = web.StreamResponse(headers={"Content-Type": NDJSON, "X-Job-Status": job.status})
+    await response.prepare(request)
+    async for items in pages(ctx, job_id):
+        await response.write(b"".join(encoding.encode(job_item(item)) + b"\n" for item in items))
+    await response.write_eof()
+    return response
+
+
+async def npy_results(request: web.Request, ctx: Context, job_id: str) -> web.StreamResponse:
+    """One row per input, in index order: a failed (or, in a cancelled job, never computed) item
+    is a row of NaN, so row i is always input i."""
+    job = await jobs_of(ctx).get(job_id)
+    if job.task != "embed":
+        raise errors.Unsupported("`.npy` results are for embed jobs; rerank results are JSON or NDJSON")
+    if job.status not in FINISHED:
+        raise JobNotFinished(f"job {job_id} is {job.status}: its .npy is written once it has finished")
+    dim = job.options.get("dimensions") or ctx.model(job.model).dim
+    response = web.StreamResponse(headers={"Content-Type": NPY, "X-Failed-Count": str(job.total - job.done),
+                                           "Content-Disposition": f'attachment; filename="{job_id}.npy"'})  # fmt: skip
+    await response.prepare(request)
+    await response.write(npy_header(job.total, dim))
+    missing = np.full(dim, np.nan, dtype="<f4").tobytes()
+    written = 0
+    async for items in pages(ctx, job_id):
+        rows = []
+        for item in items:
+            rows.append(missing * (item.index - written))  # gaps: items never computed
+            rows.append(item.vector if item.vector else missing)
+            written = item.index + 1
+        await response.write(b"".join(rows))
+    await response.write(missing * (job.total - written))
+    await response.write_eof()
+    return response
+
+
+async def pages(ctx: Context, job_id: str) -> AsyncIterator[list[ItemResult]]:
+    offset = 0
+    while True:
+        _, items = await jobs_of(ctx).results(job_id, offset, STREAM_PAGE)
+        if not items:
+            return
+        yield items
+        offset = items[-1].index + 1
+
+
+def npy_header(rows: int, dim: int) -> bytes:
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": (rows, dim)})
+    return out.getvalue()
+
+
+def job_item(item: ItemResult) -> JobItem:
+    if item.error_type is not None:
+        return JobItem(index=item.index, error=ItemError(type=item.error_type, message=item.error_message or ""))
+    if item.vector is not None:
+        return JobItem(index=item.index, embedding=msgspec.Raw(encoding.vector_json(item.vector)))
+    return JobItem(index=item.index, score=item.score)
+
+
+class JobNotFinished(errors.ApiError):
+    status, type = 409, "job_not_finished"
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+def jobs_of(ctx: Context) -> Any:
+    if ctx.jobs is None:
+        raise errors.NotFound("bulk jobs are not enabled on this gateway")
+    return ctx.jobs
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.InvalidField(f"`{name}` must be an integer - at `?{name}`") from None
+    if value < low or (high is not None and value > high):
+        raise errors.InvalidField(f"`{name}` must be between {low} and {high if high is not None else 'any'} - at `?{name}`")
+    return value
+
+
+def register(add: AddRoute) -> None:
+    for path in ("/v1/jobs", "/jobs"):
+        add("POST", path, submit)
+    add("GET", "/v1/jobs", listing)
+    add("GET", "/v1/jobs/{job_id}", status)
+    add("DELETE", "/v1/jobs/{job_id}", cancel)
+    add("GET", "/v1/jobs/{job_id}/results", results)
