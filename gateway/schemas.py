@@ -61,6 +61,10 @@ class BatchEmbed(msgspec.Struct, kw_only=True):
     batch_size: Count | None = None
     use_cache: bool = True
     truncate: bool = True
+    # "fail": an input that cannot be served fails the whole request (the original behaviour);
+    # "skip": it answers as a ``FailedItem`` in its place and the others are served
+    # (``gateway/routes/batch.py``). ``POST /api/embed/stream`` takes this body too.
+    on_error: Literal["fail", "skip"] = "fail"
 
 
 class Rerank(msgspec.Struct, kw_only=True):
@@ -296,6 +300,53 @@ class ErrorDetail(msgspec.Struct):
 
 class ErrorBody(msgspec.Struct):
     error: ErrorDetail
+
+
+# ---- per-input failures and the embedding stream ---------------------------------------------
+class ItemError(msgspec.Struct):
+    """Why one input was not served: ``type`` is an error type of the table in ``gateway/errors.py``."""
+
+    type: str
+    message: str
+
+
+class FailedItem(msgspec.Struct):
+    """In ``batches`` (``on_error: "skip"``), in place of the vector of an input that was not
+    served. ``index`` is the input's position in the whole request: every group, in order."""
+
+    index: int
+    error: ItemError
+
+
+class StreamProgress(msgspec.Struct):
+    """``event: progress``, after each chunk: inputs served (``done``) and failed so far."""
+
+    done: int
+    failed: int
+    total: int
+
+
+class StreamItem(msgspec.Struct):
+    """One vector of an ``event: result`` chunk (a JSON array of these)."""
+
+    index: int
+    embedding: msgspec.Raw
+
+
+class StreamError(msgspec.Struct):
+    """``event: error``: one input that failed; the stream goes on."""
+
+    index: int
+    type: str
+    message: str
+
+
+class StreamComplete(msgspec.Struct):
+    """``event: complete``, always the last event."""
+
+    total: int
+    failed: int
+    duration_ms: float
 
 
 # ---- decoding -------------------------------------------------------------------------------

@@ -1,18 +1,19 @@
 """The route table: one module per API family, each with a ``register(add)``.
 
-``ollama``, ``openai``, ``batch``, ``rerank``, ``jobs`` and ``system`` each add their handlers through
-``add(method, path, handler)``; ``gateway/app.py`` wraps every handler (the API key check, the
-one error mapping, request ids and timing) as it registers it. A work route follows the steps in
-``gateway/context.py``; ``checks`` and ``answers`` are the request and response helpers they
-share. Routes raise ``gateway.errors`` types; only the wrapper turns them into responses.
+``ollama``, ``openai``, ``batch``, ``stream``, ``rerank``, ``jobs`` and ``system`` each add their
+handlers through ``add(method, path, handler)``; ``gateway/app.py`` wraps every handler (the API
+key check, the one error mapping, request ids and timing) as it registers it. A work route
+follows the steps in ``gateway/context.py``; ``checks`` and ``answers`` are the request and
+response helpers they share. Routes raise ``gateway.errors`` types; only the wrapper turns them
+into responses.
 """
 
 from __future__ import annotations
 
-from gateway.routes import batch, jobs, ollama, openai, rerank, system
+from gateway.routes import batch, jobs, ollama, openai, rerank, stream, system
 from gateway.routes.answers import AddRoute
 
-FAMILIES = (system, ollama, openai, batch, rerank, jobs)
+FAMILIES = (system, ollama, openai, batch, stream, rerank, jobs)
 
 
 def register(add: AddRoute) -> None:
