@@ -266,11 +266,6 @@ class JobList(msgspec.Struct, kw_only=True):
     data: list[JobView]
 
 
-class ItemError(msgspec.Struct):
-    type: str
-    message: str
-
-
 class JobItem(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One item of a job's results: its index, and its vector, its score, or its error."""
 

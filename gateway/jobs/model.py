@@ -72,3 +72,12 @@ class ItemResult(msgspec.Struct, gc=False):
     @property
     def ok(self) -> bool:
         return self.error_type is None
+
+
+class JobQueue(msgspec.Struct, kw_only=True):
+    """The jobs' part of ``GET /queue-status``."""
+
+    by_status: dict[str, int]
+    oldest_pending_age_s: float | None  # the oldest unfinished job's age; null when none
+    chunks_in_flight: int
+    inputs_in_flight: int

@@ -51,6 +51,7 @@ class JobRunner:
         self.clock = clock
         self.woken = asyncio.Event()
         self.computing: dict[str, set[asyncio.Task[None]]] = {}  # job id -> its chunks in flight
+        self.inputs_in_flight = 0
         self.chunks_committed = 0
         self.chunks_retried = 0
 
@@ -102,7 +103,11 @@ class JobRunner:
     async def process(self, claim: Claim) -> None:
         if claim.chunk == 0 and claim.attempts == 0:
             log.info("job %s processing: %d inputs in %d chunks", claim.job.id, claim.job.total, claim.job.chunks)
-        items = await self.compute(claim)
+        self.inputs_in_flight += len(claim.inputs)
+        try:
+            items = await self.compute(claim)
+        finally:
+            self.inputs_in_flight -= len(claim.inputs)
         if items is None:
             return  # released for a retry
         job = await self.store.commit(claim, items, self.clock())

@@ -18,7 +18,7 @@ from appliance.config import Config
 from appliance.protocol import Input
 from gateway import errors
 from gateway.backend import Backend
-from gateway.jobs.model import FINISHED, ItemResult, Job, JobStatus, JobTask, NewJob
+from gateway.jobs.model import FINISHED, ItemResult, Job, JobQueue, JobStatus, JobTask, NewJob
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import JobStore, SqliteJobStore
 from gateway.jobs.threaded import ThreadedStore
@@ -105,14 +105,13 @@ class Jobs:
         job = await self.get(job_id)
         return job, await self.opened().results(job_id, offset, limit)
 
-    async def queue(self) -> dict[str, Any]:
-        """Jobs by status, the oldest unfinished job's age, chunks in flight."""
+    async def queue(self) -> JobQueue:
+        """Jobs by status, the oldest unfinished job's age, the chunks and inputs in flight."""
         store = self.opened()
-        return {
-            "jobs": await store.counts(),
-            "oldest_pending_age_s": await store.oldest_pending_age(time.time()),
-            "chunks_in_flight": self.runner.in_flight() if self.runner else 0,
-        }
+        runner = self.runner
+        return JobQueue(by_status=await store.counts(), oldest_pending_age_s=await store.oldest_pending_age(time.time()),
+                        chunks_in_flight=runner.in_flight() if runner else 0,
+                        inputs_in_flight=runner.inputs_in_flight if runner else 0)  # fmt: skip
 
     def opened(self) -> ThreadedStore:
         if self.store is None:

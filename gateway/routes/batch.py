@@ -18,7 +18,6 @@ rather than one input (429, 503, 504) fail it in either mode.
 from __future__ import annotations
 
 import asyncio
-import re
 from itertools import chain
 from typing import Sequence
 
@@ -29,80 +28,43 @@ from aiohttp import web
 from gateway import encoding, errors
 from gateway.backend import EmbedOutcome
 from gateway.context import CONTEXT, Context
+from gateway.items import blank_error, is_blank, renamed_message, serve_isolating
 from gateway.routes.answers import AddRoute, outcome_headers, respond
 from gateway.routes.checks import check_inputs, read_json
 from gateway.schemas import BatchEmbed, BatchEmbedResponse, CacheStats, FailedItem, ItemError
 
 _decoder = msgspec.json.Decoder(BatchEmbed)
 
-# Errors about one input, not about the request: a worker's ``input_too_long`` (too many tokens
-# with truncate: false) and ``invalid_input`` (its tokenizer refused it).
-INPUT_ERRORS = (errors.InputTooLong, errors.InvalidField)
-
-# Where such an error names its input: ``Part.failure_text`` (gateway/parts.py) ends the worker's
-# message with "(input N)", N counting from 0 over the inputs of the embed call that failed.
-# The only place that format is read.
-NAMED_INPUT = re.compile(r"\(input (\d+)\)$")
-
 NOTHING_SERVED = EmbedOutcome(vectors=np.zeros((0, 0), dtype=np.float32), tokens=[])
 
 
-def named_input(exc: errors.ApiError) -> int | None:
-    """The index an input error names, or None when it names none."""
-    found = NAMED_INPUT.search(exc.message)
-    return int(found.group(1)) if found else None
-
-
-def renamed(exc: errors.ApiError, index: int) -> ItemError:
-    """The error as one input's: its message names ``index``, the input's place in the client's request."""
-    return ItemError(exc.type, NAMED_INPUT.sub(f"(input {index})", exc.message))
-
-
 class Items:
-    """Texts embedded in as few calls as their failures allow: ``embed`` serves those it can and
-    keeps, per text, why each of the others was not served.
-
-    1. A blank text (empty, or only whitespace) is set aside at once: ``empty_input``.
-    2. Every text still ``live`` goes to ``Context.embed`` in one call.
-    3. An input error that names a text sets that text aside, and step 2 runs again without it.
-
-    Every round but the last sets one text aside, so there are at most ``len(texts)`` rounds, and
-    none starts after ``request_timeout`` from the first; then, or when the error names no text,
-    the error is raised, as is every request error (429, 503, 504). ``offset`` is the place of
-    ``texts[0]`` in the client's request: the messages of the failures name that place.
+    """Texts embedded in as few calls as their failures allow (``gateway/items.py``): ``embed``
+    serves those it can and keeps, per text, why each of the others was not served. ``offset``
+    is the place of ``texts[0]`` in the client's request: the failures' messages name that place.
     """
 
     def __init__(self, texts: Sequence[str], offset: int = 0) -> None:
         self.texts = texts
         self.offset = offset
         self.failures: dict[int, ItemError] = {
-            i: ItemError(errors.EmptyInput.type, f"input {offset + i} is blank: nothing to embed")
-            for i, text in enumerate(texts) if not text.strip()
-        }  # fmt: skip
+            i: item_error(blank_error(offset + i), offset + i) for i, text in enumerate(texts) if is_blank(text)
+        }
         self.live = [i for i in range(len(texts)) if i not in self.failures]  # after embed: the served
         self.outcome = NOTHING_SERVED  # the served texts' vectors, in the order of ``live``
 
     async def embed(self, ctx: Context, model: str, truncate: bool, *, use_cache: bool = True,
                     json: bool = False) -> None:  # fmt: skip
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ctx.config.request_timeout
-        while self.live:
-            try:
-                batch = [self.texts[i] for i in self.live]
-                self.outcome = await ctx.embed(model, batch, truncate, use_cache=use_cache, json=json)
-                return
-            except INPUT_ERRORS as exc:
-                if loop.time() >= deadline or not self.set_aside(exc):
-                    raise
+        async def call(live: list[int]) -> EmbedOutcome:
+            return await ctx.embed(model, [self.texts[i] for i in live], truncate, use_cache=use_cache, json=json)
 
-    def set_aside(self, exc: errors.ApiError) -> bool:
-        """Move the live text ``exc`` names to the failures; False when it names none."""
-        at = named_input(exc)
-        if at is None or at >= len(self.live):
-            return False
-        index = self.live.pop(at)
-        self.failures[index] = renamed(exc, self.offset + index)
-        return True
+        set_aside: dict[int, errors.ApiError] = {}
+        deadline = asyncio.get_running_loop().time() + ctx.config.request_timeout
+        try:
+            self.outcome = await serve_isolating(call, self.live, deadline, set_aside) or NOTHING_SERVED
+        finally:
+            for index, exc in set_aside.items():
+                self.failures[index] = item_error(exc, self.offset + index)
 
     def fail_rest(self, exc: errors.ApiError) -> None:
         """Every text not yet served fails with ``exc`` (a request error)."""
@@ -151,6 +113,11 @@ def item_rows(items: Items) -> list[bytes]:
     for index, error in items.failures.items():
         rows[index] = encoding.encode(FailedItem(items.offset + index, error))
     return rows
+
+
+def item_error(exc: errors.ApiError, index: int) -> ItemError:
+    """The error as one input's: its message names ``index``, the input's place in the request."""
+    return ItemError(exc.type, renamed_message(exc, index))
 
 
 def cache_stats(hits: int, served: int) -> CacheStats:

@@ -16,6 +16,7 @@ from gateway import encoding
 from gateway.admission import AdmissionReport
 from gateway.backend import CacheReport, ModelCard, WorkerCard
 from gateway.context import CONTEXT
+from gateway.jobs.model import JobQueue
 from gateway.routes.answers import AddRoute, respond
 from gateway.schemas import (
     OllamaDetails,
@@ -37,6 +38,22 @@ class SystemStats(msgspec.Struct):
     workers: list[WorkerCard]
     cache: CacheReport
     admission: AdmissionReport = msgspec.field(default_factory=AdmissionReport)  # refusals by type
+
+
+class WorkerQueue(msgspec.Struct):
+    index: int
+    up: bool
+    outstanding_inputs: int
+    outstanding_tokens: int
+
+
+class QueueStatus(msgspec.Struct, kw_only=True):
+    """``GET /queue-status``: what is waiting where. ``interactive_inputs`` is the workers'
+    outstanding inputs less the job chunks' (job work runs below interactive work)."""
+
+    workers: list[WorkerQueue]
+    interactive_inputs: int
+    jobs: JobQueue | None  # null when this gateway runs no jobs
 
 
 _OK = encoding.encode(Status("ok"))
@@ -103,7 +120,17 @@ async def stats(request: web.Request) -> web.Response:
     return respond(encoding.encode(answer))
 
 
+async def queue_status(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    workers = [WorkerQueue(w.index, w.up, w.outstanding_inputs, w.outstanding_tokens) for w in ctx.backend.workers()]
+    jobs = await ctx.jobs.queue() if ctx.jobs is not None and ctx.jobs.store is not None else None
+    outstanding = sum(w.outstanding_inputs for w in workers)
+    interactive = max(0, outstanding - (jobs.inputs_in_flight if jobs else 0))
+    return respond(encoding.encode(QueueStatus(workers=workers, interactive_inputs=interactive, jobs=jobs)))
+
+
 def register(add: AddRoute) -> None:
+    add("GET", "/queue-status", queue_status)
     add("GET", "/health", health)
     add("GET", "/ready", ready)
     add("GET", "/v1/models", models)
