@@ -33,6 +33,12 @@ def can_embed(kind: ModelKind) -> bool:
     return kind != "cross_encoder"
 
 
+# Priorities of Embed and Rerank: lower runs first. A worker fills each batch from interactive
+# requests first; background work (bulk jobs) runs in the room they leave (workers/batcher.py).
+INTERACTIVE = 0
+BACKGROUND = 1
+
+
 class Embed(msgspec.Struct, tag="embed", array_like=True, gc=False):
     """Embed ``inputs`` with ``model``; answered by one ``Vectors`` or one ``Failed``."""
 
@@ -41,6 +47,7 @@ class Embed(msgspec.Struct, tag="embed", array_like=True, gc=False):
     inputs: list[Input]
     truncate: bool = True
     deadline: float = 0.0  # time.monotonic() (CLOCK_MONOTONIC, shared by every process); 0 = none
+    priority: int = INTERACTIVE  # or BACKGROUND
 
 
 class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
@@ -52,6 +59,7 @@ class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
     documents: list[str]
     truncate: bool = True
     deadline: float = 0.0  # as Embed.deadline
+    priority: int = INTERACTIVE  # as Embed.priority
 
 
 class Cancel(msgspec.Struct, tag="cancel", array_like=True, gc=False):

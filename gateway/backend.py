@@ -13,7 +13,7 @@ from typing import Protocol, Sequence
 import msgspec
 import numpy as np
 
-from appliance.protocol import Input, ModelKind, WorkerCounters
+from appliance.protocol import INTERACTIVE, Input, ModelKind, WorkerCounters
 
 
 class Timings(msgspec.Struct, gc=False):
@@ -101,16 +101,21 @@ class UncachedBackend(Protocol):
     def workers(self) -> list[WorkerCard]: ...
 
     async def embed(
-        self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float, use_cache: bool = True
+        self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float, use_cache: bool = True,
+        priority: int = INTERACTIVE,
     ) -> EmbedOutcome:
         """``deadline`` is an absolute ``loop.time()``; past it the call raises DeadlineExceeded.
-        ``use_cache=False`` bypasses the result cache (the batch route's per-request switch)."""
+        ``use_cache=False`` bypasses the result cache (the batch route's per-request switch).
+        ``priority=BACKGROUND`` (``appliance.protocol``; bulk jobs) runs below interactive work
+        and waits for room instead of getting 429 (``gateway/router.py``)."""
         ...
 
     async def rerank(
-        self, model: str, query: str, documents: Sequence[str], *, truncate: bool, deadline: float
+        self, model: str, query: str, documents: Sequence[str], *, truncate: bool, deadline: float,
+        priority: int = INTERACTIVE,
     ) -> RerankOutcome:
-        """Cross-encoder scores for a cross_encoder model, else query/document cosine."""
+        """Cross-encoder scores for a cross_encoder model, else query/document cosine; ``priority``
+        as for ``embed``."""
         ...
 
 

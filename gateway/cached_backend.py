@@ -24,7 +24,13 @@ Choices worth knowing:
   inputs were not computed exactly as it sent them (some were hits, duplicates or joined) is then
   recomputed on its own, uncached, so that it gets its own error with the right input index, or
   its answer if the bad input was someone else's.
-- Rerank is passed through untouched.
+- **Priority.** A background request (a bulk job's chunk, ``priority=BACKGROUND``) reads and
+  fills the cache like any other and joins any computation in flight, interactive or background.
+  An interactive request joins only interactive computations: joining a background one would make
+  it wait at background priority, behind all the interactive work that keeps that chunk waiting
+  (up to the chunk's deadline under load). It computes its own copy instead; the duplicate costs a
+  few items of work. The two kinds are kept apart in two ``InFlight`` tables.
+- Rerank is passed through untouched (with its priority).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Any, Iterable, Sequence, TypeVar
 import numpy as np
 
 from appliance.config import Config
-from appliance.protocol import Input
+from appliance.protocol import INTERACTIVE, Input
 from gateway import errors
 from gateway.backend import (
     CacheCounts,
@@ -86,7 +92,8 @@ class CachedBackend:
         self.config = config
         self.inner = inner
         self.cache = ResultCache(config.cache_bytes)
-        self.inflight: InFlight[bytes, Row] = InFlight()
+        self.inflight: InFlight[bytes, Row] = InFlight()  # interactive computations: anyone may join
+        self.background_inflight: InFlight[bytes, Row] = InFlight()  # only background requests join
 
     # ---- Backend: state, passed through ------------------------------------------------
     def is_ready(self) -> bool:
@@ -102,8 +109,9 @@ class CachedBackend:
         return self.inner.workers()
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool,
-                     deadline: float) -> RerankOutcome:  # fmt: skip
-        return await self.inner.rerank(model, query, documents, truncate=truncate, deadline=deadline)
+                     deadline: float, priority: int = INTERACTIVE) -> RerankOutcome:  # fmt: skip
+        return await self.inner.rerank(model, query, documents, truncate=truncate, deadline=deadline,
+                                       priority=priority)  # fmt: skip
 
     # ---- Backend: embed ----------------------------------------------------------------
     def lookup(self, model: str, inputs: Sequence[Input], *, truncate: bool, use_cache: bool = True,
@@ -128,18 +136,18 @@ class CachedBackend:
                             json_rows=[self.cache.json_of(e) for e in entries] if json else None)  # fmt: skip
 
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
-                    use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
-        plan = self.plan(model, inputs, truncate, use_cache)
+                    use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
+        plan = self.plan(model, inputs, truncate, use_cache, priority)
         if plan.lead or plan.joined:
             try:
-                await self.complete(model, plan, truncate, deadline, use_cache)
+                await self.complete(model, plan, truncate, deadline, use_cache, priority)
             except INPUT_ERRORS:
                 if len(plan.lead) == len(inputs):
                     raise  # computed exactly as sent: the error and its input index are this request's
-                return await self.inner.embed(model, inputs, truncate=truncate, deadline=deadline)
+                return await self.inner.embed(model, inputs, truncate=truncate, deadline=deadline, priority=priority)
         return assemble(plan.rows, plan.hits)
 
-    def plan(self, model: str, inputs: Sequence[Input], truncate: bool, use_cache: bool) -> Plan:
+    def plan(self, model: str, inputs: Sequence[Input], truncate: bool, use_cache: bool, priority: int) -> Plan:
         """Steps 1 to 3: key every input, serve the hits, sort each miss into "join" or "lead".
         The hot loop of a cache hit: kept free of allocations and attribute chains."""
         keys = [item_key(model, truncate, item) for item in inputs]
@@ -155,28 +163,32 @@ class CachedBackend:
                     continue
             else:
                 self.cache.counters(model).bypassed += 1
-            self.route_miss(model, key, item, plan)
+            self.route_miss(model, key, item, plan, priority)
         return plan
 
-    def route_miss(self, model: str, key: bytes, item: Input, plan: Plan) -> None:
+    def route_miss(self, model: str, key: bytes, item: Input, plan: Plan, priority: int) -> None:
         if key in plan.lead or key in plan.joined:
             self.inflight.coalesced[model] += 1  # a duplicate inside this request
             return
         future = self.inflight.joining(key, model)
+        if future is None and priority != INTERACTIVE:  # background work joins either kind
+            future = self.background_inflight.joining(key, model)
         if future is not None:
             plan.joined[key] = future
         else:
             plan.lead[key] = item
 
-    async def complete(self, model: str, plan: Plan, truncate: bool, deadline: float, use_cache: bool) -> None:
+    async def complete(self, model: str, plan: Plan, truncate: bool, deadline: float, use_cache: bool,
+                       priority: int) -> None:  # fmt: skip
         """Step 4: launch this request's own computation, wait for it and for the joined ones
         (this request's deadline), and fill in the rows."""
         futures = dict(plan.joined)
         if plan.lead:
             lead_keys, items = list(plan.lead), list(plan.lead.values())
             store = [use_cache and self.cacheable(item) for item in items]
-            launched = self.inflight.launch(
-                lead_keys, lambda: self.compute(model, items, lead_keys, store, truncate, deadline))
+            flights = self.inflight if priority == INTERACTIVE else self.background_inflight
+            launched = flights.launch(
+                lead_keys, lambda: self.compute(model, items, lead_keys, store, truncate, deadline, priority))
             futures.update(zip(lead_keys, launched))
         if not await settle(list(futures.values()), deadline):
             raise errors.DeadlineExceeded(
@@ -188,9 +200,9 @@ class CachedBackend:
             self.keep_joined(model, plan)
 
     async def compute(self, model: str, items: list[Input], keys: list[bytes], store: list[bool],
-                      truncate: bool, deadline: float) -> list[Row]:  # fmt: skip
+                      truncate: bool, deadline: float, priority: int) -> list[Row]:  # fmt: skip
         """The shared computation (runs in its own task): one router call, then the cache fill."""
-        outcome = await self.inner.embed(model, items, truncate=truncate, deadline=deadline)
+        outcome = await self.inner.embed(model, items, truncate=truncate, deadline=deadline, priority=priority)
         vectors = np.ascontiguousarray(outcome.vectors, dtype=np.float32)
         rows = [Row(vectors[j].tobytes(), outcome.tokens[j], outcome.workers, outcome.timings)
                 for j in range(len(items))]  # fmt: skip
@@ -225,11 +237,13 @@ class CachedBackend:
 
     # ---- visibility ------------------------------------------------------------------------
     def cache_stats(self) -> CacheReport:
-        names = sorted(set(self.cache.all_counters()) | set(self.inflight.coalesced))
-        models = {name: counts(self.cache.counters(name), self.inflight.coalesced[name]) for name in names}
+        coalesced = self.inflight.coalesced + self.background_inflight.coalesced
+        names = sorted(set(self.cache.all_counters()) | set(coalesced))
+        models = {name: counts(self.cache.counters(name), coalesced[name]) for name in names}
         total = sum_counters(self.cache.all_counters().values())
-        return counts(total, sum(self.inflight.coalesced.values()), CacheReport, enabled=self.cache.enabled,
-                      capacity_bytes=self.cache.capacity, in_flight=len(self.inflight), models=models)  # fmt: skip
+        in_flight = len(self.inflight) + len(self.background_inflight)
+        return counts(total, sum(coalesced.values()), CacheReport, enabled=self.cache.enabled,
+                      capacity_bytes=self.cache.capacity, in_flight=in_flight, models=models)  # fmt: skip
 
 
 def counts(c: ModelCounters, coalesced: int, kind: type[C] = CacheCounts,  # type: ignore[assignment]

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from appliance.protocol import Embed, Failed, Input, Rerank, Scores, Vectors
+from appliance.protocol import INTERACTIVE, Embed, Failed, Input, Rerank, Scores, Vectors
 from gateway.backend import EmbedOutcome, Timings
 
 SPLIT_MIN_INPUTS = 64  # below this, one worker does a request (splitting costs more than it saves)
@@ -39,6 +39,11 @@ class Part:
     worker: int = -1  # where it is in flight now, -1 when nowhere
     served_by: int = -1  # the worker whose answer resolved it
     resent: bool = False
+
+    @property
+    def background(self) -> bool:
+        """Below interactive work: at most one such part per worker (``gateway/router.py``)."""
+        return self.message.priority > INTERACTIVE
 
     def failure_text(self, failed: Failed) -> str:
         """The worker's message, naming the input by its index in the whole request."""

@@ -10,6 +10,20 @@
   that holds the model; when none is up, it is parked and sent to the first holder that comes
   back (its deadline still bounds it). A part lost twice fails with 503: it may be what kills
   workers.
+
+Priority (``priority=BACKGROUND``: bulk-job chunks; the worker's batcher runs them in the room
+interactive batches leave, ``workers/batcher.py``). Background parts must not crowd the workers:
+
+- At most ONE background part is in flight per worker (``WorkerState.background``). The others
+  wait here, on the event loop, for a worker's slot to free (woken by results), not in a worker's
+  ring or batcher: an interactive part never queues behind more than one background part.
+- Background parts never take ``max_pending_inputs`` room from interactive work: an interactive
+  part is refused (429) only over the limit in *interactive* inputs, and is routed by interactive
+  load; a background part goes only where all outstanding inputs plus its own stay within the
+  limit (or the worker is idle), and otherwise waits; on a full ring it waits too. It never gets
+  429; its deadline bounds every wait (504).
+- A lost background part is resent once, like any part, but only to a holder whose slot is free;
+  else it is parked until a slot frees or a holder comes back.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import msgspec
 
 from appliance.config import Config
 from appliance.protocol import (
+    INTERACTIVE,
     Cancel,
     Embed,
     Failed,
@@ -41,6 +56,7 @@ from appliance.protocol import (
 from gateway import errors
 from gateway.backend import EmbedOutcome, ModelCard, RerankOutcome, Timings, WorkerCard
 from gateway.parts import Part, cut, estimate_tokens, merge_vectors, record_budget, served_by
+from gateway.priority import free_slots, least_loaded, place
 
 log = logging.getLogger("appliance.router")
 
@@ -71,6 +87,7 @@ class WorkerState:
     parts: dict[int, Part] = field(default_factory=dict)
     stats: Stats | None = None
     pid: int = 0  # from its Ready; its Stats (every second) may not have come yet
+    background: Part | None = None  # its one background part in flight, if any
 
 
 class Router:
@@ -137,13 +154,13 @@ class Router:
 
     # ---- Backend: work -------------------------------------------------------------------
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
-                    use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
+                    use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
         del use_cache  # the router computes everything it is given; the cache wraps it
         holders = await self.holders(model, deadline)
         dim = holders[0].models[model].dim
         slices = cut(inputs, answer_bytes=max(dim, 1) * 4, budget=self.record_budget, ways=len(holders))
         expires = monotonic_deadline(deadline)
-        parts = [self.part(model, Embed(0, model, list(inputs[a:b]), truncate, expires), b - a,
+        parts = [self.part(model, Embed(0, model, list(inputs[a:b]), truncate, expires, priority), b - a,
                            sum(map(estimate_tokens, inputs[a:b])), a) for a, b in slices]  # fmt: skip
         results = await self.run_parts(parts, deadline)
         outcome = merge_vectors(results)
@@ -151,10 +168,10 @@ class Router:
         return outcome
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool,
-                     deadline: float) -> RerankOutcome:  # fmt: skip
+                     deadline: float, priority: int = INTERACTIVE) -> RerankOutcome:  # fmt: skip
         await self.holders(model, deadline)
         tokens = estimate_tokens(query) * len(documents) + sum(map(estimate_tokens, documents))
-        message = Rerank(0, model, query, list(documents), truncate, monotonic_deadline(deadline))
+        message = Rerank(0, model, query, list(documents), truncate, monotonic_deadline(deadline), priority)
         part = self.part(model, message, len(documents) + 1, tokens, 0)
         (result,) = await self.run_parts([part], deadline)
         assert isinstance(result, Scores)
@@ -214,7 +231,8 @@ class Router:
         return list(done)
 
     async def dispatch(self, part: Part, deadline: float) -> None:
-        """Send a part to the least-loaded up holder; wait briefly on full rings, then 429."""
+        """Send a part where ``place`` allows. An interactive part waits briefly on a full ring,
+        then 429; a background part waits for its turn (a free slot, room, ring space)."""
         record = self.link.encode(part.message)
         if len(record) > self.record_budget:
             # one input (or a rerank query with its documents) larger than a ring record can be
@@ -223,28 +241,44 @@ class Router:
         loop = asyncio.get_running_loop()
         ring_full_since: float | None = None
         while True:
-            worker = self.least_loaded(self.up_holders(part.model))
-            if worker is None:  # every holder went down since the request arrived
+            holders = self.up_holders(part.model)
+            if not holders:  # every holder went down since the request arrived
                 await self.holders(part.model, deadline)
                 continue
-            if worker.outstanding_inputs + part.inputs > self.config.max_pending_inputs and worker.parts:
-                raise errors.QueueFull(f"worker queue full ({worker.outstanding_inputs} inputs pending); retry",
-                                       retry_after=RETRY_AFTER_S)  # fmt: skip
-            if self.link.send_record(worker.index, record):
+            worker = place(part, holders, self.config.max_pending_inputs)
+            if worker is not None and self.link.send_record(worker.index, record):
                 self.track(part, worker)
                 return
+            if part.background:
+                if not await self.wait_for_change(deadline):
+                    raise errors.DeadlineExceeded("background request not sent within its deadline "
+                                                  f"({self.config.request_timeout:g}s)")  # fmt: skip
+                continue
             ring_full_since = ring_full_since or loop.time()
             if not await self.wait_for_change(min(deadline, ring_full_since + FULL_RING_WAIT_S)):
                 raise errors.QueueFull("worker ring full; retry", retry_after=RETRY_AFTER_S)
-
-    def least_loaded(self, workers: list[WorkerState]) -> WorkerState | None:
-        return min(workers, key=lambda w: (w.outstanding_tokens, w.outstanding_inputs), default=None)
 
     def track(self, part: Part, worker: WorkerState) -> None:
         part.worker = worker.index
         worker.parts[part.id] = part
         worker.outstanding_tokens += part.tokens
         worker.outstanding_inputs += part.inputs
+        if part.background:
+            worker.background = part
+
+    def untrack(self, part: Part, worker: WorkerState) -> bool:
+        """Take an answered or withdrawn part off its worker (False if it was not there) and wake
+        the senders waiting for room; a freed background slot goes to a parked part first."""
+        if worker.parts.pop(part.id, None) is None:
+            return False
+        worker.outstanding_tokens -= part.tokens
+        worker.outstanding_inputs -= part.inputs
+        if worker.background is part:
+            worker.background = None
+            if worker.up:
+                self.resend_parked(worker)
+        self.wake_senders()
+        return True
 
     def forget(self, part: Part) -> None:
         """Stop waiting for a part; one still on a worker (its client left, or its deadline
@@ -253,9 +287,7 @@ class Router:
         if part.worker < 0:
             return
         worker = self.workers_state[part.worker]
-        if worker.parts.pop(part.id, None) is not None:
-            worker.outstanding_tokens -= part.tokens
-            worker.outstanding_inputs -= part.inputs
+        if self.untrack(part, worker):
             self.withdrawn += 1
             # best effort: a full ring means the worker is busy, and the deadline drops it there
             self.link.send_record(worker.index, self.link.encode(Cancel(part.id)))
@@ -288,11 +320,9 @@ class Router:
 
     def worker_result(self, worker: int, message: Vectors | Scores | Failed) -> None:
         state = self.workers_state[worker]
-        part = state.parts.pop(message.id, None)
-        if part is None:
+        part = state.parts.get(message.id)
+        if part is None or not self.untrack(part, state):
             return  # its request timed out or was resent; nobody waits for this any more
-        state.outstanding_tokens -= part.tokens
-        state.outstanding_inputs -= part.inputs
         part.worker, part.served_by = -1, worker
         self.completed_parts += 1
         if not part.future.done():
@@ -300,7 +330,6 @@ class Router:
                 part.future.set_exception(errors.from_worker_failure(message.kind, part.failure_text(message)))
             else:
                 part.future.set_result(message)
-        self.wake_senders()
 
     def worker_lost(self, worker: int, reason: str) -> None:
         state = self.workers_state[worker]
@@ -309,6 +338,7 @@ class Router:
         orphans = list(state.parts.values())
         state.parts.clear()
         state.outstanding_tokens = state.outstanding_inputs = 0
+        state.background = None
         if orphans:
             log.warning("worker %d %s with %d part(s) in flight", worker, reason, len(orphans))
         for part in orphans:
@@ -323,7 +353,8 @@ class Router:
         if part.future.done():
             return
         if not part.resent:
-            target = self.least_loaded(self.up_holders(part.model))
+            holders = self.up_holders(part.model)
+            target = least_loaded(free_slots(holders) if part.background else holders)
             if target is None:
                 self.parked[part.id] = part
                 return
@@ -337,6 +368,8 @@ class Router:
 
     def resend_parked(self, worker: WorkerState) -> None:
         for part in [p for p in self.parked.values() if p.model in worker.models]:
+            if part.background and worker.background is not None:
+                continue  # its slot is taken (perhaps by the part just resent): wait for it to free
             del self.parked[part.id]
             part.resent = True
             if self.link.send_record(worker.index, self.link.encode(part.message)):

@@ -21,6 +21,21 @@ How the next batch is chosen, and why:
    batch the padding does not depend on order), which is why ``lookahead`` is a few batches.
 4. **Anchor.** The batch is the block that holds the *anchor*: the first queued item of the
    first request in the order, whatever its length, so that request is always served.
+5. **Priority.** Steps 1 to 4 run within a priority class (``appliance.protocol``: interactive
+   0, background 1; lower first), each class counting its own batches for step 1's oldest turn.
+   The most urgent class with queued items forms the batch; only when the batch holds every
+   queued item of that class do lower classes fill the room left, shortest first, up to twice
+   the padded tokens of the urgent items. A running batch cannot be interrupted, so this keeps a
+   job from slowing single-sentence traffic: an interactive item waits for the one batch already
+   running, then computes in a batch at most twice its own.
+6. **Pace.** A background-only batch that starts within ``PACE_S`` of the last interactive batch
+   is cut to that batch's padded tokens (one item at least): an interactive request arriving
+   during it waits about as long as behind interactive work. Later, the whole budget again.
+
+What bounds background work: it runs whenever no interactive item is queued (at least its anchor
+item, so every background request progresses) and in the room interactive batches leave. Under
+interactive load that keeps an item queued at every step and fills every batch it waits, bounded
+only by its deadline: the intended trade-off, as a job is throughput work nobody watches live.
 
 Results come back per request, in the request's original input order, whatever the sorting did.
 The payload of an item is opaque here (the runtimes' ``Tokenized``); only its length counts.
@@ -29,8 +44,10 @@ The payload of an item is opaque here (the runtimes' ``Tokenized``); only its le
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice, repeat
 from operator import itemgetter
@@ -38,8 +55,11 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from appliance.protocol import INTERACTIVE
+
 LOOKAHEAD_BATCHES = 4  # default pool = this many full batches: enough rows for sorting to pay
 OLDEST_EVERY = 4  # every 4th batch goes to the oldest request: a big one gets >= 1/4 of the batches
+PACE_S = 0.25  # how long after an interactive batch background batches keep to its size (step 6)
 
 
 def check_budget(max_batch_tokens: int, max_length: int) -> None:
@@ -63,6 +83,7 @@ class _Request:
     arrived_ns: int
     queued: dict[int, None]  # item indices not yet in a batch, in input order (an ordered set)
     remaining: int  # items not yet completed (queued + in flight)
+    priority: int = INTERACTIVE
     results: np.ndarray | None = None
 
 
@@ -98,9 +119,9 @@ class Batch:
 
 
 class _Plan(NamedTuple):
-    pool: list[_Entry]
-    start: int
-    end: int
+    priority: int  # the class the batch comes from (step 5)
+    entries: list[_Entry]  # that class's block, then the fill from lower classes
+    padded_tokens: int  # of the class's block alone
     full: bool  # no later arrival could make this batch any bigger
 
 
@@ -129,7 +150,9 @@ class Batcher:
         self.sort_by_length = sort_by_length
         self.clock = clock
         self._requests: dict[object, _Request] = {}  # every unfinished request, arrival order
-        self._queued = 0
+        self._queued_by: Counter[int] = Counter()  # items waiting for a batch, per priority
+        self._turns: Counter[int] = Counter()  # batches each priority class formed (step 1's oldest turn)
+        self._pace: tuple[int, int] | None = None  # (padded tokens, ns) of the last interactive batch
         # cumulative, so the padding saved by sorting can be measured
         self.padded_tokens = 0
         self.real_tokens = 0
@@ -139,24 +162,29 @@ class Batcher:
     @property
     def pending_items(self) -> int:
         """Items waiting for a batch (not counting those in flight)."""
-        return self._queued
+        return sum(self._queued_by.values())
 
     @property
     def pending_requests(self) -> int:
         """Requests not yet completed, queued or in flight."""
         return len(self._requests)
 
+    @property
+    def urgency(self) -> float:
+        """The most urgent priority with queued items (lower first); inf when nothing is queued."""
+        return min((p for p, n in self._queued_by.items() if n), default=math.inf)
+
     # ---- input ---------------------------------------------------------------------------
     def add(self, key: object, lengths: Sequence[int], payloads: Sequence[object], *,
-            now_ns: int | None = None) -> None:  # fmt: skip
-        """Queue one request; ``key`` (hashable) names it in results, ``cancel`` and ``fail_batch``."""
+            priority: int = INTERACTIVE, now_ns: int | None = None) -> None:  # fmt: skip
+        """Queue one request of class ``priority`` (step 5); ``key`` (hashable) names it in results."""
         lengths = [int(n) for n in lengths]
         self._check_request(key, lengths, payloads)
         widths = [max(1, n) for n in lengths]
         request = _Request(key, lengths, widths, list(payloads), self._now(now_ns),
-                           dict.fromkeys(range(len(lengths))), len(lengths))  # fmt: skip
+                           dict.fromkeys(range(len(lengths))), len(lengths), priority)  # fmt: skip
         self._requests[key] = request
-        self._queued += len(lengths)
+        self._queued_by[priority] += len(lengths)
 
     def _check_request(self, key: object, lengths: list[int], payloads: Sequence[object]) -> None:
         # Nothing is queued that could never run: a refused request leaves no trace behind.
@@ -177,25 +205,30 @@ class Batcher:
             return 0
         dropped = len(request.queued)
         request.queued.clear()
-        self._queued -= dropped
+        self._queued_by[request.priority] -= dropped
         return dropped
 
     # ---- batches -------------------------------------------------------------------------
     def next_batch(self, now_ns: int | None = None) -> Batch | None:
         """The next forward batch, or None when nothing is queued (or worth waiting for)."""
-        plan = self._plan()
-        if plan is None or self._hold(plan, self._now(now_ns)):
+        now = self._now(now_ns)
+        plan = self._plan(now)
+        if plan is None or self._hold(plan, now):
             return None
-        return self._take(plan.pool[plan.start : plan.end])
+        self._turns[plan.priority] += 1
+        if plan.priority == INTERACTIVE:
+            self._pace = (plan.padded_tokens, now)
+        return self._take(plan.entries)
 
     def wait_hint_s(self, now_ns: int | None = None) -> float | None:
         """How long the loop may block before ``next_batch`` can return something (max_wait_us)."""
-        if not self.max_wait_ns or not self._queued:
+        if not self.max_wait_ns or not self.pending_items:
             return None
-        plan = self._plan()
+        now = self._now(now_ns)
+        plan = self._plan(now)
         if plan is None or plan.full:
             return 0.0
-        return max(0, self._oldest_ns() + self.max_wait_ns - self._now(now_ns)) / 1e9
+        return max(0, self._oldest_ns() + self.max_wait_ns - now) / 1e9
 
     def complete(self, batch: Batch, outputs: np.ndarray) -> list[tuple[object, np.ndarray]]:
         """Store a batch's outputs; return (key, rows in input order) for each request now finished."""
@@ -234,31 +267,67 @@ class Batcher:
         batch.settled = True
 
     # ---- choosing the next batch -----------------------------------------------------------
-    def _plan(self) -> _Plan | None:
-        if not self._queued:
+    def _plan(self, now_ns: int) -> _Plan | None:
+        if not self.pending_items:
             return None
-        pool, whole = self._pool(self._order())
-        if self.sort_by_length:
-            # Stable sort: the anchor (pool[0]) stays first among items of its length.
-            anchor = pool[0][0]
-            pool.sort(key=_width)
-            at = bisect_left(pool, anchor, key=_width)
-        else:
-            at = 0
-        start, end = self._block_around(pool, at)
+        classes = self._classes()
+        priority = min(classes)  # step 5: the most urgent class forms the batch
+        pool, whole = self._pool(self._order(classes.pop(priority), self._turns[priority]), priority)
+        start, end = self._cut(pool, self._budget(priority, now_ns))
         full = end - start == self.max_batch_size or end < len(pool) or not whole
-        return _Plan(pool, start, end, full)
+        entries = pool[start:end]
+        padded = len(entries) * max(map(_width, entries))
+        if start == 0 and not full and classes:  # every queued item of the class is in: room to fill
+            entries = self._fill(entries, padded, classes)
+        return _Plan(priority, entries, padded, full)
 
-    def _order(self) -> list[_Request]:
-        """Requests with queued items, in the order they offer them (step 1 of the docstring).
-        Only the first ``lookahead`` can reach the pool (each offers at least one item)."""
-        live = [r for r in self._requests.values() if r.queued]  # arrival order
-        if self.batches % OLDEST_EVERY == OLDEST_EVERY - 1:
+    def _classes(self) -> dict[int, list[_Request]]:
+        """Requests with queued items by priority, each list in arrival order."""
+        classes: dict[int, list[_Request]] = {}
+        for request in self._requests.values():
+            if request.queued:
+                classes.setdefault(request.priority, []).append(request)
+        return classes
+
+    def _order(self, live: list[_Request], turn: int) -> list[_Request]:
+        """One class's requests (arrival order) in the order they offer items (step 1); ``turn``
+        counts the class's batches. Only the first ``lookahead`` can reach the pool."""
+        if turn % OLDEST_EVERY == OLDEST_EVERY - 1:
             return live[: self.lookahead]
         return heapq.nsmallest(self.lookahead, live, key=_queued_count)  # stable: ties keep arrival order
 
-    def _pool(self, order: list[_Request]) -> tuple[list[_Entry], bool]:
-        """Chunks from the requests in ``order``, round after round; True when all queued are in."""
+    def _budget(self, priority: int, now_ns: int) -> int:
+        """Step 6: a background batch soon after an interactive one keeps to its size."""
+        if priority == INTERACTIVE or self._pace is None or now_ns - self._pace[1] >= PACE_S * 1e9:
+            return self.max_batch_tokens
+        return min(self.max_batch_tokens, self._pace[0])
+
+    def _cut(self, pool: list[_Entry], budget: int) -> tuple[int, int]:
+        """Steps 3 and 4: sort the pool (in place) and find the anchor's block."""
+        if not self.sort_by_length:
+            return self._block_around(pool, 0, budget)
+        anchor = pool[0][0]
+        pool.sort(key=_width)  # stable: the anchor (pool[0]) stays first among items of its length
+        return self._block_around(pool, bisect_left(pool, anchor, key=_width), budget)
+
+    def _fill(self, entries: list[_Entry], padded: int, classes: dict[int, list[_Request]]) -> list[_Entry]:
+        """Step 5: lower classes fill the room left, shortest first, within twice ``padded`` tokens."""
+        cap = min(self.max_batch_tokens, 2 * padded)
+        rows, widest = len(entries), max(map(_width, entries))
+        for priority in sorted(classes):
+            pool, _ = self._pool(self._order(classes[priority], self._turns[priority]), priority)
+            if self.sort_by_length:
+                pool.sort(key=_width)
+            for entry in pool:
+                wider = max(widest, entry[0])
+                if rows == self.max_batch_size or (rows + 1) * wider > cap:
+                    return entries
+                entries.append(entry)
+                rows, widest = rows + 1, wider
+        return entries
+
+    def _pool(self, order: list[_Request], priority: int) -> tuple[list[_Entry], bool]:
+        """Chunks from the requests in ``order``, round after round; True when all of ``priority``'s are in."""
         pool: list[_Entry] = []
         rounds: Iterable[tuple[_Request, Iterator[int]]] = [(r, iter(r.queued)) for r in order]
         while len(pool) < self.lookahead:
@@ -273,34 +342,35 @@ class Batcher:
             if not later:
                 break
             rounds = later
-        return pool, len(pool) == self._queued
+        return pool, len(pool) == self._queued_by[priority]
 
-    def _block_around(self, pool: list[_Entry], at: int) -> tuple[int, int]:
-        """The block holding pool[at] when the pool is cut greedily, front to back, into batches."""
+    def _block_around(self, pool: list[_Entry], at: int, budget: int) -> tuple[int, int]:
+        """The block holding pool[at] when the pool is cut greedily, front to back, into batches of
+        ``budget`` padded tokens (one row at least: step 6's budget may be below one item)."""
         widths = list(map(_width, pool))
         block_end = self._sorted_block_end if self.sort_by_length else self._block_end
         start = 0
         while True:
-            end = block_end(widths, start)
+            end = block_end(widths, start, budget)
             if at < end:
                 return start, end
             start = end
 
-    def _sorted_block_end(self, widths: list[int], start: int) -> int:
+    def _sorted_block_end(self, widths: list[int], start: int, budget: int) -> int:
         # Sorted: the last row is the widest, and rows x width grows with rows; binary search.
         most = min(len(widths) - start, self.max_batch_size)
-        rows = bisect_right(range(1, most + 1), self.max_batch_tokens, key=lambda k: k * widths[start + k - 1])
-        return start + rows  # rows >= 1: add() refuses items longer than the budget
+        rows = bisect_right(range(1, most + 1), budget, key=lambda k: k * widths[start + k - 1])
+        return start + max(1, rows)
 
-    def _block_end(self, widths: list[int], start: int) -> int:
+    def _block_end(self, widths: list[int], start: int, budget: int) -> int:
         end, widest = start, 0
         limit = min(len(widths), start + self.max_batch_size)
         while end < limit:
             widest = max(widest, widths[end])
-            if (end - start + 1) * widest > self.max_batch_tokens:
+            if end > start and (end - start + 1) * widest > budget:
                 break
             end += 1
-        return end  # > start: add() refuses items longer than the budget
+        return end
 
     def _hold(self, plan: _Plan, now_ns: int) -> bool:
         """max_wait_us: keep a batch that could still grow until its oldest item has waited enough."""
@@ -314,7 +384,7 @@ class Batcher:
     def _take(self, entries: list[_Entry]) -> Batch:
         for _, request, index in entries:
             del request.queued[index]
-        self._queued -= len(entries)
+            self._queued_by[request.priority] -= 1
         lengths = [request.lengths[index] for _, request, index in entries]
         batch = Batch(
             payloads=[request.payloads[index] for _, request, index in entries],

@@ -4,6 +4,11 @@ Each model has its own ``Batcher`` (a forward pass runs one model); requests are
 they arrive, their items join the model's batcher, and a request is answered with exactly one
 record once its last item has been computed. A request error (bad input, an exception in one
 batch) fails that request and only that request; the loop itself keeps going.
+
+Priority: each request's items join its model's batcher in the message's class (``Embed.priority``,
+``Rerank.priority``), and each step runs the batch of the model with the most urgent queued work
+(round-robin among equals), so interactive work of one model never waits behind background work
+of another.
 """
 
 from __future__ import annotations
@@ -130,11 +135,12 @@ class WorkerLoop:
         self.expire()
         names = list(self.batchers)
         self._ran_batch = False
-        for offset in range(len(names)):
-            name = names[(self._turn + offset) % len(names)]
+        order = [names[(self._turn + k) % len(names)] for k in range(len(names))]  # round-robin
+        order.sort(key=lambda name: self.batchers[name].urgency)  # stable: most urgent work first
+        for name in order:
             batch = self.batchers[name].next_batch()
             if batch is not None:
-                self._turn = (self._turn + offset + 1) % len(names)
+                self._turn = (names.index(name) + 1) % len(names)
                 self.run_batch(name, batch)
                 self._ran_batch = True
                 return
@@ -228,7 +234,7 @@ class WorkerLoop:
         tokenize_us = (time.perf_counter_ns() - received) // 1000
         lengths = [t.length for t in items]
         try:
-            self.batchers[message.model].add(message.id, lengths, items)
+            self.batchers[message.model].add(message.id, lengths, items, priority=message.priority)
         except ValueError as exc:  # a duplicate id, or an item over the whole batch budget
             # not self.fail(): that would also cancel an earlier request holding the same id
             self.send(Failed(message.id, FailureKind.INVALID_INPUT, str(exc)))

@@ -1,8 +1,8 @@
 """``gateway/cached_backend.py``: the caching backend that puts the result cache and coalescing in
 front of the router. The inner backend is the contract tests' ``FakeBackend`` (fixture
-``backend``): deterministic vectors per (model, input), and a record of every call, so "what
-reached the workers" is exact. The routes are exercised over real HTTP (aiohttp's test server)
-with the real wrapper in front.
+``backend``, here wrapped to take the router's ``priority`` too): deterministic vectors per
+(model, input), and a record of every call, so "what reached the workers" is exact. The routes
+are exercised over real HTTP (aiohttp's test server) with the real wrapper in front.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from appliance.config import Config
-from appliance.protocol import Input
+from appliance.protocol import BACKGROUND, INTERACTIVE, Input
 from cache_checks import CONFIG, MAIN, STATIC, run
 from gateway import encoding, errors
 from gateway.app import build_app
@@ -26,10 +26,40 @@ from gateway.result_cache import ENTRY_OVERHEAD, ResultCache, item_key
 pytestmark = pytest.mark.timeout(60)
 
 
+class TakesPriority:
+    """The fake as the router is called now: ``embed`` and ``rerank`` take ``priority``, recorded
+    per call in ``priorities``; every other attribute, read or written, is the fake's own."""
+
+    def __init__(self, fake: Any) -> None:
+        object.__setattr__(self, "fake", fake)
+        object.__setattr__(self, "priorities", [])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fake, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.fake, name, value)
+
+    async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
+                    use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
+        self.priorities.append(priority)
+        return await self.fake.embed(model, inputs, truncate=truncate, deadline=deadline, use_cache=use_cache)
+
+    async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool, deadline: float,
+                     priority: int = INTERACTIVE) -> Any:  # fmt: skip
+        self.priorities.append(priority)
+        return await self.fake.rerank(model, query, documents, truncate=truncate, deadline=deadline)
+
+
+@pytest.fixture
+def backend(backend: Any) -> TakesPriority:
+    return TakesPriority(backend)
+
+
 async def embed(cb: CachedBackend, inputs: Sequence[Input], *, model: str = MAIN, truncate: bool = True,
-                use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
+                use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
     deadline = asyncio.get_running_loop().time() + 2.0
-    return await cb.embed(model, inputs, truncate=truncate, deadline=deadline, use_cache=use_cache)
+    return await cb.embed(model, inputs, truncate=truncate, deadline=deadline, use_cache=use_cache, priority=priority)
 
 
 def computed(backend: Any) -> list[Any]:
@@ -206,13 +236,13 @@ class PickyBackend:
         return getattr(self.inner, name)
 
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
-                    use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
+                    use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
         bad = [i for i, item in enumerate(inputs) if "TOO LONG" in item]
         if bad:
             self.inner.calls.append(None)
             await asyncio.sleep(0.05)
             raise errors.InputTooLong(f"input exceeds the model's 128 tokens (input {bad[0]})")
-        return await self.inner.embed(model, inputs, truncate=truncate, deadline=deadline)
+        return await self.inner.embed(model, inputs, truncate=truncate, deadline=deadline, priority=priority)
 
 
 def test_an_input_error_stays_with_the_request_that_sent_the_input(backend: Any) -> None:
@@ -253,6 +283,58 @@ def test_a_disabled_cache_still_coalesces(backend: Any) -> None:
         outcomes = await asyncio.gather(*(embed(cb, ["same"]) for _ in range(10)))
         assert len(backend.calls) == 1 and all(o.cache_hits == 0 for o in outcomes)
         assert len(cb.cache) == 0 and cb.cache_stats().enabled is False
+
+    run(main())
+
+
+# ---- priority ---------------------------------------------------------------------------------
+def test_background_requests_carry_their_priority_and_share_the_cache(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachedBackend(CONFIG, backend)
+        await embed(cb, ["job text", "other"], priority=BACKGROUND)
+        deadline = asyncio.get_running_loop().time() + 2.0
+        await cb.rerank(MAIN, "q", ["d"], truncate=True, deadline=deadline, priority=BACKGROUND)
+        assert backend.priorities == [BACKGROUND, BACKGROUND]
+        hit = cb.lookup(MAIN, ["job text"], truncate=True)  # a job's results serve interactive traffic
+        assert hit is not None and hit.cache_hits == 1
+        again = await embed(cb, ["other", "new"], priority=BACKGROUND)  # and jobs read the cache too
+        assert again.cache_hits == 1 and computed(backend)[-1:] == ["new"]
+
+    run(main())
+
+
+def test_an_interactive_request_never_joins_a_background_computation(backend: Any) -> None:
+    """It would wait at background priority; it computes its own copy, interactively, instead."""
+
+    async def main() -> None:
+        cb = CachedBackend(CONFIG, backend)
+        backend.delay_s = 0.1
+        job = asyncio.create_task(embed(cb, ["shared", "job only"], priority=BACKGROUND))
+        await asyncio.sleep(0.01)
+        query = await embed(cb, ["shared"])
+        assert computed(backend) == ["shared", "job only", "shared"]
+        assert backend.priorities == [BACKGROUND, INTERACTIVE]
+        np.testing.assert_array_equal(query.vectors, backend.vectors_for(MAIN, ["shared"]))
+        await job
+        assert cb.cache_stats().coalesced == 0 and len(cb.cache) == 2
+
+    run(main())
+
+
+def test_background_requests_join_computations_of_either_priority(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachedBackend(CONFIG, backend)
+        backend.delay_s = 0.1
+        query = asyncio.create_task(embed(cb, ["asked"]))
+        first_job = asyncio.create_task(embed(cb, ["chunk"], priority=BACKGROUND))
+        await asyncio.sleep(0.01)
+        joined = await embed(cb, ["asked", "chunk"], priority=BACKGROUND)  # joins both: nothing sent
+        assert computed(backend) == ["asked", "chunk"] and backend.priorities == [INTERACTIVE, BACKGROUND]
+        np.testing.assert_array_equal(joined.vectors, backend.vectors_for(MAIN, ["asked", "chunk"]))
+        await asyncio.gather(query, first_job)
+        stats = cb.cache_stats()
+        assert (stats.coalesced, stats.in_flight) == (2, 0)
+        assert stats.models[MAIN].coalesced == 2
 
     run(main())
 

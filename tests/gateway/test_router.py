@@ -1,4 +1,5 @@
-"""gateway/router.py with scripted workers: slicing to fit the rings, least-loaded routing, resend.
+"""gateway/router.py with scripted workers: slicing to fit the rings, least-loaded routing, resend,
+and background parts kept below interactive ones (gateway/priority.py's rules).
 
 ``ScriptedWorkers`` stands in for the worker link (the real one is covered by tests/appliance and
 the integration tests): it decodes each record as a worker would and answers from the event loop
@@ -15,7 +16,17 @@ import numpy as np
 import pytest
 
 from appliance.config import Config, ModelConfig
-from appliance.protocol import Cancel, Embed, ModelInfo, Ready, RequestCodec, Vectors, f32_bytes
+from appliance.protocol import (
+    BACKGROUND,
+    INTERACTIVE,
+    Cancel,
+    Embed,
+    ModelInfo,
+    Ready,
+    RequestCodec,
+    Vectors,
+    f32_bytes,
+)
 from gateway import errors
 from gateway.router import Router
 
@@ -60,8 +71,8 @@ class ScriptedWorkers:
         self.deliver(worker, Vectors(message.id, DIM, f32_bytes(vectors), [1] * len(message.inputs)))
 
 
-def make_router(workers: ScriptedWorkers) -> Router:
-    config = Config(models=[ModelConfig(name="m", path="/nowhere", main=True)], ring_bytes=RING)
+def make_router(workers: ScriptedWorkers, **settings: Any) -> Router:
+    config = Config(models=[ModelConfig(name="m", path="/nowhere", main=True)], ring_bytes=RING, **settings)
     router = Router(config, workers)
     for i in range(workers.workers):
         router.worker_ready(i, Ready(i, 100 + i, [ModelInfo("m", "transformer", DIM, 512)]))
@@ -244,5 +255,138 @@ def test_a_parked_part_past_its_deadline_is_504_and_forgotten() -> None:
         with pytest.raises(errors.DeadlineExceeded):
             await task
         assert router.parked == {}
+
+    asyncio.run(main())
+
+
+# ---- background parts ---------------------------------------------------------------------------
+def start(router: Router, texts: list[str], priority: int = INTERACTIVE, seconds: float = 5.0) -> asyncio.Future[Any]:
+    return asyncio.ensure_future(router.embed("m", texts, truncate=True, deadline=deadline(seconds), priority=priority))
+
+
+def sent(workers: ScriptedWorkers) -> list[tuple[int, int, list[str]]]:
+    """(worker, priority, inputs) of every record sent, in order."""
+    return [(w, m.priority, list(m.inputs)) for w, m in workers.records]
+
+
+async def records(workers: ScriptedWorkers, count: int) -> list[tuple[int, int, list[str]]]:
+    """``sent`` once ``count`` records are out: a waiting sender may miss a wake-up and see the
+    room it waits for at its next 50 ms check (``Router.wait_for_change``)."""
+    for _ in range(100):
+        if len(workers.records) >= count:
+            break
+        await asyncio.sleep(0.01)
+    return sent(workers)
+
+
+def test_one_background_part_per_worker_at_a_time_the_rest_wait_here() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(answer=False)
+        router = make_router(workers)
+        jobs = [start(router, [f"chunk {i}"], BACKGROUND) for i in range(3)]
+        await asyncio.sleep(0.01)
+        assert sent(workers) == [(0, BACKGROUND, ["chunk 0"]), (1, BACKGROUND, ["chunk 1"])]  # one each
+        assert not any(job.done() for job in jobs)  # the third waits on the event loop, not in a ring
+        workers.reply(*workers.records[1])  # worker 1's slot frees: the waiting chunk takes it
+        assert (await records(workers, 3))[2] == (1, BACKGROUND, ["chunk 2"])
+        for worker, message in workers.records[::2]:
+            workers.reply(worker, message)
+        assert [len(o.vectors) for o in await asyncio.gather(*jobs)] == [1, 1, 1]
+        assert router.outstanding() == 0 and all(w.background is None for w in router.workers_state)
+
+    asyncio.run(main())
+
+
+def test_interactive_parts_are_not_blocked_by_waiting_background_parts() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(1, answer=False)
+        router = make_router(workers)
+        jobs = [start(router, [f"chunk {i}"], BACKGROUND) for i in range(2)]
+        await asyncio.sleep(0.01)
+        query = start(router, ["a question"])
+        await asyncio.sleep(0.01)
+        # sent at once, ahead of the waiting chunk: behind at most the one chunk in flight
+        assert sent(workers) == [(0, BACKGROUND, ["chunk 0"]), (0, INTERACTIVE, ["a question"])]
+        workers.reply(*workers.records[1])
+        assert len((await query).vectors) == 1 and not jobs[1].done()
+        workers.reply(*workers.records[0])
+        assert (await records(workers, 3))[2] == (0, BACKGROUND, ["chunk 1"])
+        workers.reply(*workers.records[2])
+        await asyncio.gather(*jobs)
+
+    asyncio.run(main())
+
+
+def test_interactive_work_is_routed_away_from_a_worker_busy_with_a_background_part() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(answer=False)
+        router = make_router(workers)
+        job = start(router, ["chunk"], BACKGROUND)
+        await asyncio.sleep(0.01)
+        queries = [start(router, [f"question {i}"]) for i in range(2)]
+        await asyncio.sleep(0.01)
+        # worker 0 holds the chunk: the first question goes to worker 1 (no interactive work on
+        # either: the tie goes to less work in all); the second to worker 0, whose chunk runs
+        # below it, rather than behind the first question
+        assert [w for w, _, _ in sent(workers)] == [0, 1, 0]
+        for worker, message in list(workers.records):
+            workers.reply(worker, message)
+        await asyncio.gather(job, *queries)
+
+    asyncio.run(main())
+
+
+def test_a_background_part_waits_for_room_instead_of_429_and_takes_none_from_interactive_work() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(1, answer=False)
+        router = make_router(workers, max_pending_inputs=4)
+        first = start(router, ["q1", "q2", "q3"])
+        await asyncio.sleep(0.01)
+        job = start(router, ["c1", "c2"], BACKGROUND)  # 3 + 2 > 4: waits, no 429
+        await asyncio.sleep(0.1)
+        assert len(workers.records) == 1 and not job.done()
+        with pytest.raises(errors.QueueFull):  # interactive work over the limit is still refused
+            await router.embed("m", ["q4", "q5"], truncate=True, deadline=deadline())
+        workers.reply(*workers.records[0])
+        await first
+        assert (await records(workers, 2))[1] == (0, BACKGROUND, ["c1", "c2"])
+        # the chunk's 2 inputs do not count against interactive work: 4 more interactive fit
+        second = start(router, ["q6", "q7", "q8", "q9"])
+        await asyncio.sleep(0.01)
+        assert sent(workers)[2] == (0, INTERACTIVE, ["q6", "q7", "q8", "q9"])
+        for worker, message in workers.records[1:]:
+            workers.reply(worker, message)
+        await asyncio.gather(job, second)
+
+    asyncio.run(main())
+
+
+def test_a_waiting_background_part_past_its_deadline_is_504_and_never_sent() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(1, answer=False)
+        router = make_router(workers)
+        busy = start(router, ["chunk 0"], BACKGROUND)
+        await asyncio.sleep(0.01)
+        with pytest.raises(errors.DeadlineExceeded):
+            await router.embed("m", ["chunk 1"], truncate=True, deadline=deadline(0.2), priority=BACKGROUND)
+        assert len(workers.records) == 1
+        workers.reply(*workers.records[0])
+        await busy
+
+    asyncio.run(main())
+
+
+def test_a_lost_background_part_is_resent_only_into_a_free_slot() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(answer=False)
+        router = make_router(workers)
+        jobs = [start(router, [f"chunk {i}"], BACKGROUND) for i in range(2)]
+        await asyncio.sleep(0.01)
+        router.worker_lost(0, "was killed")
+        assert len(workers.records) == 2 and list(router.parked) == [workers.records[0][1].id]
+        workers.reply(*workers.records[1])  # worker 1's slot frees: the parked chunk takes it
+        assert sent(workers)[2] == (1, BACKGROUND, ["chunk 0"])
+        workers.reply(*workers.records[2])
+        assert [o.workers for o in await asyncio.gather(*jobs)] == ["1", "1"]
 
     asyncio.run(main())

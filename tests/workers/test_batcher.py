@@ -1,5 +1,5 @@
-"""workers/batcher.py: token budget, result order, padding saved by sorting, fairness, cancel/fail,
-max_wait_us with an injected clock, and the start-up budget check.
+"""workers/batcher.py: token budget, result order, padding saved by sorting, fairness, priority
+classes and pace, cancel/fail, max_wait_us with an injected clock, and the start-up budget check.
 
 The worker loop is simulated: ``Loop`` adds requests when their arrival step comes, takes the
 next batch, "runs" it with a fake forward that encodes (request, item) in every output row, and
@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workers.batcher import OLDEST_EVERY, Batch, Batcher, check_budget
+from appliance.protocol import BACKGROUND, INTERACTIVE
+from workers.batcher import OLDEST_EVERY, PACE_S, Batch, Batcher, check_budget
 
 SEED = 20240611
 
@@ -25,12 +26,16 @@ def fake_forward(batch: Batch, ids: dict[object, int]) -> np.ndarray:
     return np.array([[ids[k], i, n] for k, i, n in zip(batch.keys, batch.indices, batch.lengths)], dtype=np.float32)
 
 
+# step -> requests that arrive before it: (key, lengths) or (key, lengths, priority)
+Arrivals = dict[int, list[tuple[object, list[int]] | tuple[object, list[int], int]]]
+
+
 @dataclass
 class Loop:
     """The worker loop's use of a batcher: arrivals between batches, one batch at a time."""
 
     batcher: Batcher
-    arrivals: dict[int, list[tuple[object, list[int]]]]  # step -> requests that arrive before it
+    arrivals: Arrivals
     ids: dict[object, int] = field(default_factory=dict)
     lengths: dict[object, list[int]] = field(default_factory=dict)
     finished: dict[object, int] = field(default_factory=dict)  # key -> step its last item finished
@@ -40,15 +45,15 @@ class Loop:
         step = 0
         while step <= max(self.arrivals, default=0) or self.batcher.pending_items:
             assert step < max_steps, "the batcher did not drain"  # never loop forever
-            for key, lengths in self.arrivals.get(step, []):
-                self.add(key, lengths)
+            for key, lengths, *priority in self.arrivals.get(step, []):
+                self.add(key, lengths, *priority)
             self.step(step)
             step += 1
 
-    def add(self, key: object, lengths: list[int]) -> None:
+    def add(self, key: object, lengths: list[int], priority: int = INTERACTIVE) -> None:
         self.ids[key] = len(self.ids)
         self.lengths[key] = lengths
-        self.batcher.add(key, lengths, [(key, i) for i in range(len(lengths))])
+        self.batcher.add(key, lengths, [(key, i) for i in range(len(lengths))], priority=priority)
 
     def step(self, step: int) -> None:
         batch = self.batcher.next_batch()
@@ -80,24 +85,23 @@ def budget_ok(batch: Batch, batcher: Batcher) -> bool:
 
 # ---- token budget ----------------------------------------------------------------------------
 @st.composite
-def workloads(draw: st.DrawFn) -> tuple[Batcher, dict[int, list[tuple[object, list[int]]]]]:
+def workloads(draw: st.DrawFn) -> tuple[Batcher, Arrivals]:
     budget = draw(st.integers(1, 2048))
     size = draw(st.integers(1, 64))
     batcher = Batcher(budget, size, chunk_items=draw(st.none() | st.integers(1, 16)),
                       lookahead=draw(st.none() | st.integers(1, 128)),
                       sort_by_length=draw(st.booleans()))  # fmt: skip
-    arrivals: dict[int, list[tuple[object, list[int]]]] = {}
+    arrivals: Arrivals = {}
     for key in range(draw(st.integers(1, 12))):
         lengths = draw(st.lists(st.integers(0, budget), min_size=1, max_size=40))
-        arrivals.setdefault(draw(st.integers(0, 6)), []).append((key, lengths))
+        priority = draw(st.sampled_from([INTERACTIVE, BACKGROUND]))
+        arrivals.setdefault(draw(st.integers(0, 6)), []).append((key, lengths, priority))
     return batcher, arrivals
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(workloads())
-def test_budget_is_never_exceeded_and_every_request_completes_in_order(
-    workload: tuple[Batcher, dict[int, list[tuple[object, list[int]]]]],
-) -> None:
+def test_budget_is_never_exceeded_and_every_request_completes_in_order(workload: tuple[Batcher, Arrivals]) -> None:
     batcher, arrivals = workload
     loop = Loop(batcher, arrivals)
     loop.run()
@@ -140,7 +144,7 @@ def test_one_dimensional_outputs_come_back_in_input_order() -> None:
 
 
 # ---- padding saved by sorting ----------------------------------------------------------------
-def mixed_traffic(seed: int) -> dict[int, list[tuple[object, list[int]]]]:
+def mixed_traffic(seed: int) -> Arrivals:
     """60 requests of 1..1,024 texts, three arriving per batch step."""
     rng = np.random.default_rng(seed)
     sizes = rng.choice([1, 1, 2, 4, 8, 16, 32, 64, 256, 1024], size=60)
@@ -168,13 +172,15 @@ def test_sorting_by_length_cuts_padding(budget: int, size: int) -> None:
 
 
 # ---- fairness --------------------------------------------------------------------------------
+@pytest.mark.parametrize("priority", [INTERACTIVE, BACKGROUND])
 @pytest.mark.parametrize("small_length", [12, 40, 500])
-def test_small_request_after_a_big_one_finishes_first(small_length: int) -> None:
+def test_small_request_after_a_big_one_finishes_first(small_length: int, priority: int) -> None:
     """A 1-text request queued right behind 2,048 texts is served within a few batches, even when
-    its text is longer than any of the big request's (length sorting alone would defer it)."""
+    its text is longer than any of the big request's (length sorting alone would defer it); the
+    same within either priority class."""
     rng = np.random.default_rng(SEED)
     big = np.clip(rng.lognormal(3.0, 0.5, 2048).astype(int), 3, 200).tolist()
-    loop = Loop(Batcher(16_384, 128), {0: [("big", big)], 1: [("small", [small_length])]})
+    loop = Loop(Batcher(16_384, 128), {0: [("big", big, priority)], 1: [("small", [small_length], priority)]})
     loop.run()
     print(f"\nsmall ({small_length} tokens) done at batch {loop.finished['small']}, "
           f"big at batch {loop.finished['big']}")
@@ -184,9 +190,7 @@ def test_small_request_after_a_big_one_finishes_first(small_length: int) -> None
 
 def test_a_long_item_is_not_starved_by_a_stream_of_short_ones() -> None:
     rng = np.random.default_rng(SEED)
-    arrivals: dict[int, list[tuple[object, list[int]]]] = {
-        step: [(f"short{step}", rng.integers(4, 12, 64).tolist())] for step in range(200)
-    }
+    arrivals: Arrivals = {step: [(f"short{step}", rng.integers(4, 12, 64).tolist())] for step in range(200)}
     arrivals[5].append(("long", [480, 9, 7]))
     loop = Loop(Batcher(4_096, 64), arrivals)
     loop.run()
@@ -196,30 +200,97 @@ def test_a_long_item_is_not_starved_by_a_stream_of_short_ones() -> None:
     assert loop.finished["long"] - 5 <= 4
 
 
-def test_equal_requests_finish_one_after_the_other_in_arrival_order() -> None:
+@pytest.mark.parametrize("priority", [INTERACTIVE, BACKGROUND])
+def test_equal_requests_finish_one_after_the_other_in_arrival_order(priority: int) -> None:
     """Shortest remaining first, ties by arrival: three equal requests do not share the batches
     round-robin (which would finish all three at the very end) but finish a, then b, then c."""
     batcher = Batcher(10_000, 8, chunk_items=8, lookahead=8)
-    loop = Loop(batcher, {0: [(key, [10] * 40) for key in "abc"]})
+    loop = Loop(batcher, {0: [(key, [10] * 40, priority) for key in "abc"]})
     loop.run()
     owners = [set(batch.keys) for batch in loop.batches]
     assert owners == [{"a"}] * 5 + [{"b"}] * 5 + [{"c"}] * 5
     assert [loop.finished[k] for k in "abc"] == [4, 9, 14]
 
 
-def test_a_big_request_progresses_under_a_stream_of_full_batches() -> None:
+@pytest.mark.parametrize("priority", [INTERACTIVE, BACKGROUND])
+def test_a_big_request_progresses_under_a_stream_of_full_batches(priority: int) -> None:
     """A 640-item request among 64-item requests arriving one per batch: shortest-first alone
-    would hold it until the stream stops (batch 200); every OLDEST_EVERY-th batch is its own."""
-    arrivals: dict[int, list[tuple[object, list[int]]]] = {
-        step: [(f"small{step}", [10] * 64)] for step in range(200)
-    }
-    arrivals[5].append(("big", [10] * 640))
+    would hold it until the stream stops (batch 200); every OLDEST_EVERY-th batch is its own.
+    Within either class: each class counts its own batches for the oldest turn."""
+    arrivals: Arrivals = {step: [(f"small{step}", [10] * 64, priority)] for step in range(200)}
+    arrivals[5].append(("big", [10] * 640, priority))
     loop = Loop(Batcher(4_096, 64), arrivals)
     loop.run()
     print(f"\nbig request arrived before batch 5, done at batch {loop.finished['big']}")
     assert loop.finished["big"] - 5 <= OLDEST_EVERY * 10 + OLDEST_EVERY  # 10 batches of its own
     waits = [loop.finished[f"small{step}"] - step for step in range(200)]
     assert max(waits) <= 200 // OLDEST_EVERY  # the stream is slowed by a quarter, not stopped
+
+
+# ---- priority classes ------------------------------------------------------------------------
+def test_interactive_items_are_batched_before_background_ones_queued_earlier() -> None:
+    """A 200-item interactive request arriving behind a 100-item job: fewest-queued-first alone
+    would finish the job first (it has fewer items left); priority runs every interactive item
+    first, and the job only fills the room of the last interactive batch."""
+    loop = Loop(Batcher(4_096, 64), {0: [("job", [10] * 100, BACKGROUND)], 1: [("q", [10] * 200)]})
+    loop.run()
+    owners = [set(batch.keys) for batch in loop.batches]
+    assert owners[:4] == [{"job"}, {"q"}, {"q"}, {"q"}]  # the job ran only while nothing else waited
+    assert owners[4] == {"q", "job"} and loop.batches[4].keys.count("q") == 8  # q's last 8, then fill
+    assert loop.finished["q"] == 4 < loop.finished["job"]
+
+
+def test_background_fills_only_the_room_left_up_to_twice_the_interactive_tokens() -> None:
+    batcher = Batcher(1_000, 8)
+    batcher.add("job", [30, 12, 8, 5], ["j30", "j12", "j8", "j5"], priority=BACKGROUND)
+    batcher.add("q", [10, 10], ["q0", "q1"])
+    first = batcher.next_batch()
+    # the interactive block (2 x 10 = 20 padded tokens), then the job's shortest while the batch
+    # stays within 40: 5 and 8 fit under the 10-token rows; 12 would make it 5 x 12 = 60
+    assert first is not None and first.payloads == ["q0", "q1", "j5", "j8"] and first.padded_tokens == 40
+
+    full = Batcher(1_000, 8)
+    full.add("job", [5] * 4, ["j"] * 4, priority=BACKGROUND)
+    full.add("q", [10] * 12, ["q"] * 12)
+    # no fill while interactive items remain queued: 8 rows of q, then q's last 4 and the job's 4
+    assert [b.payloads for b in (full.next_batch(), full.next_batch())] == [["q"] * 8, ["q"] * 4 + ["j"] * 4]
+
+
+def test_interactive_order_is_undisturbed_by_queued_background_work() -> None:
+    batcher = Batcher(10_000, 8, chunk_items=8, lookahead=8)
+    loop = Loop(batcher, {0: [("job", [10] * 16, BACKGROUND), *((key, [10] * 40) for key in "abc")]})
+    loop.run()
+    owners = [set(batch.keys) for batch in loop.batches]
+    assert owners == [{"a"}] * 5 + [{"b"}] * 5 + [{"c"}] * 5 + [{"job"}] * 2
+
+
+def test_background_batches_keep_to_the_interactive_pace_then_use_the_whole_budget() -> None:
+    clock = FakeClock()
+    batcher = Batcher(1_000, 64, clock=clock)
+    batcher.add("job", [10] * 200, ["j"] * 200, priority=BACKGROUND)
+    batcher.add("q", [10, 10, 10], ["q"] * 3)
+    assert batcher.urgency == INTERACTIVE
+    first = batcher.next_batch()  # q's 3 rows (30 tokens) and 3 of the job's in the room left
+    assert first is not None and first.payloads == ["q"] * 3 + ["j"] * 3
+    assert batcher.urgency == BACKGROUND
+    clock.ns += int(PACE_S * 1e9) - 1
+    paced = batcher.next_batch()  # soon after an interactive batch: no bigger than its 30 tokens
+    assert paced is not None and paced.padded_tokens == 30
+    clock.ns += 1
+    whole = batcher.next_batch()  # PACE_S later: the whole budget again
+    assert whole is not None and whole.padded_tokens == 640  # 64 rows x 10
+    assert batcher.next_batch() is not None and batcher.urgency == BACKGROUND
+
+
+def test_a_paced_background_batch_still_takes_its_anchor() -> None:
+    """Paced to one 4-token interactive row, a 300-token background item still runs alone."""
+    clock = FakeClock()
+    batcher = Batcher(1_000, 8, clock=clock)
+    batcher.add("q", [4], ["q"])
+    assert batcher.next_batch() is not None
+    batcher.add("job", [300, 300], ["j0", "j1"], priority=BACKGROUND)
+    batch = batcher.next_batch()
+    assert batch is not None and batch.payloads == ["j0"]
 
 
 # ---- cancel / fail_batch ---------------------------------------------------------------------

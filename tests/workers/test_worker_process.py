@@ -18,6 +18,7 @@ import pytest
 from appliance.config import ModelConfig
 from appliance.ipc.channel import Channel
 from appliance.protocol import (
+    BACKGROUND,
     EXIT_LOAD_ERROR,
     Bye,
     Cancel,
@@ -59,6 +60,17 @@ class WorkerUnderTest:
             assert self.process.poll() is None or kind is Bye, f"worker exited with {self.process.returncode}"
             self.loop.run_until_complete(asyncio.sleep(0.01))
         raise AssertionError(f"no {kind.__name__} {fields} within {timeout}s; got {self.inbox}")
+
+    def answer_order(self, ids: set[int], timeout: float = 120.0) -> list[int]:
+        """The ids of the answers to ``ids`` in the order they came, once all have come."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = [m.id for m in self.inbox if isinstance(m, (Vectors, Scores, Failed)) and m.id in ids]
+            if set(seen) == ids:
+                return seen
+            assert self.process.poll() is None, f"worker exited with {self.process.returncode}"
+            self.loop.run_until_complete(asyncio.sleep(0.01))
+        raise AssertionError(f"not every one of {sorted(ids)} answered within {timeout}s; got {self.inbox}")
 
     def stop_reading(self) -> None:
         self.channel.stop_reader()
@@ -201,3 +213,14 @@ def test_expired_and_cancelled_requests_never_reach_the_model(primary: WorkerUnd
     # the worker may have read 302 (and batched a slice of it) before the Cancel landed; the rest is dropped
     assert 2000 + 1 <= stats.counters.items < 2000 + 1 + 500, "the withdrawn request was not cut short"
     assert not any(getattr(m, "id", None) == 302 for m in primary.inbox), "a withdrawn request gets no answer"
+
+
+def test_interactive_requests_overtake_a_background_request_queued_before_them(primary: WorkerUnderTest) -> None:
+    """A job's chunk is queued first; a one-sentence request and a request with MORE items than
+    the chunk (which fewest-queued-first alone would serve after it) are both answered first."""
+    primary.wait_for(Ready)
+    primary.send(Embed(400, "tiny", [f"job text {i} " * 4 for i in range(1000)], priority=BACKGROUND))
+    primary.send(Embed(401, "tiny", ["a single interactive sentence"]))
+    primary.send(Embed(402, "tiny", [f"interactive text {i} " * 4 for i in range(1500)]))
+    assert primary.answer_order({400, 401, 402}) == [401, 402, 400]
+    assert [len(primary.wait_for(Vectors, id=i).tokens) for i in (400, 401, 402)] == [1000, 1, 1500]
