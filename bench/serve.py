@@ -41,7 +41,8 @@ import numpy as np
 from bench import wrk
 from bench.corpus import sentences
 from bench.floor import http_floor
-from bench.points import Point, show, summarize, table
+from bench.load import Texts, closed_loop, corpus_texts, measure_raw
+from bench.points import Point, show, table
 from bench.target import add_options, appliance, auth_headers, served_model
 
 
@@ -65,15 +66,6 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-# ---- load generation ------------------------------------------------------------------------
-Texts = Callable[[int], list[str]]  # request number -> the texts it sends
-
-
-def corpus_texts(corpus: list[str], batch: int) -> Texts:
-    """Consecutive corpus sentences: the serving sweep, run with the cache off."""
-    return lambda i: [corpus[(i * batch + k) % len(corpus)] for k in range(batch)]
-
-
 def repeat_texts(corpus: list[str], hot: list[str], fraction: float, seed: int) -> Texts:
     """Single sentences: from the hot set with probability ``fraction``, else never seen before.
 
@@ -82,70 +74,6 @@ def repeat_texts(corpus: list[str], hot: list[str], fraction: float, seed: int) 
     rng = np.random.default_rng(seed)
     return lambda i: [hot[int(rng.integers(len(hot)))] if rng.random() < fraction
                       else f"{corpus[i % len(corpus)]} ({seed}-{i})"]  # fmt: skip
-
-
-async def closed_loop(url: str, model: str, texts: Texts, concurrency: int, seconds: float, warmup: float,
-                      scenario: str = "embed", headers: dict[str, str] | None = None) -> Point:  # fmt: skip
-    """``concurrency`` clients, each sending its next request as soon as the last is answered.
-    A point counts the requests that FINISH inside the measured window, whenever they were sent:
-    at high concurrency a request takes longer than the window (Little's law: 64 clients x 32
-    sentences at ~200 sentences/s is ~10 s each), and counting only requests sent and finished
-    inside it would report nothing. Clients still waiting when the window closes are stopped."""
-    latencies: list[float] = []
-    errors = 0
-    counter = iter(range(10**12))
-    batch = len(texts(0))
-    start_measure = time.perf_counter() + warmup
-    stop_at = start_measure + seconds
-
-    async def client(session: aiohttp.ClientSession) -> None:
-        nonlocal errors
-        while True:
-            chunk = texts(next(counter))
-            body = {"model": model, "input": chunk[0] if len(chunk) == 1 else chunk}
-            sent = time.perf_counter()
-            async with session.post(url + "/api/embed", json=body) as response:
-                await response.read()
-                ok = response.status == 200
-            done = time.perf_counter()
-            if not start_measure <= done <= stop_at:
-                continue  # warm-up
-            if ok:
-                latencies.append(done - sent)
-            else:
-                errors += 1
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
-        clients = [asyncio.create_task(client(session)) for _ in range(concurrency)]
-        await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
-        for task in clients:
-            task.cancel()
-        for outcome in await asyncio.gather(*clients, return_exceptions=True):
-            if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
-                raise outcome  # a client error is the bench's bug, not a measurement
-    return summarize(scenario, batch, concurrency, latencies, errors, seconds)
-
-
-# ---- raw limit --------------------------------------------------------------------------------
-def measure_raw(args: argparse.Namespace, corpus: list[str], seconds: float) -> float:
-    """In-process model, all cores' threads, sorted batches of 32: the serving denominator."""
-    import torch
-
-    from appliance.config import ModelConfig, resolve_model_path
-    from bench.raw import raw_limit
-    from workers.runtimes import load_runtime
-
-    model = msgspec.convert(served_model(args), ModelConfig)
-    runtime = load_runtime(model, resolve_model_path(model.path, ".state"), args.device)
-    runtime.warmup()
-    threads = os.cpu_count() or 1
-    previous = torch.get_num_threads()
-    try:
-        return float(raw_limit(runtime, corpus, threads, seconds=seconds))
-    finally:
-        torch.set_num_threads(previous)
 
 
 def main(argv: Sequence[str]) -> int:

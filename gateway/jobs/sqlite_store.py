@@ -151,26 +151,13 @@ class SqliteJobStore:
     # -- ending jobs ----------------------------------------------------------------------
 
     def cancel(self, job_id: str, now: float) -> Job | None:
-        with self._transaction() as db:
-            found = self._find(job_id)
-            if found is None or found[1].status in FINISHED:
-                return found[1] if found else None
-            seq, job = found
-            # Running chunks go too: their late commit then finds no chunk and writes nothing.
-            db.execute("DELETE FROM chunks WHERE job = ? AND state != 'done'", (seq,))
-            return self._end(seq, job, "CANCELLED", None, now)
+        return self._stop(job_id, "CANCELLED", None, now)
 
     def fail(self, job_id: str, error: str, now: float) -> Job | None:
         """An unfinished job FAILURE with a job-level ``error`` (say its model is no longer
         served), its unfinished chunks dropped; a finished one unchanged; None if unknown.
         Not part of ``JobStore``: a helper the runner may use."""
-        with self._transaction() as db:
-            found = self._find(job_id)
-            if found is None or found[1].status in FINISHED:
-                return found[1] if found else None
-            seq, job = found
-            db.execute("DELETE FROM chunks WHERE job = ? AND state != 'done'", (seq,))
-            return self._end(seq, job, "FAILURE", error, now)
+        return self._stop(job_id, "FAILURE", error, now)
 
     def expire(self, now: float) -> int:
         with self._transaction() as db:
@@ -233,6 +220,18 @@ class SqliteJobStore:
         first = self._db.execute("SELECT error_type, error_message FROM results WHERE job = ?"
                                  " AND error_type IS NOT NULL ORDER BY idx LIMIT 1", (seq,)).fetchone()  # fmt: skip
         return self._end(seq, job, "FAILURE", f"every item failed; the first: {first[0]}: {first[1]}", now)
+
+    def _stop(self, job_id: str, status: JobStatus, error: str | None, now: float) -> Job | None:
+        """An unfinished job ended as ``status`` before its last chunk, its unfinished chunks
+        dropped; a finished one unchanged; None if unknown."""
+        with self._transaction() as db:
+            found = self._find(job_id)
+            if found is None or found[1].status in FINISHED:
+                return found[1] if found else None
+            seq, job = found
+            # Running chunks go too: their late commit then finds no chunk and writes nothing.
+            db.execute("DELETE FROM chunks WHERE job = ? AND state != 'done'", (seq,))
+            return self._end(seq, job, status, error, now)
 
     def _end(self, seq: int, job: Job, status: JobStatus, error: str | None, now: float) -> Job:
         expires = now + self.ttl_s

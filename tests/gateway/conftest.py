@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from appliance.config import Config
-from appliance.protocol import Input
+from appliance.protocol import INTERACTIVE, Input
 from gateway.admission import Admission
 from gateway.app import build_app
 from gateway.backend import CacheReport, EmbedOutcome, ModelCard, RerankOutcome, Timings, WorkerCard
@@ -64,6 +64,7 @@ class FakeBackend:
     cache_hits: int = 0  # reported as served from the cache (capped at the input count)
     served_by: str = "0"  # the outcome's `workers`
     calls: list[Call] = field(default_factory=list)
+    priorities: list[int] = field(default_factory=list)  # each embed/rerank call's, in order
 
     def is_ready(self) -> bool:
         return self.ready
@@ -102,7 +103,8 @@ class FakeBackend:
             raise self.fail
 
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
-                    use_cache: bool = True) -> EmbedOutcome:  # fmt: skip
+                    use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
+        self.priorities.append(priority)
         await self._arrive("embed", model, list(inputs), truncate, deadline, use_cache)
         hits = min(self.cache_hits, len(inputs))
         return EmbedOutcome(
@@ -113,9 +115,9 @@ class FakeBackend:
             cache_hits=hits,
         )
 
-    async def rerank(
-        self, model: str, query: str, documents: Sequence[str], *, truncate: bool, deadline: float
-    ) -> RerankOutcome:
+    async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool, deadline: float,
+                     priority: int = INTERACTIVE) -> RerankOutcome:  # fmt: skip
+        self.priorities.append(priority)
         await self._arrive("rerank", model, [query, *documents], truncate, deadline)
         q = vector_for(model, query)
         scores = np.array([float(q @ vector_for(model, d)) for d in documents], dtype=np.float32)

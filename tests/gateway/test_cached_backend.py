@@ -26,36 +26,6 @@ from gateway.result_cache import ENTRY_OVERHEAD, ResultCache, item_key
 pytestmark = pytest.mark.timeout(60)
 
 
-class TakesPriority:
-    """The fake as the router is called now: ``embed`` and ``rerank`` take ``priority``, recorded
-    per call in ``priorities``; every other attribute, read or written, is the fake's own."""
-
-    def __init__(self, fake: Any) -> None:
-        object.__setattr__(self, "fake", fake)
-        object.__setattr__(self, "priorities", [])
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.fake, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self.fake, name, value)
-
-    async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
-                    use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
-        self.priorities.append(priority)
-        return await self.fake.embed(model, inputs, truncate=truncate, deadline=deadline, use_cache=use_cache)
-
-    async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool, deadline: float,
-                     priority: int = INTERACTIVE) -> Any:  # fmt: skip
-        self.priorities.append(priority)
-        return await self.fake.rerank(model, query, documents, truncate=truncate, deadline=deadline)
-
-
-@pytest.fixture
-def backend(backend: Any) -> TakesPriority:
-    return TakesPriority(backend)
-
-
 async def embed(cb: CachedBackend, inputs: Sequence[Input], *, model: str = MAIN, truncate: bool = True,
                 use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
     deadline = asyncio.get_running_loop().time() + 2.0

@@ -142,7 +142,7 @@ def test_a_rerank_job_scores_every_document(launch: Any, tiny_transformer: Path,
     job_id = submit(appliance, {"model": CROSS, "task": "rerank", "query": "a river of stone", "inputs": documents})
     assert poll(appliance, job_id, finished)["status"] == "SUCCESS"
     scores = [item["score"] for item in paged(appliance, job_id)]
-    status, _, direct = post(appliance.url + "/api/rerank", {"model": CROSS, "query": "a river of stone",
+    status, _, direct = post(appliance.url + "/v1/rerank", {"model": CROSS, "query": "a river of stone",
                                                             "documents": documents[:50]})  # fmt: skip
     assert status == 200 and len(scores) == 230
     by_index = {r["index"]: r["relevance_score"] for r in direct["results"]}

@@ -1,98 +1,22 @@
-"""``gateway/jobs/store.py``: the SQLite job store, on real files in tmp_path.
+"""``gateway/jobs/store.py``: what a job store does, through the ``JobStore`` interface, on the
+SQLite store (``sqlite_store.py``) over real files in tmp_path.
 
-Every vector a test commits is ``vector_of(index)``: four float32 copies of the item's index, so a
-result read back says by itself which item it belongs to. Crashes are real: a child process is
-SIGKILLed, then the test reopens the file it left behind.
+A job's life from submit to its results, the commits that must write nothing, back-off, ending
+jobs and the overview, and the size a submit must handle. Crashes and recovery are
+``test_store_crash.py``'s; opening a file, ``test_store_open.py``'s.
 """
 
 from __future__ import annotations
 
-import os
-import queue
-import random
-import signal
-import sqlite3
-import subprocess
-import sys
-import textwrap
-import threading
 import time
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import numpy as np
 import pytest
 
 from appliance.protocol import Input
-from gateway.jobs.model import Claim, ItemResult, Job, NewJob
-from gateway.jobs.store import JobStore, SqliteJobStore, StoreError
-
-REPO = Path(__file__).resolve().parents[3]
-TTL = 3600.0
-T0 = 1_000_000.0  # the tests' clock starts here
-
-
-class Clock:
-    """What the store reads as "now" in submit; tests move it by hand."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "jobs.db"  # the directory does not exist yet: the store makes it
-
-
-@pytest.fixture
-def store(db_path: Path, clock: Clock) -> Iterator[SqliteJobStore]:
-    with SqliteJobStore(db_path, ttl_s=TTL, clock=clock) as opened:
-        yield opened
-
-
-def vector_of(index: int) -> bytes:
-    return np.full(4, index, dtype="<f4").tobytes()
-
-
-def texts(n: int, seed: int = 0) -> list[Input]:
-    rng = random.Random(seed)
-    return [f"text {i} {rng.random():.6f}" for i in range(n)]
-
-
-def embed_job(chunk_size: int, **options: object) -> NewJob:
-    return NewJob(task="embed", model="mini", options=dict(options), chunk_size=chunk_size)
-
-
-def answer(claim: Claim, failing: frozenset[int] = frozenset()) -> list[ItemResult]:
-    """A result for every item of the claim; the indexes in ``failing`` get an error instead."""
-    return [
-        ItemResult(i, None, None, 0, "input_too_long", f"item {i} is too long") if i in failing
-        else ItemResult(i, vector_of(i), None, i % 7 + 1, None, None)
-        for i in range(claim.start, claim.end)
-    ]  # fmt: skip
-
-
-def run_to_end(store: SqliteJobStore, now: float) -> list[Claim]:
-    """Claim and commit until nothing is claimable; the claims, in order."""
-    claims = []
-    while (claim := store.claim(now)) is not None:
-        store.commit(claim, answer(claim), now)
-        claims.append(claim)
-    return claims
-
-
-def assert_every_index_once(store: SqliteJobStore, job: Job) -> None:
-    results = store.results(job.id)
-    assert [r.index for r in results] == list(range(job.total))
-    assert all(r.vector == vector_of(r.index) for r in results if r.error_type is None)
+from gateway.jobs.model import ItemResult, NewJob
+from gateway.jobs.store import JobStore, SqliteJobStore
+from store_checks import T0, TTL, Clock, answer, assert_every_index_once, embed_job, run_to_end, texts, vector_of
 
 
 # -- the life of a job ---------------------------------------------------------------------------
@@ -259,7 +183,7 @@ def test_submit_refuses_an_empty_job_or_a_chunk_size_below_one(store: SqliteJobS
     assert store.list() == []
 
 
-# -- back-off and recovery -------------------------------------------------------------------------
+# -- back-off --------------------------------------------------------------------------------------
 
 
 def test_release_backs_off_and_keeps_attempts(store: SqliteJobStore) -> None:
@@ -290,138 +214,6 @@ def test_release_of_a_committed_chunk_changes_nothing(store: SqliteJobStore) -> 
     store.release(claim, T0, retry_at=T0)
     rest = run_to_end(store, T0)
     assert [c.chunk for c in rest] == [1]
-
-
-def test_recover_after_an_abandoned_connection(db_path: Path, clock: Clock) -> None:
-    first = SqliteJobStore(db_path, ttl_s=TTL, clock=clock)
-    job = first.submit(embed_job(2), texts(6))
-    done = first.claim(T0)
-    lost = first.claim(T0)
-    assert done is not None and lost is not None
-    first.commit(done, answer(done), T0)
-    # `first` is abandoned, never closed, as a crashed process leaves it
-    with SqliteJobStore(db_path, ttl_s=TTL, clock=clock) as second:
-        assert second.claim(T0 + 1) is not None  # chunk 2, still pending; then nothing but the lost one
-        assert second.claim(T0 + 1) is None
-        assert second.recover() == 2  # the lost chunk and the one just claimed: both running
-        claims = run_to_end(second, T0 + 2)
-        assert [(c.chunk, c.attempts) for c in claims] == [(1, 1), (2, 1)]  # never chunk 0 again
-        final = second.get(job.id)
-        assert final is not None and final.status == "SUCCESS"
-        assert_every_index_once(second, final)
-    first.close()
-
-
-def test_recover_after_a_close_without_commit(db_path: Path) -> None:
-    with SqliteJobStore(db_path, ttl_s=TTL) as first:
-        job = first.submit(embed_job(5), texts(10))
-        claim = first.claim(T0)
-        assert claim is not None and claim.chunk == 0
-    with SqliteJobStore(db_path, ttl_s=TTL) as second:
-        assert second.recover() == 1 and second.recover() == 0
-        again = second.claim(T0)
-        assert again is not None and (again.chunk, again.attempts, again.inputs) == (0, 1, claim.inputs)
-        assert second.get(job.id).status == "PROCESSING"  # type: ignore[union-attr]
-
-
-# -- real crashes ----------------------------------------------------------------------------------
-
-CHILD = textwrap.dedent("""
-    import sys, time
-    import numpy as np
-    from gateway.jobs.model import ItemResult, NewJob
-    from gateway.jobs.store import SqliteJobStore
-
-    path, total, chunk_size, commits = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    store = SqliteJobStore(path, ttl_s=3600)
-    job = store.submit(NewJob("embed", "mini", {}, chunk_size), [f"text {i}" for i in range(total)])
-    print("job", job.id, flush=True)
-    n = 0
-    while commits < 0 or n < commits:  # commits < 0: commit until killed
-        claim = store.claim(time.time())
-        items = [ItemResult(i, np.full(4, i, dtype="<f4").tobytes(), None, 1, None, None)
-                 for i in range(claim.start, claim.end)]
-        store.commit(claim, items, time.time())
-        n += 1
-        print("committed", n, flush=True)
-    claim = store.claim(time.time())  # claimed, never committed
-    print("claimed", claim.chunk, flush=True)
-    time.sleep(120)
-""")
-
-
-class Child:
-    """The child process and its stdout, read line by line by a thread so that every wait has a
-    bound (select() on a buffered pipe can miss lines already in the buffer)."""
-
-    def __init__(self, tmp_path: Path, db_path: Path, total: int, chunk_size: int, commits: int) -> None:
-        script = tmp_path / "child.py"
-        script.write_text(CHILD)
-        args = [sys.executable, str(script), str(db_path), str(total), str(chunk_size), str(commits)]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True,
-                                        env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line)
-        self._lines.put("")  # end of output
-
-    def line(self, timeout: float = 30.0) -> list[str]:
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"the child said nothing for {timeout} s") from None
-        assert line, f"the child exited early, with {self.process.wait(5)}"
-        return line.split()
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        assert self.process.wait(10) == -signal.SIGKILL
-
-
-def test_a_sigkilled_runner_loses_only_its_uncommitted_chunk(tmp_path: Path, db_path: Path) -> None:
-    child = Child(tmp_path, db_path, total=95, chunk_size=10, commits=4)
-    try:
-        _, job_id = child.line()
-        assert [child.line() for _ in range(4)] == [["committed", str(n)] for n in range(1, 5)]
-        assert child.line() == ["claimed", "4"]
-    finally:
-        child.kill()
-    with SqliteJobStore(db_path, ttl_s=TTL) as store:
-        job = store.get(job_id)
-        assert job is not None and (job.status, job.done, job.failed) == ("PROCESSING", 40, 0)
-        assert [r.index for r in store.results(job_id)] == list(range(40))
-        assert store.claim(time.time()).chunk == 5  # type: ignore[union-attr]  # chunk 4 is running
-        assert store.recover() == 2  # chunk 4 (the child's) and chunk 5 (just now)
-        claims = run_to_end(store, time.time())
-        assert [c.chunk for c in claims] == list(range(4, 10))
-        final = store.get(job_id)
-        assert final is not None and (final.status, final.done) == ("SUCCESS", 95)
-        assert_every_index_once(store, final)
-
-
-def test_a_kill_anywhere_in_a_stream_of_commits_leaves_whole_chunks(tmp_path: Path, db_path: Path) -> None:
-    chunk_size = 10
-    child = Child(tmp_path, db_path, total=20_000, chunk_size=chunk_size, commits=-1)
-    try:
-        _, job_id = child.line()
-        for _ in range(50):
-            child.line()
-    finally:
-        child.kill()  # somewhere in a claim, a commit, or between them
-    with SqliteJobStore(db_path, ttl_s=TTL) as store:
-        job = store.get(job_id)
-        assert job is not None and job.done >= 50 * chunk_size and job.done % chunk_size == 0
-        indexes = [r.index for r in store.results(job_id)]
-        assert indexes == list(range(job.done))  # whole chunks, in claim order, each index once
-        assert store.recover() in (0, 1)
-        run_to_end(store, time.time())
-        final = store.get(job_id)
-        assert final is not None and (final.status, final.done) == ("SUCCESS", 20_000)
-        assert_every_index_once(store, final)
 
 
 # -- ending jobs, and the overview -----------------------------------------------------------------
@@ -498,55 +290,6 @@ def test_expire_deletes_jobs_and_reclaims_space(store: SqliteJobStore) -> None:
     assert store.counts()["SUCCESS"] == 0 and [j.id for j in store.list()] == [kept.id]
     assert store.expire(T0 + 10**9) == 0  # unfinished jobs have no expiry
     assert [c.job.id for c in run_to_end(store, T0)] == [kept.id]
-
-
-# -- opening ---------------------------------------------------------------------------------------
-
-
-def test_a_file_of_random_bytes_is_refused_by_name(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.db"
-    path.write_bytes(random.Random(7).randbytes(64 * 1024))
-    with pytest.raises(StoreError, match=str(path)):
-        SqliteJobStore(path, ttl_s=TTL)
-
-
-def test_a_corrupt_store_is_refused_by_name(db_path: Path) -> None:
-    with SqliteJobStore(db_path, ttl_s=TTL) as store:
-        store.submit(embed_job(10), [f"{i} " * 100 for i in range(3000)])
-    size = db_path.stat().st_size
-    with db_path.open("r+b") as f:  # scribble over pages in the middle, leave the header
-        f.seek(size // 2)
-        f.write(random.Random(3).randbytes(8 * 4096))
-    with pytest.raises(StoreError, match=str(db_path)):
-        SqliteJobStore(db_path, ttl_s=TTL)
-
-
-def test_an_unwritable_directory_is_refused_by_name(tmp_path: Path) -> None:
-    (tmp_path / "afile").write_text("a regular file, which no one (root included) can make a directory of")
-    path = tmp_path / "afile" / "jobs.db"
-    with pytest.raises(StoreError, match=str(path)):
-        SqliteJobStore(path, ttl_s=TTL)
-
-
-def test_another_database_or_schema_version_is_refused(tmp_path: Path) -> None:
-    other = tmp_path / "other.db"
-    with sqlite3.connect(other) as db:
-        db.execute("CREATE TABLE t (x)")
-    with pytest.raises(StoreError, match=f"{other}.*no job-store schema version"):
-        SqliteJobStore(other, ttl_s=TTL)
-    newer = tmp_path / "newer.db"
-    SqliteJobStore(newer, ttl_s=TTL).close()
-    with sqlite3.connect(newer) as db:
-        db.execute("PRAGMA user_version = 99")
-    with pytest.raises(StoreError, match=f"{newer}.*schema version 99"):
-        SqliteJobStore(newer, ttl_s=TTL)
-
-
-def test_a_store_reopens_with_its_settings(db_path: Path) -> None:
-    SqliteJobStore(db_path, ttl_s=TTL).close()
-    with SqliteJobStore(db_path, ttl_s=TTL) as store:
-        pragma = lambda name: store._db.execute(f"PRAGMA {name}").fetchone()[0]  # noqa: E731
-        assert (pragma("journal_mode"), pragma("synchronous"), pragma("auto_vacuum")) == ("wal", 1, 2)
 
 
 # -- size ------------------------------------------------------------------------------------------
