@@ -11,6 +11,7 @@ SCENARIOS = {
     "serve": "bench.serve",
     "encoding": "bench.encoding",
     "faults": "bench.faults",
+    "jobs": "bench.jobs",
 }
 
 
