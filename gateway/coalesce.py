@@ -7,10 +7,13 @@ with its value or with the SAME exception, and unregisters the keys.
 
 Three properties matter, and each is why the code looks the way it does:
 
-- **A caller's cancellation never cancels the shared work.** The computation runs in its own
-  task, not in any caller's, and callers wait with ``asyncio.wait`` (which, unlike awaiting a
-  future or ``gather``, does not cancel what it waits for when the waiter is cancelled). A client
-  that disconnects leaves the others' answer, and the cache fill, untouched.
+- **A caller that leaves cancels the shared work only if it was the last one waiting.** The
+  computation runs in its own task, not in any caller's, and callers wait with ``settle``, which
+  counts them in and out of each computation (``Flight``). A client that disconnects while others
+  wait leaves their answer, and the cache fill, untouched; when the last waiter leaves (its
+  client gone, or its deadline passed), nobody wants the work any more: its keys are released at
+  once (a later request launches afresh rather than joining a dying flight) and its task is
+  cancelled, which withdraws its parts from the workers before they reach the model.
 - **Nothing waits forever.** ``settle`` takes each waiter's own deadline; the computation has the
   deadline of the caller that launched it (the backend enforces it).
 - **Failures are shared, not duplicated.** A failed computation fails every waiter with the same
@@ -23,11 +26,33 @@ cache's key, so coalescing and the cache agree on what "the same input" means.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import Counter
-from typing import Awaitable, Callable, Generic, Hashable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Hashable, Sequence, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+class Flight:
+    """One launched computation and how many callers are waiting for any of its values."""
+
+    __slots__ = ("task", "waiters", "abandon")
+
+    def __init__(self, task: asyncio.Task[None], abandon: Callable[[], None]) -> None:
+        self.task = task
+        self.waiters = 0
+        self.abandon = abandon  # release its keys: nobody may join it from now on
+
+    def leave(self) -> None:
+        self.waiters -= 1
+        if self.waiters == 0 and not self.task.done():
+            self.abandon()
+            self.task.cancel()
+
+
+# Each launched future's flight, for ``settle``: weak, so a settled future takes its entry with it.
+_FLIGHTS: weakref.WeakKeyDictionary[asyncio.Future[Any], Flight] = weakref.WeakKeyDictionary()
 
 
 class InFlight(Generic[K, V]):
@@ -58,6 +83,9 @@ class InFlight(Generic[K, V]):
         task = loop.create_task(self._run(keys, futures, compute))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        flight = Flight(task, lambda: self._forget(keys, futures))
+        for future in futures:
+            _FLIGHTS[future] = flight
         return futures
 
     async def _run(self, keys: Sequence[K], futures: list[asyncio.Future[V]],
@@ -80,8 +108,8 @@ class InFlight(Generic[K, V]):
     @staticmethod
     def _fail(futures: list[asyncio.Future[V]], exc: BaseException) -> None:
         if isinstance(exc, asyncio.CancelledError):
-            # Only loop shutdown cancels this task (no caller holds it): waiters must not hang.
-            exc = RuntimeError("the shared computation was cancelled (shutting down)")
+            # Cancelled because every waiter left, or by loop shutdown: nobody may hang on it.
+            exc = RuntimeError("the shared computation was cancelled")
         for future in futures:
             if not future.done():
                 future.set_exception(exc)
@@ -95,12 +123,20 @@ class InFlight(Generic[K, V]):
 
 async def settle(futures: Sequence[asyncio.Future[V]], deadline: float) -> bool:
     """Wait until every future is done or ``deadline`` (loop time) passes; True when all are done.
-    Cancelling the caller cancels only this wait, never the futures."""
+    The caller counts as a waiter of each computation it waits for while it waits: when it leaves
+    (cancelled, or past its deadline) as the last waiter of one, that computation is withdrawn."""
     pending = {f for f in futures if not f.done()}
     if not pending:
         return True
     timeout = deadline - asyncio.get_running_loop().time()
     if timeout <= 0:
         return False
-    _, still = await asyncio.wait(pending, timeout=timeout)
+    flights = {flight for f in pending if (flight := _FLIGHTS.get(f)) is not None}
+    for flight in flights:
+        flight.waiters += 1
+    try:
+        _, still = await asyncio.wait(pending, timeout=timeout)
+    finally:
+        for flight in flights:
+            flight.leave()
     return not still

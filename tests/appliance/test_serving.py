@@ -107,3 +107,25 @@ def test_sigterm_while_workers_load_stops_cleanly(tmp_path: Path, tiny_static: P
         appliance.stop(signal.SIGKILL)
     assert code == 0, appliance.log()[-3000:]
     assert_nothing_left(appliance)
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "unwritable"])
+def test_a_bad_state_dir_refuses_the_start_naming_the_path(tmp_path: Path, tiny_static: Path, damage: str) -> None:
+    state = tmp_path / "state"
+    if damage == "corrupt":
+        state.mkdir()
+        (state / "jobs.sqlite3").write_bytes(bytes(range(256)) * 64)  # not a database
+    else:
+        state.write_text("a file where the state directory should be")  # unwritable even for root
+    appliance = start_appliance(tmp_path, static_model(tiny_static), workers=1, wait_ready=False,
+                                env={"APPLIANCE_STATE_DIR": str(state)})  # fmt: skip
+    try:
+        started = time.monotonic()
+        code = wait_exit(appliance)
+    finally:
+        appliance.stop(signal.SIGKILL)
+    assert code != 0 and time.monotonic() - started < 20, appliance.log()[-3000:]
+    (line,) = error_lines(appliance)
+    assert str(state) in line
+    assert "spawned" not in appliance.log(), "the state is checked before any worker starts"
+    assert_nothing_left(appliance)

@@ -182,7 +182,7 @@ def test_a_cancelled_request_still_fills_the_cache_for_the_next(backend: Any) ->
     run(main())
 
 
-def test_a_waiter_past_its_deadline_gets_504_while_the_work_goes_on(backend: Any) -> None:
+def test_a_waiter_past_its_deadline_gets_504_and_the_work_nobody_wants_is_withdrawn(backend: Any) -> None:
     async def main() -> None:
         cb = CachedBackend(CONFIG, backend)
         backend.delay_s = 0.3
@@ -190,7 +190,22 @@ def test_a_waiter_past_its_deadline_gets_504_while_the_work_goes_on(backend: Any
         with pytest.raises(errors.DeadlineExceeded):
             await cb.embed(MAIN, ["late"], truncate=True, deadline=loop.time() + 0.05)
         await asyncio.sleep(0.4)
-        assert item_key(MAIN, True, "late") in cb.cache  # computed once, kept for the next request
+        assert item_key(MAIN, True, "late") not in cb.cache and len(cb.inflight) == 0
+
+    run(main())
+
+
+def test_the_last_client_to_leave_withdraws_the_computation(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachedBackend(CONFIG, backend)
+        backend.delay_s = 0.2
+        alone = asyncio.create_task(embed(cb, ["abandoned"]))
+        await asyncio.sleep(0.05)
+        alone.cancel()  # the only client disconnects: the backend call is cancelled with it
+        await asyncio.gather(alone, return_exceptions=True)
+        await asyncio.sleep(0.3)
+        assert item_key(MAIN, True, "abandoned") not in cb.cache and len(cb.inflight) == 0
+        assert (await embed(cb, ["abandoned"])).cache_hits == 0 and len(backend.calls) == 2  # computed afresh
 
     run(main())
 

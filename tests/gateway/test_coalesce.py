@@ -1,6 +1,7 @@
 """``gateway/coalesce.py``: single-flight under asyncio. One computation per key however many
 wait; a failure reaches every waiter as the same error; a cancelled waiter (a client that went
-away) cancels nothing shared; every wait ends by its deadline."""
+away) cancels nothing others still wait for, and the last one to leave withdraws the work; every
+wait ends by its deadline."""
 
 from __future__ import annotations
 
@@ -23,10 +24,15 @@ class Computation:
         self.release = asyncio.Event()
         self.runs = 0
         self.finished = False
+        self.cancelled = False
 
     async def __call__(self) -> list[str]:
         self.runs += 1
-        await self.release.wait()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
         self.finished = True
         if self.error is not None:
             raise self.error
@@ -110,19 +116,26 @@ def test_a_cancelled_waiter_does_not_cancel_the_computation() -> None:
     run(main())
 
 
-def test_the_computation_finishes_even_when_every_waiter_left() -> None:
+def test_the_computation_is_withdrawn_when_every_waiter_left() -> None:
     async def main() -> None:
         flights: InFlight[str, str] = InFlight()
         compute = Computation(["v"])
         waiters = [asyncio.create_task(get(flights, "k", compute)) for _ in range(3)]
         await asyncio.sleep(0)
-        for w in waiters:
+        for w in waiters[:2]:
             w.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-        compute.release.set()
-        for _ in range(3):
-            await asyncio.sleep(0)
-        assert compute.finished and len(flights) == 0
+        await asyncio.gather(*waiters[:2], return_exceptions=True)
+        await asyncio.sleep(0)
+        assert not compute.cancelled and len(flights) == 1  # one waiter is left: the work goes on
+        waiters[2].cancel()
+        assert len(flights) == 0 or not waiters[2].done()
+        await asyncio.gather(waiters[2], return_exceptions=True)
+        assert len(flights) == 0, "the keys are released as the last waiter leaves"
+        await asyncio.sleep(0)
+        assert compute.cancelled and not compute.finished
+        again = Computation(["fresh"])  # the next request launches afresh, never joins the dying flight
+        again.release.set()
+        assert await get(flights, "k", again) == "fresh"
 
     run(main())
 
@@ -137,10 +150,8 @@ def test_every_wait_ends_by_its_own_deadline() -> None:
         outcomes = await asyncio.gather(*waiters, return_exceptions=True)
         assert all(isinstance(o, TimeoutError) for o in outcomes)
         assert 0.14 <= loop.time() - started < 1.0
-        assert len(flights) == 1  # the shared computation itself is still running, unharmed
-        compute.release.set()
-        await asyncio.sleep(0.01)
-        assert compute.finished and len(flights) == 0
+        await asyncio.sleep(0)
+        assert compute.cancelled and len(flights) == 0  # both deadlines passed: nobody wants it
         assert not await settle([loop.create_future()], loop.time() - 1)  # past deadline: no wait at all
 
     run(main())

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 MAIN, CROSS = "tiny", "tiny-cross"
 CHUNK = 100
-JOB_ENV = {"APPLIANCE_JOB_CHUNK_SIZE": str(CHUNK), "APPLIANCE_MAX_QUEUED_JOBS": "3", "APPLIANCE_MAX_JOB_INPUTS": "6000"}
+JOB_ENV = {"APPLIANCE_JOB_CHUNK_SIZE": str(CHUNK), "APPLIANCE_MAX_QUEUED_JOBS": "3", "APPLIANCE_MAX_JOB_INPUTS": "6000",
+           "APPLIANCE_MAX_JOB_BODY_BYTES": "2000000"}
 POLL_S = 0.02
 
 
@@ -162,6 +163,10 @@ def test_cancel_stops_the_work_and_bounds_are_clear_errors(launch: Any, tiny_tra
     assert later["progress"] == after["progress"] and later["progress"]["done"] < 6000, "work went on"
     status, _, error = post(appliance.url + "/v1/jobs", {"model": MAIN, "inputs": texts(6001)})
     assert status == 422 and error["error"]["type"] == "too_many_inputs"
+    status, _, error = post(appliance.url + "/v1/jobs", {"model": MAIN, "inputs": ["x" * 1000] * 2100})
+    assert status == 413 and error["error"]["type"] == "body_too_large"  # over max_job_body_bytes
+    status, _, error = post(appliance.url + "/v1/jobs", {"model": MAIN, "task": "rerank", "inputs": ["a"]})
+    assert status == 422 and "query" in error["error"]["message"]
     assert get(f"{appliance.url}/v1/jobs/nope")[0] == 404
     assert get(f"{appliance.url}/v1/jobs/nope")[2]["error"]["type"] == "job_not_found"
     for _ in range(3):
