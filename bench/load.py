@@ -1,23 +1,19 @@
-"""Load the HTTP scenarios share: a closed-loop client and the model's raw limit.
+"""Load the HTTP scenarios share: a closed-loop client.
 
 ``closed_loop`` drives ``/api/embed`` from C concurrent clients, each sending its next request as
-soon as the last is answered; ``measure_raw`` is the in-process model on every core, the
-denominator every served figure is a ratio of.
+soon as the last is answered. (The denominator every served figure is a ratio of, the model's raw
+limit, is ``bench.raw.measure_raw``.)
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import time
 from typing import Callable
 
 import aiohttp
-import msgspec
 
 from bench.points import Point, summarize
-from bench.target import served_model
 
 Texts = Callable[[int], list[str]]  # request number -> the texts it sends
 
@@ -69,23 +65,3 @@ async def closed_loop(url: str, model: str, texts: Texts, concurrency: int, seco
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 raise outcome  # a client error is the bench's bug, not a measurement
     return summarize(scenario, batch, concurrency, latencies, errors, seconds)
-
-
-# ---- raw limit --------------------------------------------------------------------------------
-def measure_raw(args: argparse.Namespace, corpus: list[str], seconds: float) -> float:
-    """In-process model, all cores' threads, sorted batches of 32: the serving denominator."""
-    import torch
-
-    from appliance.config import ModelConfig, resolve_model_path
-    from bench.raw import raw_limit
-    from workers.runtimes import load_runtime
-
-    model = msgspec.convert(served_model(args), ModelConfig)
-    runtime = load_runtime(model, resolve_model_path(model.path, ".state"), args.device)
-    runtime.warmup()
-    threads = os.cpu_count() or 1
-    previous = torch.get_num_threads()
-    try:
-        return float(raw_limit(runtime, corpus, threads, seconds=seconds))
-    finally:
-        torch.set_num_threads(previous)

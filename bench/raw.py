@@ -21,8 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import msgspec
+
 from appliance.config import ModelConfig, default_models, resolve_model_path
 from bench.corpus import sentences
+from bench.target import served_model
 from workers.runtimes import Runtime, load_runtime
 
 BATCHES = (1, 8, 32, 128)
@@ -95,6 +98,22 @@ def run_window(runtime: Runtime, window: list[str], batch: int, order: str, dead
         if time.perf_counter() >= deadline:
             break
     return done
+
+
+def measure_raw(args: argparse.Namespace, corpus: list[str], seconds: float) -> float:
+    """The HTTP scenarios' denominator: their served model (``bench.target``) in process, every
+    core's threads, sorted batches of 32."""
+    import torch  # here, not at the top: ``bench raw`` sizes torch's threads itself first
+
+    model = msgspec.convert(served_model(args), ModelConfig)
+    runtime = load_runtime(model, resolve_model_path(model.path, ".state"), args.device)
+    runtime.warmup()
+    threads = os.cpu_count() or 1
+    previous = torch.get_num_threads()
+    try:
+        return float(raw_limit(runtime, corpus, threads, seconds=seconds))
+    finally:
+        torch.set_num_threads(previous)
 
 
 def grid(runtime: Runtime, corpus: Sequence[str], seconds: float, thread_counts: Sequence[int]) -> list[Point]:

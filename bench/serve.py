@@ -29,21 +29,20 @@ import json
 import os
 import statistics
 import sys
-import time
 import urllib.request
 from dataclasses import asdict
-from typing import Callable, Sequence
+from typing import Sequence
 
-import aiohttp
 import msgspec
 import numpy as np
 
 from bench import wrk
 from bench.corpus import sentences
 from bench.floor import http_floor
-from bench.load import Texts, closed_loop, corpus_texts, measure_raw
+from bench.load import Texts, closed_loop, corpus_texts
 from bench.points import Point, show, table
-from bench.target import add_options, appliance, auth_headers, served_model
+from bench.raw import measure_raw
+from bench.target import add_options, appliance, auth_headers
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

@@ -173,6 +173,10 @@ def test_cancel_stops_the_work_and_bounds_are_clear_errors(launch: Any, tiny_tra
         submit(appliance, {"model": MAIN, "inputs": texts(6000), "use_cache": False})
     status, headers, error = post(appliance.url + "/jobs", {"model": MAIN, "inputs": ["one more"]})
     assert status == 429 and error["error"]["type"] == "queue_full" and "Retry-After" in headers
+    queue = get(appliance.url + "/queue-status")[2]
+    assert queue["jobs"]["by_status"]["PENDING"] + queue["jobs"]["by_status"]["PROCESSING"] == 3
+    assert queue["jobs"]["by_status"]["CANCELLED"] == 1 and queue["jobs"]["oldest_pending_age_s"] > 0
+    assert [w["index"] for w in queue["workers"]] == [0, 1] and queue["interactive_inputs"] >= 0
     listed = get(f"{appliance.url}/v1/jobs?status=cancelled")[2]["data"]
     assert [job["id"] for job in listed] == [job_id]
 
