@@ -10,6 +10,7 @@ Sizes in bytes also accept strings with a unit ("512MiB", "2GB", "64k").
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -129,6 +130,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # -- operations --------------------------------------------------------------------------
     state_dir: Annotated[str, _doc("Directory for derived models (`state:` model paths resolve inside it).", min_length=1)] = ".state"
     api_keys_file: Annotated[str, _doc("File with one API key per line; empty = no auth.")] = ""
+    allow_unauthenticated: Annotated[
+        bool, _doc("Serve without api_keys_file on a non-loopback host (anyone who can reach it may use it).")
+    ] = False
     rate_limit_rpm: Annotated[int, _doc("Requests per minute per key or client (0 = unlimited).", ge=0)] = 0
     rate_limit_ipm: Annotated[int, _doc("Inputs per minute per key or client (0 = unlimited).", ge=0)] = 0
     log_level: Annotated[Literal["debug", "info", "warning", "error"], _doc("Log verbosity.")] = "info"
@@ -247,6 +251,7 @@ def validate(raw: Mapping[str, Any], source: Mapping[str, str] | None = None) ->
         message = re.sub(r"\s*-\s*at\s*`?\$[^`]*`?", "", str(exc)).strip()
         raise ConfigError(key, message, source.get(top, "")) from None
     check_models(config, source.get("models", ""))
+    check_exposure(config, source.get("host", ""))
     if isinstance(config.workers, int) and config.workers < 1:
         raise ConfigError("workers", "must be 'auto' or an integer >= 1", source.get("workers", ""))
     return config
@@ -265,6 +270,34 @@ def check_models(config: Config, source: str = "") -> None:
     main = config.main_model()
     if main.kind == "cross_encoder":
         raise ConfigError("models", f"the main model {main.name!r} must embed, not be a cross_encoder", source)
+
+
+def check_exposure(config: Config, source: str = "") -> None:
+    """No open door by accident: a host other clients can reach needs keys, or an explicit yes."""
+    if is_loopback(config.host) or config.api_keys_file or config.allow_unauthenticated:
+        return
+    raise ConfigError(
+        "host",
+        f"{config.host!r} is reachable from other machines but api_keys_file is not set, so anyone "
+        "there could use the appliance; set api_keys_file, or allow_unauthenticated = true "
+        f"({ENV_PREFIX}ALLOW_UNAUTHENTICATED=true) to serve without keys on purpose",
+        source,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (also as ::ffff:127.x.y.z) and "localhost". The wildcards 0.0.0.0 and ::
+    bind every interface, and any other name may resolve anywhere: neither counts."""
+    name = host.strip().strip("[]").lower()
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def resolve_model_path(path: str, state_dir: str) -> Path:

@@ -25,7 +25,7 @@ def test_defaults_are_valid_and_have_two_models() -> None:
 
 
 def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
-    path = write_toml(tmp_path, 'port = 9000\nhost = "0.0.0.0"\nmax_batch_size = 7\n')
+    path = write_toml(tmp_path, 'port = 9000\nhost = "0.0.0.0"\nmax_batch_size = 7\nallow_unauthenticated = true\n')
     only_file = load_config(path, environ={})
     assert (only_file.port, only_file.host, only_file.max_batch_size) == (9000, "0.0.0.0", 7)
     env = {"APPLIANCE_PORT": "9001", "APPLIANCE_MAX_BATCH_SIZE": "9"}
@@ -111,6 +111,34 @@ def test_bad_file_values_name_key_and_file(tmp_path: Path) -> None:
         load_config(write_toml(tmp_path, "port = = 1\n"), environ={})
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml", environ={})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "::ffff:127.0.0.1", "localhost", "LocalHost"])
+def test_a_loopback_host_needs_no_keys(host: str) -> None:
+    assert load_config(environ={"APPLIANCE_HOST": host}).host == host
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "fe80::1", "appliance.example", "128.0.0.1"])
+def test_a_reachable_host_without_keys_refuses_to_load_naming_host_and_the_fix(host: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={"APPLIANCE_HOST": host})
+    assert info.value.key == "host"
+    message = str(info.value)
+    assert message.startswith("config key `host` (from APPLIANCE_HOST)")
+    assert "api_keys_file" in message and "allow_unauthenticated = true" in message
+
+
+def test_a_reachable_host_is_fine_with_keys_or_an_explicit_yes(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("sk-one\n")
+    with_keys = load_config(environ={"APPLIANCE_HOST": "0.0.0.0", "APPLIANCE_API_KEYS_FILE": str(keys)})
+    assert with_keys.api_keys_file == str(keys) and not with_keys.allow_unauthenticated
+    open_on_purpose = load_config(write_toml(tmp_path, 'host = "::"\nallow_unauthenticated = true\n'), environ={})
+    assert open_on_purpose.allow_unauthenticated is True
+    flag = load_config(environ={"APPLIANCE_ALLOW_UNAUTHENTICATED": "true"}, flags={"host": "0.0.0.0"})
+    assert flag.host == "0.0.0.0"
+    with pytest.raises(ConfigError, match=r"`host` \(from flag\)"):
+        load_config(environ={"APPLIANCE_ALLOW_UNAUTHENTICATED": "false"}, flags={"host": "0.0.0.0"})
 
 
 def test_every_key_has_a_doc_line() -> None:
