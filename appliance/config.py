@@ -27,6 +27,16 @@ MAIN_MODEL_NAME = "all-MiniLM-L6-v2"
 STATIC_MODEL_NAME = "minilm-static"
 # Relative paths that start with this marker resolve inside state_dir.
 STATE_PREFIX = "state:"
+# The smallest ring that still carries one input each way. The router cuts requests into records
+# of at most ring_bytes // 2 - 4096 bytes (``record_budget`` in gateway/parts.py; the ring itself
+# refuses a record over half its size), so a ring of 8 KiB or less takes no record at all and
+# every request would get 413. At 64 KiB a record holds 28 KiB: the answer row of one input up to
+# ~7,000 dimensions (4 bytes each plus 16 of framing; 4096-dimension models fit) and one input of
+# 28,000 ASCII or 7,000 other characters. Anything smaller saves shared memory no host lacks.
+MIN_RING_BYTES = 64 << 10
+# appliance/ipc/ring.py's own bounds (not imported: appliance.ipc imports this module's types).
+RING_ALIGN = 8  # records start on 8-byte boundaries
+MAX_RING_BYTES = 1 << 32  # record lengths are u32
 
 
 def _doc(text: str, **constraints: Any) -> Meta:
@@ -93,9 +103,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_batch_tokens: Annotated[int, _doc("Token budget of one forward batch (rows x longest row).", ge=1)] = 16384
     max_batch_size: Annotated[int, _doc("Most inputs in one forward batch.", ge=1)] = 128
     max_wait_us: Annotated[int, _doc("Extra wait to fill a batch, in microseconds (0 = none).", ge=0)] = 0
-    ring_bytes: Annotated[Bytes, _doc("Bytes of each shared-memory ring (two per worker).")] = 8 << 20
+    ring_bytes: Annotated[
+        Bytes, _doc("Bytes of each shared-memory ring (two per worker): a multiple of 8, 64 KiB to 4 GiB.")
+    ] = 8 << 20
     # -- request limits ----------------------------------------------------------------------
-    max_body_bytes: Annotated[Bytes, _doc("Largest accepted request body; larger gets 413.")] = 8 << 20
+    max_body_bytes: Annotated[Bytes, _doc("Largest accepted request body (at least 1); larger gets 413.")] = 8 << 20
     max_inputs: Annotated[int, _doc("Most inputs (texts or documents) in one request; more gets 422.", ge=1)] = 2048
     max_input_chars: Annotated[int, _doc("Longest accepted input text in characters; longer gets 422.", ge=1)] = (
         200_000
@@ -110,7 +122,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     preload_file: Annotated[str, _doc("JSON list of {text, model, frequency} embedded before ready.")] = ""
     # -- bulk jobs ---------------------------------------------------------------------------
     max_job_inputs: Annotated[int, _doc("Most inputs in one job (POST /v1/jobs); more gets 422.", ge=1)] = 200_000
-    max_job_body_bytes: Annotated[Bytes, _doc("Largest accepted job body; larger gets 413.")] = 128 << 20
+    max_job_body_bytes: Annotated[Bytes, _doc("Largest accepted job body (at least 1); larger gets 413.")] = 128 << 20
     max_queued_jobs: Annotated[int, _doc("Unfinished jobs (pending or processing) before a new one gets 429.", ge=1)] = 64
     job_chunk_size: Annotated[int, _doc("Inputs per job chunk: the unit that is computed, committed and resumed.", ge=1)] = 256
     job_chunks_in_flight: Annotated[int, _doc("Job chunks computed at once, across all jobs.", ge=1)] = 2
@@ -252,6 +264,7 @@ def validate(raw: Mapping[str, Any], source: Mapping[str, str] | None = None) ->
         raise ConfigError(key, message, source.get(top, "")) from None
     check_models(config, source.get("models", ""))
     check_exposure(config, source.get("host", ""))
+    check_sizes(config, source)
     if isinstance(config.workers, int) and config.workers < 1:
         raise ConfigError("workers", "must be 'auto' or an integer >= 1", source.get("workers", ""))
     return config
@@ -270,6 +283,22 @@ def check_models(config: Config, source: str = "") -> None:
     main = config.main_model()
     if main.kind == "cross_encoder":
         raise ConfigError("models", f"the main model {main.name!r} must embed, not be a cross_encoder", source)
+
+
+def check_sizes(config: Config, source: Mapping[str, str]) -> None:
+    """Sizes whose edge values would not mean what they say."""
+    for key in ("max_body_bytes", "max_job_body_bytes"):
+        if getattr(config, key) < 1:
+            # aiohttp reads a client_max_size of 0 as "no limit", not "no body"
+            raise ConfigError(key, "must be at least 1 byte; 0 would turn the body limit off", source.get(key, ""))
+    ring = config.ring_bytes
+    if ring % RING_ALIGN or not MIN_RING_BYTES <= ring <= MAX_RING_BYTES:
+        raise ConfigError(
+            "ring_bytes",
+            f"must be a multiple of {RING_ALIGN} between {MIN_RING_BYTES} (64KiB: one input's record each way) "
+            f"and {MAX_RING_BYTES} (4GiB: record lengths are 32-bit), got {ring}",
+            source.get("ring_bytes", ""),
+        )
 
 
 def check_exposure(config: Config, source: str = "") -> None:

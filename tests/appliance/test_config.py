@@ -64,6 +64,11 @@ BAD_VALUES = [
     ({"APPLIANCE_MAX_WAIT_US": "-1"}, "max_wait_us"),
     ({"APPLIANCE_RING_BYTES": "lots"}, "ring_bytes"),
     ({"APPLIANCE_MAX_BODY_BYTES": "-5"}, "max_body_bytes"),
+    ({"APPLIANCE_MAX_BODY_BYTES": "0"}, "max_body_bytes"),
+    ({"APPLIANCE_MAX_JOB_BODY_BYTES": "0"}, "max_job_body_bytes"),
+    ({"APPLIANCE_RING_BYTES": "65540"}, "ring_bytes"),
+    ({"APPLIANCE_RING_BYTES": "32KiB"}, "ring_bytes"),
+    ({"APPLIANCE_RING_BYTES": "8GiB"}, "ring_bytes"),
     ({"APPLIANCE_MAX_INPUTS": "0"}, "max_inputs"),
     ({"APPLIANCE_MAX_INPUT_CHARS": "0"}, "max_input_chars"),
     ({"APPLIANCE_MAX_PENDING_INPUTS": "0"}, "max_pending_inputs"),
@@ -113,7 +118,10 @@ def test_bad_file_values_name_key_and_file(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml", environ={})
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "::ffff:127.0.0.1", "localhost", "LocalHost"])
+LOOPBACK = ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "::ffff:127.0.0.1", "localhost", "LocalHost"]
+
+
+@pytest.mark.parametrize("host", LOOPBACK)
 def test_a_loopback_host_needs_no_keys(host: str) -> None:
     assert load_config(environ={"APPLIANCE_HOST": host}).host == host
 
@@ -139,6 +147,30 @@ def test_a_reachable_host_is_fine_with_keys_or_an_explicit_yes(tmp_path: Path) -
     assert flag.host == "0.0.0.0"
     with pytest.raises(ConfigError, match=r"`host` \(from flag\)"):
         load_config(environ={"APPLIANCE_ALLOW_UNAUTHENTICATED": "false"}, flags={"host": "0.0.0.0"})
+
+
+@pytest.mark.parametrize("key", ["max_body_bytes", "max_job_body_bytes"])
+def test_a_zero_body_limit_is_refused_not_read_as_unlimited(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"`{key}`.*at least 1 byte; 0 would turn the body limit off"):
+        load_config(environ={f"APPLIANCE_{key.upper()}": "0"})
+    assert getattr(load_config(environ={f"APPLIANCE_{key.upper()}": "1"}), key) == 1
+
+
+@pytest.mark.parametrize("value", ["65540", str((64 << 10) - 8), "8191", "0", str((1 << 32) + 8)])
+def test_ring_bytes_must_be_a_multiple_of_8_from_64kib_to_4gib(value: str) -> None:
+    expected = rf"`ring_bytes` \(from APPLIANCE_RING_BYTES\): must be a multiple of 8 .*got {value}$"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(environ={"APPLIANCE_RING_BYTES": value})
+
+
+def test_the_ring_bounds_are_the_rings_own_and_the_smallest_carries_one_input() -> None:
+    from appliance.ipc import ring
+    from gateway.parts import ANSWER_ROW_SLACK, record_budget
+
+    assert (cfg.RING_ALIGN, cfg.MAX_RING_BYTES) == (8, ring.MAX_CAPACITY)
+    for ok in ("64KiB", str(cfg.MIN_RING_BYTES + 8), "4GiB"):
+        ring.check_capacity(load_config(environ={"APPLIANCE_RING_BYTES": ok}).ring_bytes)
+    assert record_budget(cfg.MIN_RING_BYTES) >= 4096 * 4 + ANSWER_ROW_SLACK  # a 4096-dimension answer row
 
 
 def test_every_key_has_a_doc_line() -> None:
