@@ -167,7 +167,7 @@ class ConfigError(ValueError):
 
 # ---- sizes --------------------------------------------------------------------------------
 _BYTE_KEYS = frozenset(
-    {"ring_bytes", "max_body_bytes", "cache_bytes", "memory_floor", "worker_rss_limit"}
+    {"ring_bytes", "max_body_bytes", "max_job_body_bytes", "cache_bytes", "memory_floor", "worker_rss_limit"}
 )
 _UNITS = {
     "": 1, "b": 1,

@@ -42,6 +42,12 @@ def test_sizes_accept_units_and_workers_accept_int_or_auto() -> None:
     assert load_config(environ={"APPLIANCE_WORKERS": "auto"}).workers == "auto"
 
 
+def test_every_size_key_accepts_units() -> None:
+    sizes = [key for key in cfg.field_names() if key.endswith("_bytes")] + ["memory_floor", "worker_rss_limit"]
+    config = load_config(environ={f"APPLIANCE_{key.upper()}": "1MiB" for key in sizes})
+    assert {key: getattr(config, key) for key in sizes} == {key: 1 << 20 for key in sizes}
+
+
 def test_models_from_file_and_env(tmp_path: Path) -> None:
     path = write_toml(tmp_path, '[[models]]\nname = "a"\npath = "/m/a"\nmain = true\n'
                                 '[[models]]\nname = "b"\npath = "/m/b"\nkind = "cross_encoder"\n')
