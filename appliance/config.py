@@ -141,7 +141,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     shutdown_grace: Annotated[Seconds, _doc("Seconds in-flight work may take to finish on shutdown.")] = 30.0
     # -- operations --------------------------------------------------------------------------
     state_dir: Annotated[str, _doc("Directory for derived models (`state:` model paths resolve inside it).", min_length=1)] = ".state"
-    api_keys_file: Annotated[str, _doc("File with one API key per line; empty = no auth.")] = ""
+    api_keys_file: Annotated[
+        str, _doc("File with one API key per line; an unterminated last line is ignored until completed; empty = no auth.")
+    ] = ""
     allow_unauthenticated: Annotated[
         bool, _doc("Serve without api_keys_file on a non-loopback host (anyone who can reach it may use it).")
     ] = False

@@ -25,6 +25,10 @@ One request with more inputs than a whole minute's ``rate_limit_ipm`` gets 422 `
 not 429: waiting can never admit it, and a 429 would send clients (the ``openai`` SDK retries 429
 by itself) into retries that cannot succeed; 422 says "split it", and charges nothing.
 
+The keys file holds one key per line, and a line counts only once its newline is written: an
+unterminated last line (an editor or ``echo >>`` caught mid-write) is ignored until it is
+completed, so a prefix of a key is never accepted as one.
+
 Hot-path cost: a dict lookup and a little arithmetic per check, nothing when a check is off. The
 keys file is stat'ed at most once a second (``KEYS_CHECK_INTERVAL_S``) and re-read only when it
 changed; the memory guard samples on its own timer. Time comes from an injected monotonic clock.
@@ -73,23 +77,28 @@ def digest(key: str) -> bytes:
 
 def read_keys(path: str) -> dict[bytes, str]:
     """sha256(key) -> principal id, from one key per line (blank lines and ``#`` lines skipped).
+    Only complete lines count: text after the last newline is still being written.
 
     Keys are held only as digests: a lookup by digest leaks timing about the digest of what a
     client sent, never about a stored key, so it is a constant-time comparison in effect. The
     principal id (a digest prefix) names a key in counters and logs without revealing it."""
     try:
         with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+            text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise KeysFileError(f"api_keys_file {path!r} cannot be read: {exc}") from None
+    complete, _, unterminated = text.rpartition("\n")
+    if unterminated.strip():  # never logged: it may be most of a key
+        log.warning("api_keys_file %s: the last line has no newline yet; it is ignored until it is completed", path)
     digests: dict[bytes, str] = {}
-    for line in lines:
+    for line in complete.splitlines():
         key = line.strip()
         if key and not key.startswith("#"):
             hashed = digest(key)
             digests[hashed] = "key:" + hashed.hex()[:12]
     if not digests:
-        raise KeysFileError(f"api_keys_file {path!r} holds no key (one key per line; `#` starts a comment)")
+        raise KeysFileError(f"api_keys_file {path!r} holds no key (one key per line, each ended by a newline; "
+                            "`#` starts a comment)")  # fmt: skip
     return digests
 
 

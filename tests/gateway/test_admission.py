@@ -21,7 +21,15 @@ import pytest
 
 from appliance.config import Config
 from appliance.guards import RETRY_AFTER_S, MemoryGuard
-from gateway.admission import Admission, AdmissionReport, ApiKeys, KeysFileError, TokenBuckets, read_keys
+from gateway.admission import (
+    Admission,
+    AdmissionReport,
+    ApiKeys,
+    KeysFileError,
+    TokenBuckets,
+    digest,
+    read_keys,
+)
 from gateway.app import build_app
 from harness import Reply
 
@@ -225,6 +233,38 @@ def test_a_broken_rotation_keeps_the_previous_keys(
     clock.advance(1.0)
     assert gw.embed(key=KEY_C).status == 200
     error_of(gw.embed(key=KEY_A), 401, "unauthorized")
+
+
+def test_only_complete_lines_are_keys(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "keys.txt"
+    path.write_text(f"{KEY_A}\r\n{KEY_B}")
+    with caplog.at_level(logging.WARNING, logger="appliance.gateway.admission"):
+        assert list(read_keys(str(path))) == [digest(KEY_A)]  # a CRLF line is complete too
+    assert "no newline yet" in caplog.text and KEY_B not in caplog.text  # a near-key is never logged
+    path.write_text(KEY_A)  # `printf` without \n: not a key yet, and the error says why
+    with pytest.raises(KeysFileError, match="holds no key.*ended by a newline"):
+        read_keys(str(path))
+
+
+def test_a_half_written_last_line_is_refused_until_its_newline_is_written(
+    start: Callable[..., Gateway], keys_file: Path, clock: FakeClock
+) -> None:
+    keys_file.write_text(f"{KEY_A}\n{KEY_B[:6]}")  # `echo KEY_B >> keys` caught mid-write
+    gw = start(keys_file)
+    assert gw.embed(key=KEY_A).status == 200
+    error_of(gw.embed(key=KEY_B[:6]), 401, "unauthorized")  # a prefix of a key is no key
+    with keys_file.open("a") as fh:
+        fh.write(KEY_B[6:])
+    clock.advance(1.0)
+    error_of(gw.embed(key=KEY_B), 401, "unauthorized")  # whole, but its line is not finished
+    assert gw.embed(key=KEY_A).status == 200
+    with keys_file.open("a") as fh:
+        fh.write("\n")
+    clock.advance(0.5)
+    error_of(gw.embed(key=KEY_B), 401, "unauthorized")  # not looked at again within the second
+    clock.advance(0.5)
+    assert gw.embed(key=KEY_B).status == 200 and gw.embed(key=KEY_A).status == 200
+    error_of(gw.embed(key=KEY_B[:6]), 401, "unauthorized")
 
 
 # ---- 2. rate ----------------------------------------------------------------------------------
