@@ -16,7 +16,8 @@ creates, maps and removes the file; ``Channel`` lays it out (offsets in bytes)::
 The header lets an attaching worker refuse a segment that is not a channel of the size its spec
 names (``check_header``) before it reads a single ring word.
 
-Segments live in ``/dev/shm`` as ``appl-<creator pid>-<random hex>``, mode 0600, opened with
+Segments live in ``/dev/shm`` as ``appl-<creator pid>-<random hex>``, mode 0600, fully allocated
+at creation (``allocate``: no page is left for a later write to miss), opened with
 ``os.open`` + ``mmap`` (no ``multiprocessing`` resource tracker: an attaching process could
 otherwise unlink the creator's segment when it exits). The creator unlinks at exit; if it is
 SIGKILLed, ``sweep_stale_segments()`` at the next start removes segments whose creator is dead.
@@ -69,7 +70,7 @@ class Segment:
                 continue  # 64 random bits collided: draw again
             try:
                 os.fchmod(fd, 0o600)  # the umask can only take bits away, but say it outright
-                os.ftruncate(fd, size)
+                allocate(fd, path, size)
                 return cls(name, mmap.mmap(fd, size), creator=True)
             except BaseException:
                 os.unlink(path)
@@ -102,6 +103,21 @@ class Segment:
             os.unlink(self.path_of(self.name))
         except FileNotFoundError:
             pass
+
+
+def allocate(fd: int, path: str, size: int) -> None:
+    """Back every byte of the segment now, or fail naming it and its size.
+
+    A file only ``ftruncate``d is sparse: tmpfs finds a page for it at the first write, and when
+    ``/dev/shm`` is full that write kills the writer with SIGBUS, gateway or worker, mid-record.
+    ``posix_fallocate`` takes the pages at creation, so a full ``/dev/shm`` is an ``OSError``
+    here, before any process maps the segment.
+    """
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot allocate {size} bytes for shared-memory segment {path}: "
+                      f"{exc.strerror} (free space in {SHM_DIR} or lower ring_bytes)") from None
 
 
 def format_header(header: memoryview, ring_bytes: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import stat
@@ -15,6 +16,7 @@ from typing import Iterator
 import msgspec
 import pytest
 
+from appliance.ipc import segment as segment_module
 from appliance.ipc.channel import Channel
 from appliance.ipc.segment import (
     HEADER_BYTES,
@@ -40,6 +42,22 @@ def segment() -> Iterator[Segment]:
     yield created
     created.close()
     created.unlink()
+
+
+@pytest.fixture
+def small_shm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A 1 MiB tmpfs standing in for ``/dev/shm`` (needs the right to mount: root)."""
+    mountpoint = tmp_path / "shm"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True, timeout=10)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    monkeypatch.setattr(segment_module, "SHM_DIR", str(mountpoint))
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True, timeout=10)
 
 
 def remove(path: str) -> None:
@@ -79,6 +97,35 @@ def test_attach_refuses_foreign_names_short_files_and_other_owners(
     monkeypatch.setattr(os, "getuid", lambda: uid + 1)
     with pytest.raises(PermissionError, match=f"belongs to uid {uid}"):
         Segment.attach(segment.name, SIZE)
+
+
+SPARSE_WRITE = """
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+os.ftruncate(fd, 4 << 20)  # succeeds: nothing is allocated yet
+mapping = mmap.mmap(fd, 4 << 20)
+mapping[:] = bytes(4 << 20)  # the page tmpfs cannot back
+"""
+
+
+def test_a_full_shm_fails_create_naming_the_segment_and_size_instead_of_sigbus(small_shm: Path) -> None:
+    # The failure a sparse segment meets: the first write past the room kills the writer.
+    sparse = subprocess.run([sys.executable, "-c", SPARSE_WRITE, str(small_shm / "sparse")], timeout=30)
+    assert sparse.returncode == -signal.SIGBUS
+    (small_shm / "sparse").unlink()
+
+    size = 4 << 20
+    with pytest.raises(OSError) as failed:
+        Segment.create(size)
+    assert failed.value.errno == errno.ENOSPC
+    assert f"cannot allocate {size} bytes for shared-memory segment {small_shm}/appl-{os.getpid()}-" in str(failed.value)
+    assert os.listdir(small_shm) == []  # the half-made segment is gone
+    small = Segment.create(SIZE)  # what fits is still created, fully backed
+    try:
+        assert os.stat(Segment.path_of(small.name)).st_blocks * 512 >= SIZE
+    finally:
+        small.close()
+        small.unlink()
 
 
 def test_the_header_refuses_what_is_not_a_channel_of_the_specs_rings(segment: Segment) -> None:
