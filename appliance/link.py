@@ -9,11 +9,13 @@
                       WorkerLink ◀─ decode ─── channels[w].responses ◀── worker w
                            │
                            ├─ Vectors | Scores | Failed ─▶ Router.worker_result
-                           └─ Ready | Stats | Bye ───────▶ Supervisor (and Stats to the Router)
+                           ├─ Ready | Stats | Bye ───────▶ Supervisor (and Stats to the Router)
+                           └─ RingCorrupted ─────────────▶ Supervisor (replaces the worker)
 
 Both codecs live here and nowhere else on the gateway side. ``subscribe`` says who hears which
 message type; each worker's response ring has one reader (``listen``) that decodes each record
-and calls the subscribers of its type in the order they subscribed. The composition root
+and calls the subscribers of its type in the order they subscribed. A response ring found corrupt
+stops its reader and is reported once to the subscribers of ``RingCorrupted``. The composition root
 (``appliance/cli.py``) builds the link and hands it to the router and the supervisor.
 
 Lifecycle: constructing a link allocates nothing. ``open`` creates one channel (a ``/dev/shm``
@@ -28,6 +30,7 @@ import logging
 from typing import Any, Callable, TypeVar
 
 from appliance.ipc.channel import Channel
+from appliance.ipc.ring import RingCorrupted
 from appliance.protocol import ChannelSpec, Request, RequestCodec, Response, ResponseCodec
 
 log = logging.getLogger("appliance.link")
@@ -103,13 +106,25 @@ class WorkerLink:
     def listen(self, worker: int) -> None:
         """Deliver ``worker``'s responses from the running event loop (doorbell + rescue timer)."""
         loop = asyncio.get_running_loop()
-        self.channel(worker).start_reader(loop, lambda records: self.dispatch(worker, records))
+        self.channel(worker).start_reader(loop, lambda records: self.dispatch(worker, records),
+                                          lambda error: self.corrupted(worker, error))  # fmt: skip
+
+    def corrupted(self, worker: int, error: RingCorrupted) -> None:
+        """The reader found ``worker``'s response ring corrupt and stopped: tell who subscribed."""
+        log.error("worker %d: response ring corrupt, reader stopped: %s", worker, error)
+        for handler in self._handlers.get(RingCorrupted, ()):
+            handler(worker, error)
 
     def flush(self, worker: int) -> None:
-        """A worker died: stop its reader and deliver what it finished before it went."""
+        """A worker died: stop its reader and deliver what it finished before it went (nothing
+        past a corrupt record: ``reset`` drops it)."""
         channel = self.channel(worker)
         channel.stop_reader()
-        self.dispatch(worker, channel.poll_responses())
+        try:
+            records = channel.poll_responses()
+        except RingCorrupted:
+            records = []  # reported already, when the reader found it
+        self.dispatch(worker, records)
 
     def reset(self, worker: int) -> None:
         """Empty both rings for the worker's successor (after ``flush``)."""

@@ -2,6 +2,8 @@
 
 ``serve(config, compose)`` runs, in order:
 
+0. The instance lock (``appliance/instance.py``): one appliance per ``state_dir``. A second one
+   exits 2 with one line naming the lock file and the holder's pid, before anything below.
 1. ``compose(config)`` builds every object (``appliance/cli.py``); nothing is started yet, and a
    bad preload or API-keys file fails here, before anything needs undoing.
 2. The listening socket is bound before any model loads: a port in use fails in milliseconds,
@@ -40,6 +42,7 @@ from aiohttp import web
 from appliance import sdnotify
 from appliance.config import Config
 from appliance.guards import MemoryGuard
+from appliance.instance import InstanceLock, InstanceLocked
 from appliance.ipc.segment import sweep_stale_segments
 from appliance.link import WorkerLink
 from appliance.supervisor import BootError, Supervisor
@@ -105,7 +108,19 @@ PARTS = web.AppKey("parts", Parts)
 
 
 async def serve(config: Config, compose: Callable[[Config], Parts]) -> int:
-    """Start, serve until a stop, stop; the process's exit code."""
+    """Start, serve until a stop, stop; the process's exit code. Holds the instance lock
+    throughout, taken before anything else: a second appliance on this state_dir starts,
+    binds and sweeps nothing."""
+    try:
+        lock = InstanceLock.acquire(config.state_dir)
+    except InstanceLocked as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    with lock:
+        return await serve_locked(config, compose)
+
+
+async def serve_locked(config: Config, compose: Callable[[Config], Parts]) -> int:
     try:
         parts = compose(config)
         sock = bind(config.host, config.port)

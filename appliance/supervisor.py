@@ -28,6 +28,7 @@ import msgspec
 
 from appliance.config import Config
 from appliance.guards import recycle_reason
+from appliance.ipc.ring import RingCorrupted
 from appliance.link import WorkerLink
 from appliance.protocol import (
     EXIT_BOOT_ERROR,
@@ -113,6 +114,7 @@ class Supervisor:
         link.subscribe(Ready, self.on_ready)
         link.subscribe(Stats, self.on_stats)
         link.subscribe(Bye, self.on_bye)
+        link.subscribe(RingCorrupted, self.on_corrupt)
         self.stopping = False
         self.fatal: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -191,6 +193,16 @@ class Supervisor:
 
     def on_bye(self, worker: int, bye: Bye) -> None:
         log.info("worker %d drained (%s)", worker, bye.reason)
+
+    def on_corrupt(self, worker: int, error: RingCorrupted) -> None:
+        """Nothing more can be read from this worker: replace it. Its exit goes the usual way
+        (``on_exit``: its parts resent, both rings reset for the successor, back-off)."""
+        handle = self.handles[worker]
+        if handle.process is None:
+            return
+        log.error("worker %d (pid %d): its response ring is corrupt; killing it", worker, handle.process.pid)
+        self.events.worker_unavailable(worker)
+        handle.process.kill()
 
     # ---- the supervision cycle -----------------------------------------------------------
     async def run(self) -> None:

@@ -29,7 +29,7 @@ from typing import Callable
 
 from appliance.ipc.doorbell import CONTENDED_YIELD_S, RESCUE_S, SPIN_S, Doorbell, SpinPolicy
 from appliance.ipc.doorbell import new_eventfd, require_eventfd, yield_was_contended
-from appliance.ipc.ring import Ring
+from appliance.ipc.ring import Ring, RingCorrupted
 from appliance.ipc.segment import HEADER_BYTES, HEARTBEAT_WORD, Segment, check_header, format_header
 from appliance.protocol import ChannelSpec
 
@@ -80,6 +80,7 @@ class Channel:
         self._received = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_records: Callable[[list[bytes]], None] | None = None
+        self._on_corrupt: Callable[[RingCorrupted], None] | None = None
         self._rescue_timer: asyncio.TimerHandle | None = None
         self._spin_handle: asyncio.Handle | None = None
         self._spin_until = 0.0
@@ -177,10 +178,17 @@ class Channel:
             self._open_spin_window()
         return True
 
-    def start_reader(self, loop: asyncio.AbstractEventLoop, on_records: Callable[[list[bytes]], None]) -> None:
-        """Deliver response records to ``on_records`` from ``loop`` (doorbell + rescue timer)."""
+    def start_reader(self, loop: asyncio.AbstractEventLoop, on_records: Callable[[list[bytes]], None],
+                     on_corrupt: Callable[[RingCorrupted], None] | None = None) -> None:  # fmt: skip
+        """Deliver response records to ``on_records`` from ``loop`` (doorbell + rescue timer).
+
+        A corrupt response ring stops the reader, once, and goes to ``on_corrupt`` (raised from
+        the callback that found it when there is none): polling a ring that stays corrupt would
+        raise every ``rescue_s`` and deliver nothing behind the bad record. Only the worker's
+        replacement, after ``reset``, makes it readable again.
+        """
         self.stop_reader()
-        self._loop, self._on_records = loop, on_records
+        self._loop, self._on_records, self._on_corrupt = loop, on_records, on_corrupt
         loop.add_reader(self._response_bell.fd, self._on_doorbell)
         self._rescue_timer = loop.call_later(self.rescue_s, self._on_rescue_tick)
         self._deliver()  # whatever arrived before we listened; also parks
@@ -188,7 +196,7 @@ class Channel:
     def stop_reader(self) -> None:
         if self._loop is None:
             return
-        loop, self._loop, self._on_records = self._loop, None, None
+        loop, self._loop, self._on_records, self._on_corrupt = self._loop, None, None, None
         for handle in (self._rescue_timer, self._spin_handle):
             if handle is not None:
                 handle.cancel()
@@ -223,12 +231,23 @@ class Channel:
             ring.park()
         # order matters: park before draining, so a record published after this drain finds us
         # parked and rings; one racing the park store is the rescue timer's.
-        records = ring.drain()
+        records = self._drain_responses()
         if records and self._unspun_since:
             if time.monotonic() - self._unspun_since <= self.spin_s:
                 self._spin_policy.would_have_caught()
             self._unspun_since = 0.0
         self._dispatch(records)
+
+    def _drain_responses(self) -> list[bytes]:
+        try:
+            return self.responses.drain()
+        except RingCorrupted as error:
+            on_corrupt = self._on_corrupt
+            self.stop_reader()  # no more polls, timers or doorbell reads of this ring
+            if on_corrupt is None:
+                raise
+            on_corrupt(error)
+            return []
 
     def _dispatch(self, records: list[bytes]) -> None:
         if records and self._on_records is not None:
@@ -265,7 +284,7 @@ class Channel:
             if self.responses.pending():
                 self._spin_caught = True
                 self._counts["spin_catches"] += 1
-                self._dispatch(self.responses.drain())
+                self._dispatch(self._drain_responses())
             elif yield_was_contended(now, self.contended_yield_s):
                 self._spin_until = 0.0  # close the window at the next tick: park, be woken
                 self._spin_cut = True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import signal
 import stat
@@ -15,6 +17,7 @@ from typing import Iterator
 import msgspec
 import pytest
 
+from appliance.ipc import segment as segment_module
 from appliance.ipc.channel import Channel
 from appliance.ipc.segment import (
     HEADER_BYTES,
@@ -22,7 +25,6 @@ from appliance.ipc.segment import (
     SHM_DIR,
     Segment,
     check_header,
-    creator_alive,
     format_header,
     sweep_stale_segments,
 )
@@ -40,6 +42,22 @@ def segment() -> Iterator[Segment]:
     yield created
     created.close()
     created.unlink()
+
+
+@pytest.fixture
+def small_shm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A 1 MiB tmpfs standing in for ``/dev/shm`` (needs the right to mount: root)."""
+    mountpoint = tmp_path / "shm"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True, timeout=10)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    monkeypatch.setattr(segment_module, "SHM_DIR", str(mountpoint))
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True, timeout=10)
 
 
 def remove(path: str) -> None:
@@ -81,6 +99,35 @@ def test_attach_refuses_foreign_names_short_files_and_other_owners(
         Segment.attach(segment.name, SIZE)
 
 
+SPARSE_WRITE = """
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+os.ftruncate(fd, 4 << 20)  # succeeds: nothing is allocated yet
+mapping = mmap.mmap(fd, 4 << 20)
+mapping[:] = bytes(4 << 20)  # the page tmpfs cannot back
+"""
+
+
+def test_a_full_shm_fails_create_naming_the_segment_and_size_instead_of_sigbus(small_shm: Path) -> None:
+    # The failure a sparse segment meets: the first write past the room kills the writer.
+    sparse = subprocess.run([sys.executable, "-c", SPARSE_WRITE, str(small_shm / "sparse")], timeout=30)
+    assert sparse.returncode == -signal.SIGBUS
+    (small_shm / "sparse").unlink()
+
+    size = 4 << 20
+    with pytest.raises(OSError) as failed:
+        Segment.create(size)
+    assert failed.value.errno == errno.ENOSPC
+    assert f"cannot allocate {size} bytes for shared-memory segment {small_shm}/appl-{os.getpid()}-" in str(failed.value)
+    assert os.listdir(small_shm) == []  # the half-made segment is gone
+    small = Segment.create(SIZE)  # what fits is still created, fully backed
+    try:
+        assert os.stat(Segment.path_of(small.name)).st_blocks * 512 >= SIZE
+    finally:
+        small.close()
+        small.unlink()
+
+
 def test_the_header_refuses_what_is_not_a_channel_of_the_specs_rings(segment: Segment) -> None:
     header = segment.view[:HEADER_BYTES].cast("Q")
     try:
@@ -95,17 +142,46 @@ def test_the_header_refuses_what_is_not_a_channel_of_the_specs_rings(segment: Se
 
 
 # ---- who removes a segment ----------------------------------------------------------------
-def test_creator_liveness_sees_through_pid_reuse() -> None:
-    now = time.time()
-    assert creator_alive(os.getpid(), now)
-    assert not creator_alive(os.getpid(), now - 3600)  # we started after it: a reused pid
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
+HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_SH)
+print("locked", flush=True)
+sys.stdin.read()  # hold it until the test closes our stdin or kills us
+"""
+
+
+def test_a_held_segment_is_not_swept_whatever_pid_its_name_carries() -> None:
+    # A creator in another pid namespace, or one whose pid the sweeper's namespace gave to
+    # another process since: the name's pid is dead here, yet a live process holds the lock.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(peer.STARTUP_S)
+    path = os.path.join(SHM_DIR, f"appl-{gone.pid}-{os.urandom(8).hex()}")
+    Path(path).touch(mode=0o600)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        child.wait(peer.STARTUP_S)
-        assert not creator_alive(child.pid, now)
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        assert os.path.basename(path) not in sweep_stale_segments()
+        assert os.path.exists(path)
+        holder.send_signal(signal.SIGKILL)  # the kernel drops its lock with it
+        holder.wait(peer.STARTUP_S)
+        assert os.path.basename(path) in sweep_stale_segments()
+        assert not os.path.exists(path)
     finally:
-        child.kill()
-        child.wait(peer.STARTUP_S)
+        holder.kill()
+        holder.wait(peer.STARTUP_S)
+        remove(path)
+
+
+def test_a_created_segment_holds_its_lock_until_closed(segment: Segment) -> None:
+    fd = os.open(Segment.path_of(segment.name), os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared with other holders
+    finally:
+        os.close(fd)
 
 
 def test_attacher_exit_or_kill_never_unlinks_the_creators_segment() -> None:
@@ -147,13 +223,18 @@ def test_sigkilled_creator_leaves_a_segment_the_next_sweep_removes() -> None:
 def test_sweep_keeps_live_and_foreign_names(segment: Segment) -> None:
     ours_alive = os.path.join(SHM_DIR, f"appl-{os.getpid()}-{'0' * 16}")
     unrelated = os.path.join(SHM_DIR, "appl-not-ours")
+    held = -1
     try:
         for path in (ours_alive, unrelated):
             Path(path).touch(mode=0o600)
+        held = os.open(ours_alive, os.O_RDONLY)
+        fcntl.flock(held, fcntl.LOCK_SH)  # what a live creator does
         removed = sweep_stale_segments()
         assert os.path.exists(ours_alive) and os.path.exists(unrelated)
         assert os.path.exists(Segment.path_of(segment.name))
         assert all(NAME_RE.match(name) for name in removed)
     finally:
+        if held >= 0:
+            os.close(held)
         remove(ours_alive)
         remove(unrelated)

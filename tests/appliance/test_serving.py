@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import Appliance, segments_of, start_appliance
+from harness import Appliance, segments_of, serving, start_appliance
 
 pytestmark = pytest.mark.slow
 
@@ -129,3 +129,22 @@ def test_a_bad_state_dir_refuses_the_start_naming_the_path(tmp_path: Path, tiny_
     assert str(state) in line
     assert "spawned" not in appliance.log(), "the state is checked before any worker starts"
     assert_nothing_left(appliance)
+
+
+def test_a_second_appliance_on_the_same_state_dir_refuses_at_once_naming_the_lock(tmp_path: Path,
+                                                                                   tiny_static: Path) -> None:  # fmt: skip
+    with serving(tmp_path, static_model(tiny_static), workers=1) as first:
+        segments = segments_of(first.process.pid)
+        assert segments, "the first appliance's channel is in /dev/shm"
+        second = start_appliance(tmp_path, static_model(tiny_static), workers=1, wait_ready=False)
+        try:
+            started = time.monotonic()
+            code = wait_exit(second)
+        finally:
+            second.stop(signal.SIGKILL)
+        assert code == 2 and time.monotonic() - started < 20, second.log()[-3000:]
+        (line,) = error_lines(second)
+        assert str(tmp_path / "state" / "appliance.lock") in line and f"pid {first.process.pid}" in line
+        assert "spawned" not in second.log() and "removed" not in second.log()
+        assert segments_of(first.process.pid) == segments  # nothing swept from under the first
+        assert_nothing_left(second)

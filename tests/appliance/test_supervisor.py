@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import json
+import logging
 import os
 import signal
 import sys
@@ -26,6 +27,8 @@ import psutil
 import pytest
 
 from appliance.config import Config, ModelConfig
+from appliance.ipc.ring import HEAD_WORD, Ring
+from appliance.ipc.segment import HEADER_BYTES, Segment
 from appliance.link import WorkerLink
 from appliance.protocol import Bye, Ready
 from appliance.supervisor import BACKOFF_FIRST_S, TICK_S, BootError, Supervisor, WorkerHandle
@@ -322,3 +325,49 @@ def test_a_boot_or_load_error_fails_start_and_is_never_respawned(tmp_path: Path,
             assert [c[1:] for c in rig.events.calls] == [("lost", 0, reason)]
 
     asyncio.run(scenario())
+
+
+# ---- 6. a corrupt response ring ----------------------------------------------------------------
+def corrupt_next_response(rig: Rig, worker: int) -> None:
+    """Write garbage over the header of the oldest unread record in ``worker``'s response ring,
+    through a mapping of its own, as a foreign writer would."""
+    spec = rig.link.spec(worker)
+    segment = Segment.attach(spec.name, HEADER_BYTES)
+    responses = HEADER_BYTES + Ring.region_bytes(spec.ring_bytes)  # the layout in segment.py
+    counters = segment.view[responses : responses + Ring.HEADER_BYTES].cast("Q")
+    try:
+        at = responses + Ring.HEADER_BYTES + counters[HEAD_WORD] % spec.ring_bytes
+        segment.view[at : at + 8] = (0xDEADBEEF_7FFFFFFF).to_bytes(8, "little")  # a length past the data
+    finally:
+        counters.release()
+        segment.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_corrupt_response_ring_gets_its_worker_replaced_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with Rig(tmp_path, {0: ["ready"]}, worker_timeout=10.0, ready_timeout=20.0) as rig:
+            await rig.supervisor.start()
+            rig.run()
+            handle, channel = rig.handle(), rig.link.channel(0)
+            assert handle.process is not None
+            first_pid = handle.process.pid
+            channel.stop_reader()  # hold the fake's next Stats unread, so that we can spoil it
+            await wait_for(channel.responses.pending, "a Stats record to spoil")
+            corrupt_next_response(rig, 0)
+            rig.link.listen(0)
+            # found corrupt after Ring.corrupt_after_s (1 s); then the kill, the back-off, a new fake
+            await wait_for(lambda: len(rig.events.of(0, "ready")) == 2, "the replacement's Ready", timeout=10.0)
+            await asyncio.sleep(0.5)  # a reader still polling the bad ring would log again meanwhile
+
+            assert rig.events.kinds(0) == ["ready", "unavailable", "lost", "ready"]
+            assert rig.events.of(0, "lost")[0][3] == "killed by SIGKILL"
+            assert handle.process is not None and handle.process.pid != first_pid
+            assert handle.restarts == 1
+            await wait_for(lambda: handle.stats is not None, "the replacement's Stats through the reset ring")
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    corrupt = [r for r in caplog.records if "corrupt" in r.getMessage()]
+    assert [r.name for r in corrupt] == ["appliance.link", "appliance.supervisor"], [r.getMessage() for r in corrupt]
+    assert not [r for r in caplog.records if r.name == "asyncio"], "an exception escaped into the event loop"
