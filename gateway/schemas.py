@@ -21,7 +21,9 @@ from gateway.errors import InvalidField, MalformedJson, TooManyInputs
 
 T = TypeVar("T")
 
-TokenId = Annotated[int, Meta(ge=0)]
+# Below 2**32: no vocabulary comes near, and a token id travels to the workers as a msgpack uint32
+# (``gateway/parts.py`` sizes records at 5 bytes an id). Larger, up to any bignum, is a 422 here.
+TokenId = Annotated[int, Meta(ge=0, lt=2**32)]
 Dimensions = Annotated[int, Meta(ge=1)]
 Count = Annotated[int, Meta(ge=1)]
 # Ollama's runtime options (ignored here) are scalars, or a short list like ``stop``: nothing in
@@ -354,18 +356,21 @@ class StreamComplete(msgspec.Struct):
 
 
 # ---- decoding -------------------------------------------------------------------------------
-_any_json = msgspec.json.Decoder()
+_json_syntax = msgspec.json.Decoder(msgspec.Raw)  # parses (and so checks) without building values
 _SCAN_CHUNK = 64 << 10  # bytes the container count looks at a time: its scratch stays in cache
 _QUOTE, _OPEN_ARRAY, _OPEN_OBJECT = ord('"'), ord("["), ord("{")
+TOO_DEEP = "JSON nested too deeply to decode"
 
 
 def decode(decoder: msgspec.json.Decoder[T], body: bytes, max_containers: int | None = None) -> T:
-    """Body bytes -> request Struct; 400 when it is not JSON, 422 naming the field when a field
-    is wrong, 422 ``too_many_inputs`` when it holds more than ``max_containers`` arrays and objects. That last check runs before
+    """Body bytes -> request Struct; 400 when it is not JSON (or not UTF-8, or nested deeper than
+    the decoder can go), 422 naming the field when a field is wrong, 422 ``too_many_inputs``
+    when it holds more than ``max_containers`` arrays and objects. That last check runs before
     decoding because decoding is what costs: an 8 MB body of ``[],`` is 2.7 million lists, most
     of a second of the event loop, while counting them costs milliseconds."""
     if not body:
         raise MalformedJson("request body is empty; expected a JSON object")
+    _check_utf8(body)
     if max_containers is not None:
         _check_containers(body, max_containers)
     try:
@@ -375,6 +380,19 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes, max_containers: int | 
         raise InvalidField(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise MalformedJson(f"malformed JSON: {exc}") from None
+    except RecursionError:  # msgspec's depth guard (the interpreter's recursion limit)
+        raise MalformedJson(TOO_DEEP) from None
+
+
+def _check_utf8(body: bytes) -> None:
+    """JSON is UTF-8 (RFC 8259). msgspec checks the strings it builds, not those it skips (unknown
+    fields), so the whole body is checked here; ``isascii`` makes the common case free."""
+    if body.isascii():
+        return
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedJson(f"malformed JSON: the body is not valid UTF-8 (byte {exc.start})") from None
 
 
 def _check_containers(body: bytes, limit: int) -> None:
@@ -412,6 +430,8 @@ def _raise_if_malformed(body: bytes) -> None:
     """msgspec validates while it parses, so ``{"input": 1,}`` reports the type error first;
     the syntax error is the truer answer (400). Only runs on the error path."""
     try:
-        _any_json.decode(body)
+        _json_syntax.decode(body)
     except msgspec.DecodeError as exc:
         raise MalformedJson(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedJson(TOO_DEEP) from None

@@ -124,3 +124,59 @@ def test_health_answers_while_8mb_of_empty_groups_is_refused(start_server):
     assert backend.calls == []
     assert max(health) < HEALTH_BUDGET_S, sorted(health)[-5:]
 
+
+# ---- item 2: the decoder's edge cases ----------------------------------------------------------
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("field", [b"vendor_extra", b"options"])
+def test_nesting_deeper_than_the_decoder_goes_400(start_server, field):
+    server, backend = start_server(Config(max_inputs=2048, max_body_bytes=64 << 10))  # depth under the array bound
+    r = server.post("/api/embed", raw=b'{"input": "a", "' + field + b'": {"k": ' + nested(1500) + b"}}")
+    # options cannot nest, but a body the decoder cannot even read is a 400 first
+    assert "nested too deeply" in error_of(r, 400, "malformed_json")
+    assert backend.calls == []
+
+
+def test_nesting_with_a_type_error_first_400(start_server):
+    server, _ = start_server(Config(max_inputs=2048, max_body_bytes=64 << 10))
+    r = server.post("/api/embed", raw=b'{"input": 1, "vendor_extra": ' + nested(1500) + b"}")
+    assert "nested too deeply" in error_of(r, 400, "malformed_json")
+
+
+@pytest.mark.parametrize("token", [2**32, 2**64 - 1, 2**64, 2**64 + 1, 10**30])
+@pytest.mark.parametrize("form, path", [("one list", "$.input[1]"), ("lists", "$.input[0][1]")])
+def test_token_ids_past_uint32_422_naming_the_field(server, backend, token, form, path):
+    ids = [1, token]
+    r = server.post("/v1/embeddings", {"model": "mini", "input": ids if form == "one list" else [ids]})
+    assert path in error_of(r, 422, "invalid_field")
+    assert backend.calls == []
+
+
+def test_largest_token_id_is_accepted(server, backend):
+    assert server.post("/v1/embeddings", {"model": "mini", "input": [[2**32 - 1]]}).status == 200
+    assert backend.calls[0].inputs == [[2**32 - 1]]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"input": "a", "vendor_extra": "\xff\xfe"}',  # skipped by msgspec: not checked by it
+        b'{"input": "a", "vendor\xc0\xafextra": 1}',  # an overlong encoding, in a skipped key
+        b'{"input": "a", "vendor_extra": "\xed\xa0\x80"}',  # a surrogate, UTF-8 encoded
+        b'{"input": "\xff"}',
+        b'{"input": "\\ud800"}',  # lone surrogate escapes: msgspec refuses them
+        b'{"input": "\\udc00x"}',
+        b'{"input": "a", "vendor_extra": "\\ud800"}',
+    ],
+)
+def test_body_not_utf8_400(server, backend, raw):
+    assert "malformed JSON" in error_of(server.post("/api/embed", raw=raw), 400, "malformed_json")
+    assert backend.calls == []
+
+
+def test_utf8_texts_and_escaped_pairs_are_embedded(server, backend):
+    raw = '{"input": ["h\u00e9 \u4e2d \U0001f600", "\\ud83d\\ude00"]}'.encode()
+    assert server.post("/api/embed", raw=raw).status == 200
+    assert backend.calls[0].inputs == ["h\u00e9 \u4e2d \U0001f600", "\U0001f600"]
