@@ -11,31 +11,42 @@ Responses: vectors are spliced in as pre-encoded ``msgspec.Raw`` (float32 shorte
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Literal, TypeVar, Union
 
 import msgspec
+import numpy as np
 from msgspec import Meta
 
-from gateway.errors import InvalidField, MalformedJson
+from gateway.errors import InvalidField, MalformedJson, TooManyInputs
 
 T = TypeVar("T")
 
-TokenId = Annotated[int, Meta(ge=0)]
+# Below 2**32: no vocabulary comes near, and a token id travels to the workers as a msgpack uint32
+# (``gateway/parts.py`` sizes records at 5 bytes an id). Larger, up to any bignum, is a 422 here.
+TokenId = Annotated[int, Meta(ge=0, lt=2**32)]
 Dimensions = Annotated[int, Meta(ge=1)]
 Count = Annotated[int, Meta(ge=1)]
+# Ollama's runtime options (ignored here) are scalars, or a short list like ``stop``: nothing in
+# them may nest or grow without bound.
+OPTIONS_MAX = 64
+OptionName = Annotated[str, Meta(max_length=OPTIONS_MAX)]
+OptionScalar = Union[str, int, float, bool, None]
+OptionValue = Union[OptionScalar, Annotated[list[Union[str, int, float, bool]], Meta(max_length=OPTIONS_MAX)]]
+Options = Annotated[dict[OptionName, OptionValue], Meta(max_length=OPTIONS_MAX)]
+KeepAlive = Annotated[str, Meta(max_length=OPTIONS_MAX)]  # "5m", "-1"; or a number of seconds
 
 
 # ---- requests -------------------------------------------------------------------------------
 class OllamaEmbed(msgspec.Struct, kw_only=True):
-    """``POST /api/embed``. ``keep_alive`` and ``options`` are accepted and ignored: models stay
-    loaded, and runtime options are the operator's, not the client's."""
+    """``POST /api/embed``. ``keep_alive`` and ``options`` are accepted (bounded: ``Options``) and
+    ignored: models stay loaded, and runtime options are the operator's, not the client's."""
 
     model: str | None = None
     input: str | list[str]
     truncate: bool = True
     dimensions: Dimensions | None = None
-    keep_alive: str | float | None = None
-    options: dict[str, Any] | None = None
+    keep_alive: KeepAlive | float | None = None
+    options: Options | None = None
 
 
 class OpenAIEmbed(msgspec.Struct, kw_only=True):
@@ -345,14 +356,23 @@ class StreamComplete(msgspec.Struct):
 
 
 # ---- decoding -------------------------------------------------------------------------------
-_any_json = msgspec.json.Decoder()
+_json_syntax = msgspec.json.Decoder(msgspec.Raw)  # parses (and so checks) without building values
+_SCAN_CHUNK = 64 << 10  # bytes the container count looks at a time: its scratch stays in cache
+_QUOTE, _OPEN_ARRAY, _OPEN_OBJECT = ord('"'), ord("["), ord("{")
+TOO_DEEP = "JSON nested too deeply to decode"
 
 
-def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
-    """Body bytes -> request Struct; 400 when it is not JSON, 422 naming the field when a field
-    is wrong."""
+def decode(decoder: msgspec.json.Decoder[T], body: bytes, max_containers: int | None = None) -> T:
+    """Body bytes -> request Struct; 400 when it is not JSON (or not UTF-8, or nested deeper than
+    the decoder can go), 422 naming the field when a field is wrong, 422 ``too_many_inputs``
+    when it holds more than ``max_containers`` arrays and objects. That last check runs before
+    decoding because decoding is what costs: an 8 MB body of ``[],`` is 2.7 million lists, most
+    of a second of the event loop, while counting them costs milliseconds."""
     if not body:
         raise MalformedJson("request body is empty; expected a JSON object")
+    _check_utf8(body)
+    if max_containers is not None:
+        _check_containers(body, max_containers)
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -360,12 +380,58 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise InvalidField(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise MalformedJson(f"malformed JSON: {exc}") from None
+    except RecursionError:  # msgspec's depth guard (the interpreter's recursion limit)
+        raise MalformedJson(TOO_DEEP) from None
+
+
+def _check_utf8(body: bytes) -> None:
+    """JSON is UTF-8 (RFC 8259). msgspec checks the strings it builds, not those it skips (unknown
+    fields), so the whole body is checked here; ``isascii`` makes the common case free."""
+    if body.isascii():
+        return
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedJson(f"malformed JSON: the body is not valid UTF-8 (byte {exc.start})") from None
+
+
+def _check_containers(body: bytes, limit: int) -> None:
+    """422 when the body opens more than ``limit`` arrays and objects. A raw count of ``[`` and
+    ``{`` is an upper bound (brackets inside strings count too), so only a body over it is
+    counted exactly, outside its strings."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return
+    found = containers_outside_strings(body)
+    if found > limit:
+        raise TooManyInputs(f"the body holds {found} arrays and objects; the limit is {limit}")
+
+
+def containers_outside_strings(body: bytes) -> int:
+    """How many ``[`` and ``{`` of ``body`` open an array or object (are outside strings). Escaped
+    backslashes, then escaped quotes, are dropped first (order matters: in ``\\\\"`` the quote
+    closes the string), so every ``"`` left opens or closes one; a bracket is outside strings when
+    an even number of quotes comes before it."""
+    text = body.replace(b"\\\\", b"").replace(b'\\"', b"") if b"\\" in body else body
+    found, inside = 0, 0  # inside: parity of the quotes in the chunks before this one
+    for start in range(0, len(text), _SCAN_CHUNK):
+        chunk = np.frombuffer(text, np.uint8, min(_SCAN_CHUNK, len(text) - start), start)
+        is_open = (chunk == _OPEN_ARRAY) | (chunk == _OPEN_OBJECT)
+        quotes = np.flatnonzero(chunk == _QUOTE)
+        if quotes.size:
+            in_string = (np.searchsorted(quotes, np.flatnonzero(is_open)) + inside) % 2
+            found += int(in_string.size - np.count_nonzero(in_string))
+        elif not inside:
+            found += int(np.count_nonzero(is_open))
+        inside = (inside + quotes.size) % 2
+    return found
 
 
 def _raise_if_malformed(body: bytes) -> None:
     """msgspec validates while it parses, so ``{"input": 1,}`` reports the type error first;
     the syntax error is the truer answer (400). Only runs on the error path."""
     try:
-        _any_json.decode(body)
+        _json_syntax.decode(body)
     except msgspec.DecodeError as exc:
         raise MalformedJson(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedJson(TOO_DEEP) from None

@@ -30,7 +30,7 @@ from gateway.backend import EmbedOutcome
 from gateway.context import CONTEXT, Context
 from gateway.items import blank_error, is_blank, renamed_message, serve_isolating
 from gateway.routes.answers import AddRoute, outcome_headers, respond
-from gateway.routes.checks import check_inputs, read_json
+from gateway.routes.checks import check_groups, check_inputs, read_json
 from gateway.schemas import BatchEmbed, BatchEmbedResponse, CacheStats, FailedItem, ItemError
 
 _decoder = msgspec.json.Decoder(BatchEmbed)
@@ -82,7 +82,8 @@ async def read_batch(request: web.Request) -> tuple[Context, BatchEmbed, str, li
     texts (every group, in order) checked and admitted. (context, body, model name, texts)"""
     ctx = request.app[CONTEXT]
     ctx.admit(request)
-    body = await read_json(request, _decoder)
+    body = await read_json(request, _decoder, ctx.config.max_inputs)
+    check_groups(body.inputs, ctx.config)
     card = ctx.embedding_model(body.model)
     texts = list(chain.from_iterable(body.inputs))
     check_inputs(texts, ctx.config, field="inputs")

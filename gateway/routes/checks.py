@@ -16,13 +16,20 @@ from gateway.schemas import decode
 T = TypeVar("T")
 
 
-async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T:
+# Arrays and objects a body may hold beyond one per input (a group, a token-id list, a ``{text}``
+# document): the body itself, the input list, Ollama's ``options`` and vendor extras.
+CONTAINER_SLACK = 256
+
+
+async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T], most_inputs: int) -> T:
     """The body as a request Struct. A declared length over the limit is refused before reading;
-    an undeclared (chunked) one makes aiohttp raise HTTPRequestEntityTooLarge mid-read."""
+    an undeclared (chunked) one makes aiohttp raise HTTPRequestEntityTooLarge mid-read. A body
+    with more arrays and objects than ``most_inputs`` can need is refused before it is decoded
+    (``gateway/schemas.py`` ``decode``)."""
     limit = request.client_max_size
     if limit and request.content_length is not None and request.content_length > limit:
         raise errors.BodyTooLarge(f"request body of {request.content_length} bytes exceeds the {limit}-byte limit")
-    return decode(decoder, await request.read())
+    return decode(decoder, await request.read(), max_containers=most_inputs + CONTAINER_SLACK)
 
 
 def check_inputs(items: Sequence[Input], config: Config, field: str = "input") -> None:
@@ -38,6 +45,12 @@ def check_inputs(items: Sequence[Input], config: Config, field: str = "input") -
         raise errors.InputTooLong(
             f"`{field}[{index}]` has {len(items[index])} characters; the limit is {config.max_input_chars}"
         )
+
+
+def check_groups(groups: Sequence[object], config: Config, field: str = "inputs") -> None:
+    """Groups count toward ``max_inputs`` as texts do: an empty group costs as much to carry."""
+    if len(groups) > config.max_inputs:
+        raise errors.TooManyInputs(f"`{field}` has {len(groups)} groups; the limit is {config.max_inputs}")
 
 
 def check_dimensions(dims: int | None, card: ModelCard) -> int | None:

@@ -43,7 +43,8 @@ NPY = "application/x-npy"
 async def submit(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     ctx.admit(request)
-    body = await read_json(request.clone(client_max_size=ctx.config.max_job_body_bytes), _submit)
+    body = await read_json(request.clone(client_max_size=ctx.config.max_job_body_bytes), _submit,
+                           ctx.config.max_job_inputs)
     inputs = list(chain.from_iterable([item] if isinstance(item, str) else item for item in body.inputs))
     if not inputs:
         raise errors.EmptyInput("`inputs` is empty: nothing to do")

@@ -21,7 +21,7 @@ async def embed(request: web.Request) -> web.Response:
     started = time.perf_counter_ns()
     ctx = request.app[CONTEXT]
     ctx.admit(request)
-    body = await read_json(request, _decoder)
+    body = await read_json(request, _decoder, ctx.config.max_inputs)
     card = ctx.embedding_model(body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
     check_inputs(texts, ctx.config)

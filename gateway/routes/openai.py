@@ -36,7 +36,7 @@ def inputs_of(raw: str | list[str | int | list[int]]) -> list[Input]:
 async def embeddings(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     ctx.admit(request)
-    body = await read_json(request, _decoder)
+    body = await read_json(request, _decoder, ctx.config.max_inputs)
     card = ctx.embedding_model(body.model)
     items = inputs_of(body.input)
     check_inputs(items, ctx.config)

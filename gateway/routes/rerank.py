@@ -58,7 +58,7 @@ def ranking(scores: np.ndarray, top: int | None) -> tuple[list[int], list[float]
 async def rerank(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     ctx.admit(request)
-    body = await read_json(request, _decoder)
+    body = await read_json(request, _decoder, ctx.config.max_inputs)
     model, outcome = await score(ctx, request, body.model, body.query, body.documents, body.truncate)
     order, scores = ranking(outcome.scores, body.top_k)
     results = [RerankResult(index=i, score=s, document=body.documents[i]) for i, s in zip(order, scores)]
@@ -68,7 +68,7 @@ async def rerank(request: web.Request) -> web.Response:
 async def rerank_cohere(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     ctx.admit(request)
-    body = await read_json(request, _cohere_decoder)
+    body = await read_json(request, _cohere_decoder, ctx.config.max_inputs)
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
     _, outcome = await score(ctx, request, body.model, body.query, texts, body.truncate)
     order, scores = ranking(outcome.scores, body.top_n)
