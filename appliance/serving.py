@@ -45,7 +45,7 @@ from appliance.guards import MemoryGuard
 from appliance.instance import InstanceLock, InstanceLocked
 from appliance.ipc.segment import sweep_stale_segments
 from appliance.link import WorkerLink
-from appliance.supervisor import BootError, Supervisor
+from appliance.supervisor import BootError, SlotLost, Supervisor
 
 log = logging.getLogger("appliance")
 
@@ -244,11 +244,17 @@ async def supervision_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def on_supervision_end(parts: Parts, task: asyncio.Task[None]) -> None:
+    """Record why supervision ended and stop: ``/ready`` turns 503, the watchdog pings stop and
+    the process exits 1. A lost slot (``SlotLost``) was logged by the supervisor with its cause;
+    anything else is unexpected and logged here with its traceback."""
     if task.cancelled() or parts.stop.is_set():
         return
     error = task.exception()
-    parts.failure = f"the supervisor stopped unexpectedly: {error!r}"
-    log.error("%s", parts.failure, exc_info=error)
+    if isinstance(error, SlotLost):
+        parts.failure = f"a worker slot is lost: {error}"
+    else:
+        parts.failure = f"the supervisor stopped unexpectedly: {error!r}"
+        log.error("%s", parts.failure, exc_info=error)
     parts.stop.set()
 
 

@@ -16,6 +16,7 @@ respawned: that would cycle forever on a bad config.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -77,6 +78,11 @@ class BootError(RuntimeError):
     """A worker could not boot or load its models; serving cannot start."""
 
 
+class SlotLost(RuntimeError):
+    """After start, a slot's worker exited with a boot or model-load code: that slot stays down,
+    so ``run`` ends with this and the appliance stops rather than serve short of a worker."""
+
+
 @dataclass(slots=True)
 class WorkerHandle:
     slot: Slot
@@ -119,6 +125,7 @@ class Supervisor:
         self.fatal: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
+        self._lost = asyncio.Event()  # a slot went `failed`: wakes `run` at once
 
     # ---- start -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -206,10 +213,18 @@ class Supervisor:
 
     # ---- the supervision cycle -----------------------------------------------------------
     async def run(self) -> None:
-        """Supervise until ``stop``: one readable cycle per tick."""
+        """Supervise until ``stop``: one readable cycle per tick. Ends with ``SlotLost`` when a
+        slot is lost for good, and with whatever ``tick`` raises (say ``OSError`` from a spawn):
+        the caller stops the appliance either way."""
         while not self.stopping:
             self.tick()
-            await asyncio.sleep(TICK_S)
+            self.check_slots()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), TICK_S)
+
+    def check_slots(self) -> None:
+        if self.fatal and not self.stopping:
+            raise SlotLost(self.fatal)
 
     def tick(self) -> None:
         self.reap()
@@ -240,6 +255,7 @@ class Supervisor:
             self.fatal = (f"worker {handle.index} exited with {reason} (exit code {code}); not respawning it. "
                           "Its log lines above name the model and path.")  # fmt: skip
             log.error(self.fatal)
+            self._lost.set()
             return
         self.schedule_respawn(handle, reason)
 

@@ -12,6 +12,7 @@ with no worker process and no ``/dev/shm`` segment of this process left.
 from __future__ import annotations
 
 import asyncio
+import errno
 import glob
 import json
 import logging
@@ -31,7 +32,7 @@ from appliance.ipc.ring import HEAD_WORD, Ring
 from appliance.ipc.segment import HEADER_BYTES, Segment
 from appliance.link import WorkerLink
 from appliance.protocol import Bye, Ready
-from appliance.supervisor import BACKOFF_FIRST_S, TICK_S, BootError, Supervisor, WorkerHandle
+from appliance.supervisor import BACKOFF_FIRST_S, TICK_S, BootError, SlotLost, Supervisor, WorkerHandle
 
 FAKE_WORKER = Path(__file__).with_name("_fake_worker.py")
 RING_BYTES = 1 << 16
@@ -318,11 +319,58 @@ def test_a_boot_or_load_error_fails_start_and_is_never_respawned(tmp_path: Path,
                 await rig.supervisor.start()
             handle = rig.handle()
             assert handle.state == "failed" and handle.process is None
-            rig.run()
-            await asyncio.sleep(4 * BACKOFF_FIRST_S)  # past any back-off: ticks must leave it alone
+            await asyncio.sleep(4 * BACKOFF_FIRST_S)  # past any back-off: nothing respawns it
+            with pytest.raises(SlotLost, match="worker 0"):  # nor does a supervision cycle
+                await asyncio.wait_for(rig.supervisor.run(), WAIT_S)
             assert handle.state == "failed" and handle.process is None and handle.restarts == 0
             assert rig.incarnations(0) == 1
             assert [c[1:] for c in rig.events.calls] == [("lost", 0, reason)]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_slot_whose_respawn_cannot_boot_ends_run_with_slot_lost(tmp_path: Path) -> None:
+    """After start, a fatal exit leaves the slot down for good: ``run`` must end (the serving
+    lifecycle then drains, stops the watchdog pings and exits 1), not supervise a short fleet."""
+
+    async def scenario() -> None:
+        plan = {0: ["ready"], 1: ["ready", "exit3"]}
+        async with Rig(tmp_path, plan, roles=("light", "light"), ready_timeout=20.0) as rig:
+            await rig.supervisor.start()
+            rig.run()
+            assert rig.runner is not None and rig.handle(1).process is not None
+            os.kill(rig.handle(1).process.pid, signal.SIGKILL)
+            with pytest.raises(SlotLost, match=r"worker 1 exited with boot failure \(exit code 3\)"):
+                await asyncio.wait_for(asyncio.shield(rig.runner), WAIT_S)
+            lost_at = rig.events.of(1, "lost")[-1][0]
+            assert time.monotonic() - lost_at < WAIT_S
+            assert rig.handle(1).state == "failed" and rig.handle(0).state == "ready"
+            assert rig.incarnations(1) == 2 and rig.handle(1).restarts == 1
+            rig.runner = None  # its end is this test's subject; stop() still drains worker 0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_spawn_that_raises_ends_run_with_that_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Popen`` failing (no file descriptors left) is not retried in a loop: ``run`` ends with it."""
+
+    async def scenario() -> None:
+        async with Rig(tmp_path, {0: ["ready"]}, ready_timeout=20.0) as rig:
+            await rig.supervisor.start()
+
+            def no_fds(*_: object, **__: object) -> None:
+                raise OSError(errno.EMFILE, "Too many open files")
+
+            monkeypatch.setattr("appliance.supervisor.subprocess.Popen", no_fds)
+            rig.run()
+            assert rig.runner is not None and rig.handle().process is not None
+            os.kill(rig.handle().process.pid, signal.SIGKILL)  # the respawn, after the back-off, fails
+            with pytest.raises(OSError, match="Too many open files"):
+                await asyncio.wait_for(asyncio.shield(rig.runner), WAIT_S)
+            assert rig.handle().process is None and rig.incarnations(0) == 1
+            rig.runner = None
 
     asyncio.run(scenario())
 
