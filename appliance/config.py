@@ -115,6 +115,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_pending_inputs: Annotated[
         int, _doc("Inputs outstanding per worker before new work gets 429.", ge=1)
     ] = 8192
+    max_parked_requests: Annotated[
+        int, _doc("Requests that may wait for a worker holding their model (one respawning); past it, 429.", ge=1)
+    ] = 256
     request_timeout: Annotated[Seconds, _doc("Deadline of one request in seconds; past it, 504.")] = 60.0
     # -- cache -------------------------------------------------------------------------------
     cache_bytes: Annotated[Bytes, _doc("Result cache budget in bytes (0 disables the cache).")] = 256 << 20

@@ -6,6 +6,9 @@
 - Every part is one work record on a worker's request ring and one future here. Outstanding
   inputs per worker are bounded (``max_pending_inputs``): over it, 429 with Retry-After.
   A full ring waits briefly for the worker to catch up, then 429: never drop, never overwrite.
+- A request for a model with no holder up (its only holder respawning) parks until a holder's
+  ``Ready`` wakes it (one event per model, no polling), up to its deadline. At most
+  ``max_parked_requests`` interactive requests park at once; past it, 429 with Retry-After.
 - A worker that dies loses nothing silently: each of its parts is resent once to another worker
   that holds the model; when none is up, it is parked and sent to the first holder that comes
   back (its deadline still bounds it). A part lost twice fails with 503: it may be what kills
@@ -112,6 +115,8 @@ class Router:
         self.known: dict[str, ModelInfo] = {}  # last card of each model, for while no holder is up
         self.cards: list[ModelCard] | None = None  # models(), until a worker comes or goes
         self.record_budget = record_budget(config.ring_bytes)
+        self.holder_up: dict[str, asyncio.Event] = {}  # per model, set by the Ready of a holder
+        self.waiting_for_holder = 0  # interactive requests parked in `wait_for_holder`
 
     # ---- Backend: state ------------------------------------------------------------------
     def is_ready(self) -> bool:
@@ -156,7 +161,7 @@ class Router:
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
                     use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
         del use_cache  # the router computes everything it is given; the cache wraps it
-        holders = await self.holders(model, deadline)
+        holders = await self.holders(model, deadline, background=priority > INTERACTIVE)
         dim = holders[0].models[model].dim
         slices = cut(inputs, answer_bytes=max(dim, 1) * 4, budget=self.record_budget, ways=len(holders))
         expires = monotonic_deadline(deadline)
@@ -169,7 +174,7 @@ class Router:
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool,
                      deadline: float, priority: int = INTERACTIVE) -> RerankOutcome:  # fmt: skip
-        await self.holders(model, deadline)
+        await self.holders(model, deadline, background=priority > INTERACTIVE)
         tokens = estimate_tokens(query) * len(documents) + sum(map(estimate_tokens, documents))
         message = Rerank(0, model, query, list(documents), truncate, monotonic_deadline(deadline), priority)
         part = self.part(model, message, len(documents) + 1, tokens, 0)
@@ -180,24 +185,45 @@ class Router:
         tokens = list(result.tokens) + ([result.query_tokens] if result.query_tokens else [])
         return RerankOutcome(result.array().copy(), tokens, served_by([part]), timings)
 
-    async def holders(self, model: str, deadline: float) -> list[WorkerState]:
+    async def holders(self, model: str, deadline: float, *, background: bool = False) -> list[WorkerState]:
         """The up workers holding ``model``. When none is up (a recycle or a crash of the only
         holder), wait for one to come back rather than fail at once: a respawn takes seconds."""
         if model not in self.configured:
             raise errors.ModelNotFound(f"model {model!r} is not served here")
         if self.draining:
             raise errors.Draining("the appliance is shutting down", retry_after=RETRY_AFTER_S)
-        while not (holders := self.up_holders(model)):
-            if not await self.wait_for_change(deadline):
-                raise errors.NotReady(f"no worker holding model {model!r} came up within the request's deadline",
-                                      retry_after=RETRY_AFTER_S)  # fmt: skip
+        return self.up_holders(model) or await self.wait_for_holder(model, deadline, background)
+
+    async def wait_for_holder(self, model: str, deadline: float, background: bool) -> list[WorkerState]:
+        """Park until a holder of ``model`` sends ``Ready`` (``worker_ready`` sets the model's
+        event: no polling), at most until ``deadline`` (503). The wait queue is bounded: past
+        ``max_parked_requests`` interactive waiters, 429 at once. Background parts (job chunks,
+        bounded by the job runner) wait uncounted: they never get 429."""
+        if not background and self.waiting_for_holder >= self.config.max_parked_requests:
+            raise errors.QueueFull(f"{self.waiting_for_holder} requests already wait for a worker holding "
+                                   f"{model!r} (max_parked_requests); retry", retry_after=RETRY_AFTER_S)  # fmt: skip
+        counted = 0 if background else 1
+        self.waiting_for_holder += counted
+        loop = asyncio.get_running_loop()
+        try:
+            while not (holders := self.up_holders(model)):
+                came_up = self.holder_up.setdefault(model, asyncio.Event())
+                try:
+                    await asyncio.wait_for(came_up.wait(), max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    raise errors.NotReady(f"no worker holding model {model!r} came up within the request's "
+                                          "deadline", retry_after=RETRY_AFTER_S) from None  # fmt: skip
+        finally:
+            self.waiting_for_holder -= counted
         return holders
 
     def up_holders(self, model: str) -> list[WorkerState]:
         return [w for w in self.workers_state if w.up and model in w.models]
 
     async def wait_for_change(self, until: float) -> bool:
-        """Wait for a result or a worker coming up, at most until ``until``; False once past it."""
+        """Wait for a result or a worker coming up, at most until ``until``; False once past it.
+        Wakes at least every 50 ms: a worker taking records off a full request ring tells the
+        gateway nothing, so ring space can only be seen by looking again."""
         remaining = until - asyncio.get_running_loop().time()
         if remaining <= 0:
             return False
@@ -243,7 +269,7 @@ class Router:
         while True:
             holders = self.up_holders(part.model)
             if not holders:  # every holder went down since the request arrived
-                await self.holders(part.model, deadline)
+                await self.holders(part.model, deadline, background=part.background)
                 continue
             worker = place(part, holders, self.config.max_pending_inputs)
             if worker is not None and self.link.send_record(worker.index, record):
@@ -306,7 +332,10 @@ class Router:
             held = {name for w in self.workers_state if w.up for name in w.models}
             self.booted = all(name in held for name in self.configured)
         self.resend_parked(state)
-        self.wake_senders()  # requests waiting for a holder to come back
+        for name in state.models:  # requests parked for a holder (`wait_for_holder`) go on at once
+            if (came_up := self.holder_up.pop(name, None)) is not None:
+                came_up.set()
+        self.wake_senders()  # senders waiting for room or ring space
 
     def worker_stats(self, worker: int, stats: Stats) -> None:
         self.workers_state[worker].stats = stats

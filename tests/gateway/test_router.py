@@ -259,6 +259,95 @@ def test_a_parked_part_past_its_deadline_is_504_and_forgotten() -> None:
     asyncio.run(main())
 
 
+# ---- requests parked while no worker holds their model ------------------------------------------
+def ready_again(router: Router, worker: int = 0) -> None:
+    router.worker_ready(worker, Ready(worker, 400 + worker, [ModelInfo("m", "transformer", DIM, 512)]))
+
+
+def test_parked_requests_wake_on_the_holder_s_ready_not_on_a_poll() -> None:
+    """Every waiter resumes within the loop iterations after ``worker_ready``, far below the old
+    50 ms poll, and no waiter wakes before it (nothing polls while the holder is down)."""
+
+    async def main() -> None:
+        workers = ScriptedWorkers(1, answer=False)
+        router = make_router(workers)
+        router.worker_lost(0, "was killed")
+        loop = asyncio.get_running_loop()
+        woke: list[float] = []
+
+        async def request(i: int) -> None:
+            await router.holders("m", deadline())
+            woke.append(loop.time())
+
+        looks = 0
+        up_holders = router.up_holders
+
+        def counting(model: str) -> list[Any]:
+            nonlocal looks
+            looks += 1
+            return up_holders(model)
+
+        router.up_holders = counting  # type: ignore[method-assign]
+        waiters = [asyncio.ensure_future(request(i)) for i in range(20)]
+        await asyncio.sleep(0.01)
+        parked_looks = looks
+        await asyncio.sleep(0.13)  # past two of the old 50 ms polls
+        assert woke == [] and router.waiting_for_holder == 20
+        assert looks == parked_looks, "a parked request looked again without a Ready: polling"
+        at = loop.time()
+        ready_again(router)
+        await asyncio.wait_for(asyncio.gather(*waiters), 1.0)
+        assert len(woke) == 20 and max(woke) - at < 0.01
+        assert router.waiting_for_holder == 0 and router.holder_up == {}
+
+    asyncio.run(main())
+
+
+def test_past_max_parked_requests_a_request_gets_429_with_retry_after() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(1)
+        router = make_router(workers, max_parked_requests=3)
+        router.worker_lost(0, "was killed")
+        parked = [start(router, [f"parked {i}"]) for i in range(3)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(errors.QueueFull, match="max_parked_requests") as refused:
+            await router.embed("m", ["one too many"], truncate=True, deadline=deadline())
+        assert refused.value.retry_after and refused.value.retry_after > 0
+        background = start(router, ["job chunk"], priority=BACKGROUND)  # bounded by the job runner, not here
+        await asyncio.sleep(0.01)
+        assert not background.done() and router.waiting_for_holder == 3
+        ready_again(router)
+        assert [len(o.vectors) for o in await asyncio.wait_for(asyncio.gather(*parked, background), 2)] == [1] * 4
+        assert router.waiting_for_holder == 0
+        await router.embed("m", ["room again"], truncate=True, deadline=deadline())
+
+    asyncio.run(main())
+
+
+def test_a_parked_request_is_503_at_its_deadline_and_frees_its_place() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(1)
+        router = make_router(workers, max_parked_requests=1)
+        router.worker_lost(0, "was killed")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(errors.NotReady, match="within the request's deadline"):
+            await router.embed("m", ["patient"], truncate=True, deadline=deadline(0.2))
+        assert 0.2 <= loop.time() - began < 0.3
+        assert router.waiting_for_holder == 0
+        cancelled = start(router, ["client leaves"])  # a client that disconnects frees its place too
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.gather(cancelled, return_exceptions=True)
+        assert router.waiting_for_holder == 0
+        waiting = start(router, ["next"])
+        await asyncio.sleep(0.01)
+        ready_again(router)
+        assert len((await asyncio.wait_for(waiting, 2)).vectors) == 1
+
+    asyncio.run(main())
+
+
 # ---- background parts ---------------------------------------------------------------------------
 def start(router: Router, texts: list[str], priority: int = INTERACTIVE, seconds: float = 5.0) -> asyncio.Future[Any]:
     return asyncio.ensure_future(router.embed("m", texts, truncate=True, deadline=deadline(seconds), priority=priority))
