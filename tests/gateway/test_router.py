@@ -260,6 +260,13 @@ def test_a_parked_part_past_its_deadline_is_504_and_forgotten() -> None:
 
 
 # ---- requests parked while no worker holds their model ------------------------------------------
+def holder_down(answer: bool = True, **settings: Any) -> Router:
+    """A router whose only worker (the only holder of "m") was just lost: requests park."""
+    router = make_router(ScriptedWorkers(1, answer=answer), **settings)
+    router.worker_lost(0, "was killed")
+    return router
+
+
 def ready_again(router: Router, worker: int = 0) -> None:
     router.worker_ready(worker, Ready(worker, 400 + worker, [ModelInfo("m", "transformer", DIM, 512)]))
 
@@ -269,9 +276,7 @@ def test_parked_requests_wake_on_the_holder_s_ready_not_on_a_poll() -> None:
     50 ms poll, and no waiter wakes before it (nothing polls while the holder is down)."""
 
     async def main() -> None:
-        workers = ScriptedWorkers(1, answer=False)
-        router = make_router(workers)
-        router.worker_lost(0, "was killed")
+        router = holder_down(answer=False)
         loop = asyncio.get_running_loop()
         woke: list[float] = []
 
@@ -305,9 +310,7 @@ def test_parked_requests_wake_on_the_holder_s_ready_not_on_a_poll() -> None:
 
 def test_past_max_parked_requests_a_request_gets_429_with_retry_after() -> None:
     async def main() -> None:
-        workers = ScriptedWorkers(1)
-        router = make_router(workers, max_parked_requests=3)
-        router.worker_lost(0, "was killed")
+        router = holder_down(max_parked_requests=3)
         parked = [start(router, [f"parked {i}"]) for i in range(3)]
         await asyncio.sleep(0.01)
         with pytest.raises(errors.QueueFull, match="max_parked_requests") as refused:
@@ -326,9 +329,7 @@ def test_past_max_parked_requests_a_request_gets_429_with_retry_after() -> None:
 
 def test_a_parked_request_is_503_at_its_deadline_and_frees_its_place() -> None:
     async def main() -> None:
-        workers = ScriptedWorkers(1)
-        router = make_router(workers, max_parked_requests=1)
-        router.worker_lost(0, "was killed")
+        router = holder_down(max_parked_requests=1)
         loop = asyncio.get_running_loop()
         began = loop.time()
         with pytest.raises(errors.NotReady, match="within the request's deadline"):
