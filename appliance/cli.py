@@ -1,4 +1,4 @@
-"""`appliance` command line: serve, check, models distill.
+"""`appliance` command line: serve, check, models distill, install-systemd.
 
 The composition root: the one module of ``appliance/`` that imports ``gateway`` and ``workers``
 (``compose`` wires them together); every other module of ``appliance/`` depends only on
@@ -49,6 +49,10 @@ def parser() -> argparse.ArgumentParser:
     distill.add_argument("--pca-dims", type=int, default=256)
     distill.add_argument("--force", action="store_true", help="rebuild even if --out already holds a model")
     distill.set_defaults(run=cmd_distill)
+    systemd = commands.add_parser("install-systemd", help="install the systemd unit, its env and config files")
+    systemd.add_argument("--prefix", default="/", help="staging root (systemctl runs only when it is /)")
+    systemd.add_argument("--dry-run", action="store_true", help="print every step, change nothing")
+    systemd.set_defaults(run=cmd_install_systemd)
     return root
 
 
@@ -113,6 +117,13 @@ def distill_source(source: str) -> Path:
     config = load_config(environ={})
     model = config.model(source)
     return resolve_model_path(model.path if model else source, config.state_dir)
+
+
+# ---- install-systemd ------------------------------------------------------------------------
+def cmd_install_systemd(args: argparse.Namespace) -> int:
+    from appliance import install
+
+    return install.main(args.prefix, args.dry_run)
 
 
 # ---- serve ----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""systemd's notify protocol (Type=notify): READY=1, WATCHDOG=1, STOPPING=1.
+"""systemd's notify protocol (Type=notify): READY=1, STATUS=..., WATCHDOG=1, STOPPING=1.
 
-A datagram to $NOTIFY_SOCKET; a no-op when not run by systemd. Hand-written because the whole
+A datagram to $NOTIFY_SOCKET, one ``KEY=value`` per line (``"READY=1\nSTATUS=serving ..."`` is
+one message); a no-op when not run by systemd. Hand-written because the whole
 protocol is one sendto() and a dependency would cost more than it saves.
 """
 

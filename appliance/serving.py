@@ -146,6 +146,7 @@ async def serve_locked(config: Config, compose: Callable[[Config], Parts]) -> in
 
 
 async def run(parts: Parts, runner: web.AppRunner, sock: socket.socket) -> int:
+    sdnotify.notify(f"STATUS=starting {len(parts.supervisor.handles)} workers")
     try:
         await runner.setup()
     except StartAborted:
@@ -160,16 +161,22 @@ async def run(parts: Parts, runner: web.AppRunner, sock: socket.socket) -> int:
     config = parts.config
     print(f"appliance serving {', '.join(m.name for m in config.models)} on http://{config.host}:{config.port}",
           flush=True)  # fmt: skip
-    sdnotify.notify("READY=1")
+    sdnotify.notify(f"READY=1\nSTATUS={serving_status(parts)}")
     await parts.stop.wait()
     log.info("shutting down: up to %.0fs to drain", config.shutdown_grace)
-    sdnotify.notify("STOPPING=1")
+    sdnotify.notify(f"STOPPING=1\nSTATUS={'stopping: ' + parts.failure if parts.failure else 'draining'}")
     parts.begin_shutdown()
     parts.router.draining = True  # new work gets 503 draining while in-flight work finishes
     if parts.failure:
         log.error("stopping: %s", parts.failure)
         return 1
     return 0
+
+
+def serving_status(parts: Parts) -> str:
+    """The one line ``systemctl status`` shows while serving."""
+    config, workers = parts.config, len(parts.supervisor.handles)
+    return f"serving {len(config.models)} models on {config.host}:{config.port}, {workers} workers"
 
 
 def bind(host: str, port: int) -> socket.socket:
