@@ -147,7 +147,6 @@ def test_ready_status_watchdog_and_stopping(launch: Callable[..., Appliance], ti
     assert any(lines == ["STOPPING=1", "STATUS=draining"] for _, lines in listener.messages), listener.lines()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the lost-slot change: a fatal respawn does not yet end supervision")
 def test_the_pings_stop_when_the_supervisor_is_broken(launch: Callable[..., Appliance], tiny_static: Path,
                                                       notify_socket: Callable[..., NotifySocket],
                                                       tmp_path: Path) -> None:  # fmt: skip
