@@ -144,7 +144,9 @@ def test_idle_sockets_and_stalled_readers_are_closed_in_time_and_slow_no_one(app
         # idle sockets: gone one keep-alive timeout after they connected
         assert wait_until(lambda: all(closed_by_peer(s) for s in idle), KEEPALIVE_S + MARGIN_S)
         assert time.monotonic() - opened >= KEEPALIVE_S * 0.9, "idle sockets closed before their timeout"
-        # stalled readers: their answers dropped one write timeout after they stopped draining
+        # stalled readers: closed by then too. On loopback a ~700 KB answer fits the kernel's socket
+        # buffers, so the server closes these on keep-alive once written; the write timeout's abort
+        # needs an answer that stays in the process (not yet exercised here)
         took = wait_until(lambda: held(appliance) <= before, KEEPALIVE_S + WRITE_S + MARGIN_S)
         print(f"baseline {baseline * 1e3:.1f} ms, loaded {loaded * 1e3:.1f} ms, all closed {took:.1f}s after the idle ones")
     finally:
