@@ -119,6 +119,19 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         int, _doc("Requests that may wait for a worker holding their model (one respawning); past it, 429.", ge=1)
     ] = 256
     request_timeout: Annotated[Seconds, _doc("Deadline of one request in seconds; past it, 504.")] = 60.0
+    # -- connections ---------------------------------------------------------------------------
+    keepalive_timeout: Annotated[
+        Seconds, _doc("Seconds an HTTP connection may sit without a complete request head (idle keep-alive included).")
+    ] = 15.0
+    body_read_timeout: Annotated[
+        Seconds, _doc("Seconds a request body may take to arrive after its head; past it, 408 and the connection closes.")
+    ] = 30.0
+    write_timeout: Annotated[
+        Seconds, _doc("Seconds a client may take none of its answer before the connection is dropped with it.")
+    ] = 30.0
+    max_connections: Annotated[
+        int, _doc("Open HTTP connections at most; one past it gets 503 and is closed at accept.", ge=1)
+    ] = 1024
     # -- cache -------------------------------------------------------------------------------
     cache_bytes: Annotated[Bytes, _doc("Result cache budget in bytes (0 disables the cache).")] = 256 << 20
     cache_max_text_chars: Annotated[int, _doc("Texts longer than this are not cached.", ge=0)] = 4096

@@ -131,11 +131,7 @@ async def serve_locked(config: Config, compose: Callable[[Config], Parts]) -> in
     parts.app.cleanup_ctx.extend([state_context, workers_context, supervision_context, guard_context,
                                   preload_context, background_context, watchdog_context])  # fmt: skip
     install_signals(parts)
-    # handler_cancellation: a client that disconnects cancels its handler (aiohttp >= 3.9 leaves
-    # handlers running by default): a rerank's parts are withdrawn from the workers at once; an
-    # embedding computation runs on for whoever joined it and fills the cache (gateway/coalesce.py)
-    runner = web.AppRunner(parts.app, access_log=None, shutdown_timeout=config.shutdown_grace,
-                           handler_cancellation=True)  # fmt: skip
+    runner = make_runner(parts)
     try:
         return await run(parts, runner, sock)
     finally:
@@ -143,6 +139,19 @@ async def serve_locked(config: Config, compose: Callable[[Config], Parts]) -> in
         await runner.cleanup()  # also after a failed setup: leaves the contexts entered so far
         sock.close()
         log.info("stopped")
+
+
+def make_runner(parts: Parts) -> web.AppRunner:
+    """The app's runner, with the connection bounds of ``gateway/connections.py`` (keep-alive,
+    body-read and write timeouts, the connection cap). Imported here, the one place serving
+    touches the gateway, as ``appliance/cli.py`` does: the runner is where aiohttp takes them."""
+    from gateway.connections import GuardedRunner
+
+    # handler_cancellation: a client that disconnects cancels its handler (aiohttp >= 3.9 leaves
+    # handlers running by default): a rerank's parts are withdrawn from the workers at once; an
+    # embedding computation runs on for whoever joined it and fills the cache (gateway/coalesce.py)
+    return GuardedRunner(parts.app, parts.config, access_log=None, shutdown_timeout=parts.config.shutdown_grace,
+                         handler_cancellation=True)  # fmt: skip
 
 
 async def run(parts: Parts, runner: web.AppRunner, sock: socket.socket) -> int:
@@ -157,7 +166,8 @@ async def run(parts: Parts, runner: web.AppRunner, sock: socket.socket) -> int:
     # What start-up allocated (modules, config, the preloaded cache) is never garbage: moved out
     # of the collector's reach, a full collection walks only what requests allocate.
     gc.freeze()
-    await web.SockSite(runner, sock).start()
+    # backlog: aiohttp listens again on the socket with its own backlog (128 by default)
+    await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
     config = parts.config
     print(f"appliance serving {', '.join(m.name for m in config.models)} on http://{config.host}:{config.port}",
           flush=True)  # fmt: skip
