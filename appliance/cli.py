@@ -8,6 +8,7 @@ The composition root: the one module of ``appliance/`` that imports ``gateway`` 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -151,6 +152,7 @@ def compose(config: Config) -> Parts:
     from gateway.admission import Admission, KeysFileError
     from gateway.app import build_app
     from gateway.cached_backend import CachedBackend
+    from gateway.connections import GuardedRunner
     from gateway.jobs.service import Jobs
     from gateway.jobs.store import StoreError
     from gateway.preload import PreloadError, preload, read_preload_file
@@ -188,7 +190,8 @@ def compose(config: Config) -> Parts:
 
         start, stop, close = jobs.start, jobs.stop, jobs.close
 
-    return Parts(config, link, supervisor, router, guard, app, preload_cache, JobsLifecycle())
+    runner = functools.partial(GuardedRunner, config=config)  # the gateway's connection bounds
+    return Parts(config, link, supervisor, router, guard, app, preload_cache, JobsLifecycle(), runner)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,9 @@ class Parts:
     # fills the cache (takes "stopping?"); raises StartupError for a preload file that cannot be served
     preload: Callable[[Callable[[], bool]], Awaitable[int]]
     background: Background
+    # the app's runner class: the gateway's bounds its connections (keep-alive, body-read and
+    # write timeouts, the connection cap); a plain AppRunner where none is given
+    runner_factory: Callable[..., web.AppRunner] = web.AppRunner
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     shutdown_deadline: float = 0.0  # time.monotonic() by which everything must have stopped
     failure: str = ""  # why the appliance stopped on its own (a dead supervision task)
@@ -142,16 +145,12 @@ async def serve_locked(config: Config, compose: Callable[[Config], Parts]) -> in
 
 
 def make_runner(parts: Parts) -> web.AppRunner:
-    """The app's runner, with the connection bounds of ``gateway/connections.py`` (keep-alive,
-    body-read and write timeouts, the connection cap). Imported here, the one place serving
-    touches the gateway, as ``appliance/cli.py`` does: the runner is where aiohttp takes them."""
-    from gateway.connections import GuardedRunner
-
+    """The app's runner, of the class ``compose`` chose (``Parts.runner_factory``)."""
     # handler_cancellation: a client that disconnects cancels its handler (aiohttp >= 3.9 leaves
     # handlers running by default): a rerank's parts are withdrawn from the workers at once; an
     # embedding computation runs on for whoever joined it and fills the cache (gateway/coalesce.py)
-    return GuardedRunner(parts.app, parts.config, access_log=None, shutdown_timeout=parts.config.shutdown_grace,
-                         handler_cancellation=True)  # fmt: skip
+    return parts.runner_factory(parts.app, access_log=None, shutdown_timeout=parts.config.shutdown_grace,
+                                handler_cancellation=True)  # fmt: skip
 
 
 async def run(parts: Parts, runner: web.AppRunner, sock: socket.socket) -> int:
