@@ -342,3 +342,14 @@ def wait_until(condition: Callable[[], bool], timeout: float, message: str) -> N
     while not condition():
         assert time.monotonic() < deadline, f"{message} (waited {timeout:g}s)"
         time.sleep(0.05)
+
+
+def test_compiled_artefacts_are_kept_under_state_dir(tmp_path: Path, tiny_transformer: Path) -> None:
+    """A respawned compile = true worker finds the kernels its predecessor compiled."""
+    from workers.main import COMPILE_CACHE
+
+    models = [ModelConfig(name="tiny", path=str(tiny_transformer), main=True, compile=True)]
+    with running_worker(models, "primary", tmp_path) as worker:
+        worker.wait_for(Ready, timeout=300)
+        kernels = list((tmp_path / COMPILE_CACHE).rglob("*.so"))
+        assert kernels, f"no compiled kernel under {tmp_path / COMPILE_CACHE}"
