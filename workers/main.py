@@ -3,14 +3,19 @@
 Started by the supervisor as ``python -m workers.main '<WorkerSpec JSON>'`` with the channel's
 eventfds inherited (``pass_fds``). Boot order matters:
 
-1. ``boot``: pin the process (CUDA_VISIBLE_DEVICES, CPU affinity) *before* torch is imported,
-   record SIGTERM (``signals``), attach the channel,
-2. ``serve``: load and warm up every model of its role (``models``), then hand over to the
-   serving loop (``loop``), which sends ``Ready`` and then drains the request ring -> tokenize
-   -> batch -> forward -> one result record per request.
+1. tie the process's life to the gateway's (``liveness.die_with_parent``), then check that the
+   gateway is still the parent: one that died before the tie is not covered by it,
+2. ``attach``: pin the process (CUDA_VISIBLE_DEVICES, CPU affinity) *before* torch is imported,
+   record SIGTERM (``signals``), attach the channel; from here a ``BootHeartbeat`` beats while
+   the worker starts torch and loads, since a load can outlast the supervisor's ``worker_timeout``,
+3. ``serve``: start torch on the slot, load and warm up every model of its role (``models``), stop
+   the boot heartbeat, then hand over to the serving loop (``loop``), which sends ``Ready``, beats
+   on its own and drains the request ring -> tokenize -> batch -> forward -> one result record per
+   request.
 
 A boot failure exits with ``EXIT_BOOT_ERROR``, a model that will not load with
-``EXIT_LOAD_ERROR``, so the supervisor stops respawning instead of cycling forever.
+``EXIT_LOAD_ERROR``, so the supervisor stops respawning instead of cycling forever; a gateway gone
+before the worker started, with ``EXIT_PARENT_GONE``.
 """
 
 from __future__ import annotations
@@ -22,41 +27,70 @@ import sys
 import msgspec
 
 from appliance.ipc.channel import Channel
-from appliance.protocol import EXIT_BOOT_ERROR, EXIT_LOAD_ERROR, EXIT_OK, WorkerSpec
+from appliance.protocol import EXIT_BOOT_ERROR, EXIT_LOAD_ERROR, EXIT_OK, EXIT_PARENT_GONE, WorkerSpec
 from appliance.slots import Slot
-from workers import pinning, signals
+from workers import liveness, pinning, signals
 
 log = logging.getLogger("appliance.worker")
 
+COMPILE_CACHE = "compile-cache"  # inductor's cache, under state_dir
+
 
 def main(argv: list[str]) -> int:
+    tied = liveness.die_with_parent()  # first: a gateway that dies from here on takes us with it
     spec = parse_spec(argv)
     configure_logging(spec)
+    if not tied:
+        log.warning("worker %d: cannot ask to die with the gateway on %s", spec.worker, sys.platform)
+    if spec.parent_pid and os.getppid() != spec.parent_pid:  # it died before the tie held
+        log.error("worker %d: gateway (pid %d) exited before we started", spec.worker, spec.parent_pid)
+        return EXIT_PARENT_GONE
     try:
-        channel = boot(spec)
+        channel = attach(spec)
     except Exception:
         log.exception("worker %d: boot failed", spec.worker)
         return EXIT_BOOT_ERROR
     try:
-        return serve(spec, channel)
+        with liveness.BootHeartbeat(channel) as heartbeat:
+            return serve(spec, channel, heartbeat)
     finally:
-        channel.close()
+        channel.close()  # order matters: after the heartbeat thread has stopped writing to it
 
 
-def boot(spec: WorkerSpec) -> Channel:
-    """Pin the process, install the signal record, attach the channel, start torch on the slot."""
-    slot = Slot(spec.worker, spec.role, tuple(spec.cores), spec.gpu)
-    pinning.apply_in_child(slot)  # order matters: before torch is imported
+def attach(spec: WorkerSpec) -> Channel:
+    """Pin the process, keep compiled artefacts under state_dir, install the signal record, attach
+    the channel."""
+    pinning.apply_in_child(slot_of(spec))  # order matters: before torch is imported
+    use_compile_cache(spec)  # order matters: inductor reads the cache switch when torch imports it
     signals.install()
-    channel = Channel.attach(spec.channel)
+    return Channel.attach(spec.channel)
+
+
+def use_compile_cache(spec: WorkerSpec) -> None:
+    """Keep inductor's compiled graphs and kernels under ``state_dir`` (``COMPILE_CACHE``), shared
+    by every worker and kept across respawns and restarts, so a respawned ``compile = true`` worker
+    reuses the C++ kernels its predecessor built (on CPU the frozen graph itself is still traced
+    again: inductor's FX graph cache skips graphs with frozen weights). Inductor's default, a folder in
+    /tmp, is lost at reboot. Set, not defaulted: a parent that imported torch exports that default
+    into our environment (inductor writes the folder it chose back into ``os.environ``)."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(os.path.join(spec.state_dir, COMPILE_CACHE))
+    os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "1"
+
+
+def start_torch(spec: WorkerSpec) -> None:
     import torch  # noqa: F401  (first import, after pinning)
 
-    pinning.apply_torch_threads(slot)
-    return channel
+    pinning.apply_torch_threads(slot_of(spec))
 
 
-def serve(spec: WorkerSpec, channel: Channel) -> int:
-    """Load this role's models, then run the serving loop (which sends Ready) until it exits."""
+def serve(spec: WorkerSpec, channel: Channel, heartbeat: liveness.BootHeartbeat) -> int:
+    """Start torch, load this role's models, then run the serving loop (which sends Ready) until
+    it exits."""
+    try:
+        start_torch(spec)
+    except Exception:
+        log.exception("worker %d: boot failed", spec.worker)
+        return EXIT_BOOT_ERROR
     # imported only now: the runtimes pull in torch, which must start after pinning
     from workers.loop import WorkerLoop
     from workers.models import load_models
@@ -64,7 +98,13 @@ def serve(spec: WorkerSpec, channel: Channel) -> int:
     models = load_models(spec)
     if models is None:
         return EXIT_LOAD_ERROR
-    return WorkerLoop(spec, channel, models).run()
+    loop = WorkerLoop(spec, channel, models)
+    heartbeat.stop()  # order matters: Channel.beat is a read-modify-write; the loop beats from here on
+    return loop.run()
+
+
+def slot_of(spec: WorkerSpec) -> Slot:
+    return Slot(spec.worker, spec.role, tuple(spec.cores), spec.gpu)
 
 
 def parse_spec(argv: list[str]) -> WorkerSpec:

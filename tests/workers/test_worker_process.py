@@ -9,7 +9,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import msgspec
 import numpy as np
@@ -20,6 +20,7 @@ from appliance.ipc.channel import Channel
 from appliance.protocol import (
     BACKGROUND,
     EXIT_LOAD_ERROR,
+    EXIT_PARENT_GONE,
     Bye,
     Cancel,
     Drain,
@@ -77,18 +78,33 @@ class WorkerUnderTest:
         self.loop.close()
 
 
+WORKER = [sys.executable, "-m", "workers.main"]
+HERE = Path(__file__).parent
+
+
+def slow_worker(seconds: float) -> list[str]:
+    """A worker command whose model load takes ``seconds`` longer (``_slow_boot.py``)."""
+    return [sys.executable, str(HERE / "_slow_boot.py"), str(seconds)]
+
+
+def worker_spec(channel: Channel, models: list[ModelConfig], role: str, tmp_path: Path, parent_pid: int) -> WorkerSpec:
+    return WorkerSpec(worker=0 if role == "primary" else 1, role=role, cores=sorted(os.sched_getaffinity(0)),
+                      gpu=None, channel=channel.spec, models=models, state_dir=str(tmp_path),
+                      max_batch_tokens=4096, max_batch_size=32, parent_pid=parent_pid,
+                      stats_interval_s=0.2)  # fmt: skip
+
+
 @contextmanager
-def running_worker(models: list[ModelConfig], role: str, tmp_path: Path) -> Iterator[WorkerUnderTest]:
-    """A worker process on a fresh channel; killed, and its channel removed, however the test ends."""
+def running_worker(models: list[ModelConfig], role: str, tmp_path: Path, command: list[str] = WORKER,
+                   parent_pid: int | None = None) -> Iterator[WorkerUnderTest]:  # fmt: skip
+    """A worker process on a fresh channel (``command`` + its spec JSON); killed, and its channel
+    removed, however the test ends."""
     channel = Channel.create(1 << 20)
     process: subprocess.Popen[bytes] | None = None
     try:
-        spec = WorkerSpec(worker=0 if role == "primary" else 1, role=role, cores=sorted(os.sched_getaffinity(0)),
-                          gpu=None, channel=channel.spec, models=models, state_dir=str(tmp_path),
-                          max_batch_tokens=4096, max_batch_size=32, parent_pid=os.getpid(),
-                          stats_interval_s=0.2)  # fmt: skip
+        spec = worker_spec(channel, models, role, tmp_path, os.getpid() if parent_pid is None else parent_pid)
         with open(tmp_path / f"worker-{role}.log", "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "workers.main", msgspec.json.encode(spec).decode()],
+            process = subprocess.Popen([*command, msgspec.json.encode(spec).decode()],
                                        pass_fds=channel.pass_fds, stdin=subprocess.DEVNULL, stderr=log)  # fmt: skip
         worker = WorkerUnderTest(spec, channel, process)
         try:
@@ -224,3 +240,116 @@ def test_interactive_requests_overtake_a_background_request_queued_before_them(p
     primary.send(Embed(402, "tiny", [f"interactive text {i} " * 4 for i in range(1500)]))
     assert primary.answer_order({400, 401, 402}) == [401, 402, 400]
     assert [len(primary.wait_for(Vectors, id=i).tokens) for i in (400, 401, 402)] == [1000, 1, 1500]
+
+
+# ---- boot liveness: the heartbeat runs while a worker loads; a worker dies with its gateway ----
+SLOW_LOAD_S = 4.0
+MAX_SILENCE_S = 3.0  # the boot heartbeat beats every second; the rest is slack for a busy machine
+
+
+def test_heartbeat_advances_while_a_slow_model_loads(tmp_path: Path, tiny_transformer: Path) -> None:
+    """Without the boot heartbeat the word stays still for the whole load (over SLOW_LOAD_S), and a
+    supervisor switching to worker_timeout at Ready would kill a worker that just finished loading."""
+    models = [ModelConfig(name="tiny", path=str(tiny_transformer), main=True)]
+    with running_worker(models, "primary", tmp_path, command=slow_worker(SLOW_LOAD_S)) as worker:
+        samples = heartbeat_until_ready(worker, timeout=120)
+        started, ready_at = samples[0][0], samples[-1][0]
+        assert ready_at - started >= SLOW_LOAD_S, "the load was not slow: the test proves nothing"
+        assert longest_silence(samples) < MAX_SILENCE_S, f"heartbeat stalled while loading: {samples}"
+        assert samples[-1][1] >= SLOW_LOAD_S - 1, "fewer beats than seconds spent loading"
+        beat = worker.channel.heartbeat()
+        time.sleep(0.5)
+        assert worker.channel.heartbeat() > beat, "the serving loop beats after Ready"
+        worker.send(Drain("test"))
+        worker.wait_for(Bye)
+        assert worker.process.wait(30) == 0
+
+
+def heartbeat_until_ready(worker: WorkerUnderTest, timeout: float) -> list[tuple[float, int]]:
+    """(time, heartbeat) from the worker's start, sampled every 50 ms, the last one taken at Ready.
+    The supervisor, too, counts silence from the spawn."""
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + timeout
+    while not any(isinstance(m, Ready) for m in worker.inbox):
+        assert time.monotonic() < deadline, f"no Ready within {timeout}s"
+        assert worker.process.poll() is None, f"worker exited with {worker.process.returncode}"
+        samples.append((time.monotonic(), worker.channel.heartbeat()))
+        worker.loop.run_until_complete(asyncio.sleep(0.05))
+    samples.append((time.monotonic(), worker.channel.heartbeat()))
+    return samples
+
+
+def longest_silence(samples: list[tuple[float, int]]) -> float:
+    """The longest time the heartbeat word stayed the same."""
+    longest, since, last = 0.0, samples[0][0], samples[0][1]
+    for at, beat in samples:
+        if beat != last:
+            since, last = at, beat
+        longest = max(longest, at - since)
+    return longest
+
+
+def test_a_worker_whose_gateway_is_already_gone_exits_at_once(tmp_path: Path, tiny_transformer: Path) -> None:
+    """The parent-death signal covers only a parent alive when it is set: one that died before is
+    caught by comparing the parent pid with the spec's."""
+    models = [ModelConfig(name="tiny", path=str(tiny_transformer), main=True)]
+    not_our_parent = os.getpid() + 1_000_000  # above any pid_max: never a live process
+    with running_worker(models, "primary", tmp_path, parent_pid=not_our_parent) as worker:
+        assert worker.process.wait(10) == EXIT_PARENT_GONE
+        assert "exited before we started" in (tmp_path / "worker-primary.log").read_text()
+
+
+def test_a_loading_worker_dies_with_its_gateway(tmp_path: Path, tiny_transformer: Path) -> None:
+    """A stand-in gateway spawns a worker whose load takes a minute, and is SIGKILLed while the
+    worker loads: the worker is gone within seconds, long before its load would have ended."""
+    channel = Channel.create(1 << 20)
+    models = [ModelConfig(name="tiny", path=str(tiny_transformer), main=True)]
+    spec = worker_spec(channel, models, "primary", tmp_path, parent_pid=0)  # the stand-in puts its own pid in
+    fds = [str(fd) for fd in channel.pass_fds]
+    command = [sys.executable, str(HERE / "_gateway_stand_in.py"), msgspec.json.encode(spec).decode(), *fds, "--",
+               *slow_worker(60)]  # fmt: skip
+    gateway = subprocess.Popen(command, pass_fds=channel.pass_fds, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    worker_pid = 0
+    try:
+        assert gateway.stdout is not None
+        worker_pid = int(gateway.stdout.readline())
+        wait_until(lambda: channel.heartbeat() > 0, 60, "the worker never attached its channel")
+        assert alive(worker_pid), "the worker must still be loading when its gateway dies"
+        gateway.kill()
+        gateway.wait(10)
+        wait_until(lambda: not alive(worker_pid), 3, f"worker {worker_pid} outlived its gateway")
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait(10)
+        if worker_pid and alive(worker_pid):
+            os.kill(worker_pid, 9)
+        channel.close()
+        channel.unlink()
+
+
+def alive(pid: int) -> bool:
+    """Running, not exited: a zombie waiting for its (new) parent to reap it counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{message} (waited {timeout:g}s)"
+        time.sleep(0.05)
+
+
+def test_compiled_artefacts_are_kept_under_state_dir(tmp_path: Path, tiny_transformer: Path) -> None:
+    """A respawned compile = true worker finds the kernels its predecessor compiled."""
+    from workers.main import COMPILE_CACHE
+
+    models = [ModelConfig(name="tiny", path=str(tiny_transformer), main=True, compile=True)]
+    with running_worker(models, "primary", tmp_path) as worker:
+        worker.wait_for(Ready, timeout=300)
+        kernels = list((tmp_path / COMPILE_CACHE).rglob("*.so"))
+        assert kernels, f"no compiled kernel under {tmp_path / COMPILE_CACHE}"
