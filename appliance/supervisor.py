@@ -277,20 +277,28 @@ class Supervisor:
             handle.pidfd = -1
 
     def kill_silent(self) -> None:
+        """Kill a worker whose heartbeat stalled for ``worker_timeout`` (workers beat from a
+        thread of their own while they load, so a long load is not silence), or one still not
+        ready ``ready_timeout`` after its spawn (a load that hangs while the heartbeat goes on)."""
         now = time.monotonic()
         for handle in self.handles:
             if handle.process is None:
                 continue
-            beat = self.link.heartbeat(handle.index)
-            if beat != handle.last_beat:
-                handle.last_beat, handle.last_beat_at = beat, now
-                continue
-            limit = self.config.ready_timeout if handle.state == "starting" else self.config.worker_timeout
-            if now - handle.last_beat_at > limit:
-                log.error("worker %d silent for %.1fs (limit %.1fs); killing it", handle.index,
-                          now - handle.last_beat_at, limit)  # fmt: skip
+            reason = self.why_stuck(handle, now)
+            if reason:
+                log.error("worker %d %s; killing it", handle.index, reason)
                 self.events.worker_unavailable(handle.index)
                 handle.process.kill()
+
+    def why_stuck(self, handle: WorkerHandle, now: float) -> str | None:
+        beat = self.link.heartbeat(handle.index)
+        if beat != handle.last_beat:
+            handle.last_beat, handle.last_beat_at = beat, now
+        elif now - handle.last_beat_at > self.config.worker_timeout:
+            return f"silent for {now - handle.last_beat_at:.1f}s (worker_timeout {self.config.worker_timeout:g}s)"
+        if handle.state == "starting" and now - handle.spawned_at > self.config.ready_timeout:
+            return f"not ready {now - handle.spawned_at:.1f}s after its spawn (ready_timeout {self.config.ready_timeout:g}s)"
+        return None
 
     def recycle_bloated(self) -> None:
         """Replace a worker past its RSS or batch limit, one at a time and never leaving a model

@@ -9,6 +9,7 @@ that speaks the worker protocol and plays a scripted part instead of loading mod
     ready            Ready, heartbeat, Stats every STATS_S; Drain or SIGTERM -> Bye, exit 0
     silent           Ready and one beat, then hangs (no heartbeat, no answers)
     silent_at_start  hangs before Ready, never beats
+    loading          beats as a loading worker does, but never gets to Ready
     exit<N>          exits with code N at once (1: a crash, 3: boot error, 4: load error)
 
 A ``ready`` worker reports the models its role loads (the primary every configured one, a light
@@ -83,6 +84,8 @@ class Fake:
     def play(self) -> int:
         if self.mode == "silent_at_start":
             return self.hang()
+        if self.mode == "loading":
+            return self.hang(beating=True)
         self.send(self.ready())
         self.note("ready")
         assert self.channel is not None
@@ -123,8 +126,11 @@ class Fake:
             return 0
         return int(taken.read_text())
 
-    def hang(self) -> int:
+    def hang(self, beating: bool = False) -> int:
         while (code := self.should_quit()) is None:
+            if beating:
+                assert self.channel is not None
+                self.channel.beat()
             time.sleep(BEAT_S)
         return code
 

@@ -235,6 +235,22 @@ def test_a_silent_worker_is_killed_after_worker_timeout_and_respawned(tmp_path: 
     asyncio.run(scenario())
 
 
+def test_a_respawn_that_beats_but_never_gets_ready_is_killed_after_ready_timeout(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with Rig(tmp_path, {0: ["ready", "loading", "ready"]}, worker_timeout=1.0, ready_timeout=2.0) as rig:
+            await rig.supervisor.start()
+            rig.run()
+            handle = rig.handle()
+            assert handle.process is not None
+            handle.process.kill()  # its respawn loads for ever, beating all the while
+            await wait_for(lambda: len(rig.events.of(0, "ready")) == 2, "the third incarnation's Ready", 15.0)
+            assert rig.events.kinds(0) == ["ready", "lost", "unavailable", "lost", "ready"]
+            (killed_at, *_), (loading_lost_at, *_) = rig.events.of(0, "lost")[:2]
+            assert loading_lost_at - killed_at >= rig.config.ready_timeout  # beating bought no more
+
+    asyncio.run(scenario())
+
+
 # ---- 3. ready_timeout at start ---------------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_start_raises_boot_error_naming_a_worker_not_ready_within_ready_timeout(tmp_path: Path) -> None:
