@@ -146,7 +146,7 @@ def test_idle_sockets_and_stalled_readers_are_closed_in_time_and_slow_no_one(app
         assert time.monotonic() - opened >= KEEPALIVE_S * 0.9, "idle sockets closed before their timeout"
         # stalled readers: closed by then too. On loopback a ~700 KB answer fits the kernel's socket
         # buffers, so the server closes these on keep-alive once written; the write timeout's abort
-        # needs an answer that stays in the process (not yet exercised here)
+        # needs an answer that stays in the process: the next test but one
         took = wait_until(lambda: held(appliance) <= before, KEEPALIVE_S + WRITE_S + MARGIN_S)
         print(f"baseline {baseline * 1e3:.1f} ms, loaded {loaded * 1e3:.1f} ms, all closed {took:.1f}s after the idle ones")
     finally:
@@ -207,3 +207,18 @@ def test_the_connection_past_the_cap_is_refused_at_once(tmp_path: Path, tiny_sta
         finally:
             for sock in open_:
                 sock.close()
+
+
+def test_an_answer_nobody_reads_is_dropped_after_write_timeout(tmp_path: Path, tiny_static: Path) -> None:
+    """An answer far larger than the kernel's socket buffers stays in the process while the client
+    reads nothing; the write timeout aborts the connection (freeing it), long before keep-alive."""
+    settings = {**timeouts(64), "APPLIANCE_KEEPALIVE_TIMEOUT": "60", "APPLIANCE_MAX_INPUTS": "20000"}
+    with serving(tmp_path, static_model(tiny_static), workers=1, env=settings) as running:
+        wait_until(lambda: held(running) == 0, 5)  # the launcher's readiness probes are gone
+        with connect(running, rcvbuf=4096) as stalled:
+            stalled.sendall(embed_request(20000))  # several MB of JSON answer, more than loopback buffers
+            wait_until(lambda: held(running) == 1, 5)
+            took = wait_until(lambda: held(running) == 0, 30 + WRITE_S + MARGIN_S)  # compute, then the timeout
+            assert took < 60, "closed by keep-alive, not by the write timeout"
+            assert closed_by_peer(stalled)
+        assert statistics.median(normal_latencies(running)) < 1.0  # and it serves on
