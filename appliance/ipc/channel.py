@@ -6,15 +6,14 @@ supervisor starts the worker with ``subprocess.Popen([...], pass_fds=channel.pas
 
 * ``segment.py``: the ``/dev/shm`` file, its layout and header, the sweep after a crash;
 * ``ring.py``: one direction's records (framing, publication, memory ordering);
-* ``doorbell.py``: the eventfds, park/ring, why every sleep is bounded and why spins yield.
+* ``doorbell.py``: the eventfds, park/ring, why every sleep is bounded and why spins yield;
+* ``loop_reader.py``: the gateway side's reader on the event loop (``LoopReader``, a base of ``Channel``).
 
 This module pairs them and drives the two sides. A consumer drains, spins briefly, parks,
 re-checks and sleeps on its doorbell; a producer publishes, then rings only a parked consumer.
 
-The gateway side never blocks: ``start_reader`` hooks the response eventfd into the event loop
-(``loop.add_reader``) plus a periodic rescue timer. Its spin is a *spin window*: after a send,
-one poll of the response ring per loop iteration for ``spin_s``, unparked, so a fast answer
-costs neither side a syscall nor a wake-up.
+The gateway side never blocks: its reader (``start_reader``, ``loop_reader.py``) hooks the
+response eventfd into the event loop, with a rescue timer and a spin window after each send.
 
 The worker side blocks, always with a timeout: ``wait_requests`` spins with yields, then sleeps
 on the request doorbell in slices of ``rescue_s``; ``send_response`` naps while the ring is full.
@@ -22,14 +21,13 @@ on the request doorbell in slices of ``rescue_s``; ``send_response`` naps while 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from typing import Callable
 
 from appliance.ipc.doorbell import CONTENDED_YIELD_S, RESCUE_S, SPIN_S, Doorbell, SpinPolicy
 from appliance.ipc.doorbell import new_eventfd, require_eventfd, yield_was_contended
-from appliance.ipc.ring import Ring, RingCorrupted
+from appliance.ipc.loop_reader import LoopReader
+from appliance.ipc.ring import Ring
 from appliance.ipc.segment import HEADER_BYTES, HEARTBEAT_WORD, Segment, check_header, format_header
 from appliance.protocol import ChannelSpec
 
@@ -45,7 +43,7 @@ COUNTERS = (
 )
 
 
-class Channel:
+class Channel(LoopReader):
     """Two rings and two doorbells in one segment; see the module doc for who calls what."""
 
     def __init__(self, segment: Segment, spec: ChannelSpec, *, init: bool, checked: bool | None = None) -> None:
@@ -78,16 +76,8 @@ class Channel:
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._sent = 0  # hot counters live outside the dict
         self._received = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._on_records: Callable[[list[bytes]], None] | None = None
-        self._on_corrupt: Callable[[RingCorrupted], None] | None = None
-        self._rescue_timer: asyncio.TimerHandle | None = None
-        self._spin_handle: asyncio.Handle | None = None
-        self._spin_until = 0.0
-        self._spin_sent = 0
-        self._spin_caught = self._spin_cut = False
-        self._unspun_since = 0.0  # first send since the last delivery that opened no window
         self._spin_policy = SpinPolicy()
+        self._init_reader()
         self._closed = False
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -178,121 +168,11 @@ class Channel:
             self._open_spin_window()
         return True
 
-    def start_reader(self, loop: asyncio.AbstractEventLoop, on_records: Callable[[list[bytes]], None],
-                     on_corrupt: Callable[[RingCorrupted], None] | None = None) -> None:  # fmt: skip
-        """Deliver response records to ``on_records`` from ``loop`` (doorbell + rescue timer).
-
-        A corrupt response ring stops the reader, once, and goes to ``on_corrupt`` (raised from
-        the callback that found it when there is none): polling a ring that stays corrupt would
-        raise every ``rescue_s`` and deliver nothing behind the bad record. Only the worker's
-        replacement, after ``reset``, makes it readable again.
-        """
-        self.stop_reader()
-        self._loop, self._on_records, self._on_corrupt = loop, on_records, on_corrupt
-        loop.add_reader(self._response_bell.fd, self._on_doorbell)
-        self._rescue_timer = loop.call_later(self.rescue_s, self._on_rescue_tick)
-        self._deliver()  # whatever arrived before we listened; also parks
-
-    def stop_reader(self) -> None:
-        if self._loop is None:
-            return
-        loop, self._loop, self._on_records, self._on_corrupt = self._loop, None, None, None
-        for handle in (self._rescue_timer, self._spin_handle):
-            if handle is not None:
-                handle.cancel()
-        self._rescue_timer = self._spin_handle = None
-        self._spin_until = 0.0
-        if not loop.is_closed():
-            loop.remove_reader(self._response_bell.fd)
-        self.responses.unpark()  # nobody listens: the worker need not ring
-
     def poll_responses(self) -> list[bytes]:
         """Non-blocking drain of the response ring (e.g. what a dead worker finished)."""
         records = self.responses.drain()
         self._received += len(records)
         return records
-
-    def _on_doorbell(self) -> None:
-        if self._response_bell.clear():
-            self._counts["wakeups"] += 1
-        self._deliver()
-
-    def _on_rescue_tick(self) -> None:
-        assert self._loop is not None
-        self._rescue_timer = self._loop.call_later(self.rescue_s, self._on_rescue_tick)
-        if self.responses.pending():
-            if self._spin_handle is None and not self._response_bell.clear():
-                self._counts["rescues"] += 1  # data the doorbell never announced
-            self._deliver()
-
-    def _deliver(self) -> None:
-        ring = self.responses
-        if self._spin_handle is None:
-            ring.park()
-        # order matters: park before draining, so a record published after this drain finds us
-        # parked and rings; one racing the park store is the rescue timer's.
-        records = self._drain_responses()
-        if records and self._unspun_since:
-            if time.monotonic() - self._unspun_since <= self.spin_s:
-                self._spin_policy.would_have_caught()
-            self._unspun_since = 0.0
-        self._dispatch(records)
-
-    def _drain_responses(self) -> list[bytes]:
-        try:
-            return self.responses.drain()
-        except RingCorrupted as error:
-            on_corrupt = self._on_corrupt
-            self.stop_reader()  # no more polls, timers or doorbell reads of this ring
-            if on_corrupt is None:
-                raise
-            on_corrupt(error)
-            return []
-
-    def _dispatch(self, records: list[bytes]) -> None:
-        if records and self._on_records is not None:
-            self._received += len(records)
-            self._on_records(records)
-
-    def _open_spin_window(self) -> None:
-        # A response is often back within microseconds. Polling for it from the loop a moment
-        # beats being woken for it: no eventfd write, no cross-CPU wake-up, no eventfd read.
-        if self.spin_s <= 0:
-            return
-        if not self._spin_policy.allow():
-            self._unspun_since = self._unspun_since or time.monotonic()
-            return
-        assert self._loop is not None
-        self._spin_caught = self._spin_cut = False
-        self._spin_sent = self._sent
-        self._spin_until = time.monotonic() + self.spin_s
-        self.responses.unpark()  # the worker need not ring while we poll
-        self._spin_handle = self._loop.call_soon(self._spin_tick)
-
-    def _spin_tick(self) -> None:
-        """One poll per loop iteration while the window is open; other callbacks run between."""
-        assert self._loop is not None
-        now = time.monotonic()
-        if self._sent != self._spin_sent and self._spin_until:
-            # More requests since the last tick: keep the window open spin_s past them
-            # (measured here, so that a send costs no clock read).
-            self._spin_sent, self._spin_until = self._sent, now + self.spin_s
-        if now < self._spin_until:
-            # Schedule the next poll first: a raising on_records cannot leave the window open
-            # forever, and a stop_reader inside it cancels this very handle.
-            self._spin_handle = self._loop.call_soon(self._spin_tick)
-            if self.responses.pending():
-                self._spin_caught = True
-                self._counts["spin_catches"] += 1
-                self._dispatch(self._drain_responses())
-            elif yield_was_contended(now, self.contended_yield_s):
-                self._spin_until = 0.0  # close the window at the next tick: park, be woken
-                self._spin_cut = True
-                self._counts["spins_cut"] += 1
-            return
-        self._spin_handle, self._spin_until = None, 0.0
-        self._spin_policy.record(self._spin_caught, contended=self._spin_cut)
-        self._deliver()  # parks and re-checks: from here on the doorbell wakes us
 
     def heartbeat(self) -> int:
         return self._header[HEARTBEAT_WORD]

@@ -29,9 +29,10 @@ from gateway import encoding, errors
 from gateway.backend import EmbedOutcome
 from gateway.context import CONTEXT, Context
 from gateway.items import blank_error, is_blank, renamed_message, serve_isolating
+from gateway.responses import BatchEmbedResponse, CacheStats, FailedItem, ItemError
 from gateway.routes.answers import AddRoute, outcome_headers, respond
 from gateway.routes.checks import check_groups, check_inputs, read_json
-from gateway.schemas import BatchEmbed, BatchEmbedResponse, CacheStats, FailedItem, ItemError
+from gateway.schemas import BatchEmbed
 
 _decoder = msgspec.json.Decoder(BatchEmbed)
 

@@ -27,9 +27,10 @@ from aiohttp import web
 from gateway import encoding, errors
 from gateway.context import CONTEXT, Context
 from gateway.jobs.model import FINISHED, ItemResult, Job
+from gateway.responses import ItemError, JobAccepted, JobItem, JobList, JobProgress, JobResults, JobView
 from gateway.routes.answers import AddRoute, respond
 from gateway.routes.checks import check_dimensions, read_json
-from gateway.schemas import ItemError, JobAccepted, JobItem, JobList, JobProgress, JobResults, JobSubmit, JobView
+from gateway.schemas import JobSubmit
 
 _submit = msgspec.json.Decoder(JobSubmit)
 STATUSES = ("PENDING", "PROCESSING", "SUCCESS", "FAILURE", "CANCELLED")

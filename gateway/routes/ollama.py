@@ -10,9 +10,10 @@ from aiohttp import web
 
 from gateway import encoding
 from gateway.context import CONTEXT
+from gateway.responses import OllamaEmbedResponse
 from gateway.routes.answers import AddRoute, outcome_headers, respond
 from gateway.routes.checks import check_dimensions, check_inputs, read_json
-from gateway.schemas import OllamaEmbed, OllamaEmbedResponse
+from gateway.schemas import OllamaEmbed
 
 _decoder = msgspec.json.Decoder(OllamaEmbed)
 

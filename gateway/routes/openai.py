@@ -11,9 +11,10 @@ from aiohttp import web
 from gateway import encoding, errors
 from appliance.protocol import Input
 from gateway.context import CONTEXT
+from gateway.responses import OpenAIEmbedResponse, OpenAIEmbedding, OpenAIUsage
 from gateway.routes.answers import AddRoute, outcome_headers, respond
 from gateway.routes.checks import check_dimensions, check_inputs, read_json
-from gateway.schemas import OpenAIEmbed, OpenAIEmbedding, OpenAIEmbedResponse, OpenAIUsage
+from gateway.schemas import OpenAIEmbed
 
 _decoder = msgspec.json.Decoder(OpenAIEmbed)
 

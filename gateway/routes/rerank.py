@@ -12,19 +12,17 @@ from appliance.config import Config
 from gateway import encoding, errors
 from gateway.backend import RerankOutcome
 from gateway.context import CONTEXT, Context, REQUEST_ID
-from gateway.routes.answers import AddRoute, outcome_headers, respond
-from gateway.routes.checks import check_inputs, read_json
-from gateway.schemas import (
+from gateway.responses import (
     CohereMeta,
-    CohereRerank,
     CohereRerankResponse,
     CohereResult,
     CohereTokens,
-    Document,
-    Rerank,
     RerankResponse,
     RerankResult,
 )
+from gateway.routes.answers import AddRoute, outcome_headers, respond
+from gateway.routes.checks import check_inputs, read_json
+from gateway.schemas import CohereRerank, Document, Rerank
 
 _decoder = msgspec.json.Decoder(Rerank)
 _cohere_decoder = msgspec.json.Decoder(CohereRerank)

@@ -38,9 +38,10 @@ from aiohttp import web
 
 from gateway import encoding, errors
 from gateway.context import REQUEST_ID, Context
+from gateway.responses import StreamComplete, StreamError, StreamItem, StreamProgress
 from gateway.routes.answers import AddRoute
 from gateway.routes.batch import Items, read_batch
-from gateway.schemas import BatchEmbed, StreamComplete, StreamError, StreamItem, StreamProgress
+from gateway.schemas import BatchEmbed
 
 CHUNK_INPUTS = 64  # inputs per chunk: one Context.embed call, one result event
 CHUNKS_IN_FLIGHT = 3  # enough to keep every worker fed while results stream out

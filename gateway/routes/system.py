@@ -17,15 +17,8 @@ from gateway.admission import AdmissionReport
 from gateway.backend import CacheReport, ModelCard, WorkerCard
 from gateway.context import CONTEXT
 from gateway.jobs.model import JobQueue
+from gateway.responses import OllamaDetails, OllamaModel, OllamaTags, OpenAIModel, OpenAIModelList, Status
 from gateway.routes.answers import AddRoute, respond
-from gateway.schemas import (
-    OllamaDetails,
-    OllamaModel,
-    OllamaTags,
-    OpenAIModel,
-    OpenAIModelList,
-    Status,
-)
 
 
 class SystemStats(msgspec.Struct):

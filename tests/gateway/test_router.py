@@ -297,13 +297,13 @@ def test_parked_requests_wake_on_the_holder_s_ready_not_on_a_poll() -> None:
         await asyncio.sleep(0.01)
         parked_looks = looks
         await asyncio.sleep(0.13)  # past two of the old 50 ms polls
-        assert woke == [] and router.waiting_for_holder == 20
+        assert woke == [] and router.holder_wait.waiting == 20
         assert looks == parked_looks, "a parked request looked again without a Ready: polling"
         at = loop.time()
         ready_again(router)
         await asyncio.wait_for(asyncio.gather(*waiters), 1.0)
         assert len(woke) == 20 and max(woke) - at < 0.01
-        assert router.waiting_for_holder == 0 and router.holder_up == {}
+        assert router.holder_wait.waiting == 0 and router.holder_wait.events == {}
 
     asyncio.run(main())
 
@@ -318,10 +318,10 @@ def test_past_max_parked_requests_a_request_gets_429_with_retry_after() -> None:
         assert refused.value.retry_after and refused.value.retry_after > 0
         background = start(router, ["job chunk"], priority=BACKGROUND)  # bounded by the job runner, not here
         await asyncio.sleep(0.01)
-        assert not background.done() and router.waiting_for_holder == 3
+        assert not background.done() and router.holder_wait.waiting == 3
         ready_again(router)
         assert [len(o.vectors) for o in await asyncio.wait_for(asyncio.gather(*parked, background), 2)] == [1] * 4
-        assert router.waiting_for_holder == 0
+        assert router.holder_wait.waiting == 0
         await router.embed("m", ["room again"], truncate=True, deadline=deadline())
 
     asyncio.run(main())
@@ -335,12 +335,12 @@ def test_a_parked_request_is_503_at_its_deadline_and_frees_its_place() -> None:
         with pytest.raises(errors.NotReady, match="within the request's deadline"):
             await router.embed("m", ["patient"], truncate=True, deadline=deadline(0.2))
         assert 0.2 <= loop.time() - began < 0.3
-        assert router.waiting_for_holder == 0
+        assert router.holder_wait.waiting == 0
         cancelled = start(router, ["client leaves"])  # a client that disconnects frees its place too
         await asyncio.sleep(0.01)
         cancelled.cancel()
         await asyncio.gather(cancelled, return_exceptions=True)
-        assert router.waiting_for_holder == 0
+        assert router.holder_wait.waiting == 0
         waiting = start(router, ["next"])
         await asyncio.sleep(0.01)
         ready_again(router)
