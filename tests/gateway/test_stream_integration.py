@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from httpx_sse import aconnect_sse
 
+from gateway.routes.stream import CHUNK_INPUTS, CHUNKS_IN_FLIGHT
 from harness import Appliance, get, post, serving
 from test_cache_integration import settled_items
 
@@ -117,8 +118,10 @@ def test_a_client_that_leaves_after_the_first_result(appliance: Appliance) -> No
     after = worker_counts(appliance)
     cancelled = sum(a["cancelled"] - b["cancelled"] for a, b in zip(after, before))
     # The chunks not yet started when the client left are never sent; those in flight lost their
-    # last waiter, so their computations were withdrawn and the workers dropped what they had not
-    # computed yet (gateway/coalesce.py): the workers' own `cancelled` counters show it.
-    assert cancelled >= 1, (computed, cancelled)
-    assert 64 <= computed < STREAMED // 2, (computed, cancelled)
+    # last waiter, so their computations were withdrawn (gateway/coalesce.py) and the workers
+    # dropped what they had not computed yet (`cancelled`). The tiny model may finish a 64-input
+    # chunk before the disconnect is seen, so here only the bound is certain: at most the first
+    # chunk and those in flight. tests/gateway/test_disconnects.py pins the counters with work
+    # slow enough to still be queued.
+    assert 64 <= computed <= CHUNK_INPUTS * (1 + CHUNKS_IN_FLIGHT), (computed, cancelled)
     assert all(w["up"] for w in get(appliance.url + "/stats")[2]["workers"])
