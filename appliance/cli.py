@@ -12,13 +12,13 @@ import functools
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from appliance import host
 from appliance.config import Config, ConfigError, describe, load_config, resolve_model_path
 from appliance.guards import MemoryGuard
 from appliance.link import WorkerLink
-from appliance.serving import Parts, StartupError
+from appliance.serving import Parts
 from appliance.slots import plan_slots
 from appliance.supervisor import Supervisor
 
@@ -149,21 +149,18 @@ def compose(config: Config) -> Parts:
     """The composition root: the one place that wires the gateway, the supervisor and the
     worker entry point together. Builds objects only: nothing is started or allocated here."""
     import workers.main
-    from gateway.admission import Admission, KeysFileError
+    from gateway.admission import Admission
     from gateway.app import build_app
     from gateway.cached_backend import CachedBackend
     from gateway.connections import GuardedRunner
     from gateway.jobs.service import Jobs
-    from gateway.jobs.store import StoreError
-    from gateway.preload import PreloadError, preload, read_preload_file
+    from gateway.preload import preload, read_preload_file
     from gateway.router import Router
 
     guard = MemoryGuard(config.memory_floor)
-    try:  # a bad preload or keys file fails now, before any worker; never as open access
-        queries = read_preload_file(config.preload_file)
-        admission = Admission.from_config(config, guard)
-    except (PreloadError, KeysFileError) as exc:
-        raise StartupError(str(exc)) from None
+    # a bad preload or keys file fails now (StartupError), before any worker; never as open access
+    queries = read_preload_file(config.preload_file)
+    admission = Admission.from_config(config, guard)
     slots = plan_slots(config.workers, config.gateway_cores)
     link = WorkerLink(config.ring_bytes, len(slots))
     router = Router(config, link)
@@ -172,26 +169,11 @@ def compose(config: Config) -> Parts:
     backend = CachedBackend(config, router)  # admission -> cache -> coalesce -> route
     jobs = Jobs(config, backend)
     app = build_app(config, backend, admission, jobs)
-
-    async def preload_cache(stopping: Callable[[], bool]) -> int:
-        try:
-            return await preload(backend, queries, stopping)
-        except PreloadError as exc:  # names a model that is not served: fails the start
-            raise StartupError(str(exc)) from None
-
-    class JobsLifecycle:
-        """The jobs' lifecycle, with a store that cannot be opened as a start-up error."""
-
-        async def open(self) -> None:
-            try:
-                await jobs.open()
-            except StoreError as exc:
-                raise StartupError(str(exc)) from None
-
-        start, stop, close = jobs.start, jobs.stop, jobs.close
-
     runner = functools.partial(GuardedRunner, config=config)  # the gateway's connection bounds
-    return Parts(config, link, supervisor, router, guard, app, preload_cache, JobsLifecycle(), runner)
+    # a preload entry naming a model not served, or a job store that cannot be opened, fails the
+    # start as a StartupError of its own: serving.py needs no adapter for either
+    return Parts(config, link, supervisor, router, guard, app, lambda stopping: preload(backend, queries, stopping),
+                 jobs, runner)  # fmt: skip
 
 
 if __name__ == "__main__":

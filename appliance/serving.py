@@ -45,15 +45,12 @@ from appliance.guards import MemoryGuard
 from appliance.instance import InstanceLock, InstanceLocked
 from appliance.ipc.segment import sweep_stale_segments
 from appliance.link import WorkerLink
+from appliance.startup import StartupError
 from appliance.supervisor import BootError, SlotLost, Supervisor
 
 log = logging.getLogger("appliance")
 
 LISTEN_BACKLOG = 1024
-
-
-class StartupError(RuntimeError):
-    """The appliance cannot start; the message says why in one line."""
 
 
 class StartAborted(RuntimeError):
@@ -88,7 +85,7 @@ class Parts:
     router: Drainable
     guard: MemoryGuard
     app: web.Application
-    # fills the cache (takes "stopping?"); raises StartupError for a preload file that cannot be served
+    # fills the cache (takes "stopping?"); a preload file naming a model not served is a StartupError
     preload: Callable[[Callable[[], bool]], Awaitable[int]]
     background: Background
     # the app's runner class: the gateway's bounds its connections (keep-alive, body-read and

@@ -48,6 +48,7 @@ from aiohttp import web
 
 from appliance.config import Config
 from appliance.guards import RETRY_AFTER_S, MemoryGuard
+from appliance.startup import StartupError
 from gateway import errors
 
 log = logging.getLogger("appliance.gateway.admission")
@@ -66,7 +67,7 @@ CHALLENGE = 'Bearer realm="appliance"'
 PRINCIPAL = web.RequestKey("principal", str)
 
 
-class KeysFileError(Exception):
+class KeysFileError(StartupError):
     """The API keys file cannot serve: unreadable, or no key in it. A startup error (exit 2)."""
 
 

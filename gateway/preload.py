@@ -25,6 +25,7 @@ from typing import Callable
 import msgspec
 
 from appliance.protocol import can_embed
+from appliance.startup import StartupError
 from gateway import errors
 from gateway.backend import ModelCard
 from gateway.cached_backend import CachedBackend
@@ -34,7 +35,7 @@ log = logging.getLogger("appliance.preload")
 CHUNK = 64  # texts per backend call: big enough to batch well, small enough to stop near "full"
 
 
-class PreloadError(Exception):
+class PreloadError(StartupError):
     """The preload file cannot be used; the message names the file and what is wrong."""
 
 

@@ -16,10 +16,11 @@ import builtins
 from typing import Protocol, Sequence, runtime_checkable
 
 from appliance.protocol import Input
+from appliance.startup import StartupError
 from gateway.jobs.model import Claim, ItemResult, Job, JobStatus, NewJob
 
 
-class StoreError(Exception):
+class StoreError(StartupError):
     """The job store cannot be opened; the message names the path and the reason."""
 
 

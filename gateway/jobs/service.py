@@ -18,7 +18,7 @@ from appliance.config import Config
 from appliance.protocol import Input
 from gateway import errors
 from gateway.backend import Backend
-from gateway.jobs.model import FINISHED, ItemResult, Job, JobQueue, JobStatus, JobTask, NewJob
+from gateway.jobs.model import ItemResult, Job, JobQueue, JobStatus, JobTask, NewJob
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import JobStore, SqliteJobStore
 from gateway.jobs.threaded import ThreadedStore
@@ -117,7 +117,3 @@ class Jobs:
         if self.store is None:
             raise errors.NotReady("the job store is not open", retry_after=5.0)
         return self.store
-
-
-def is_finished(job: Job) -> bool:
-    return job.status in FINISHED
