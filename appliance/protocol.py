@@ -156,6 +156,12 @@ class Failed(msgspec.Struct, tag="failed", array_like=True, gc=False):
     index: int = -1
 
 
+# Upper bounds of the batch histograms a worker keeps (the Prometheus ``le`` labels); the counts
+# carry one more slot for +Inf. Sizes in inputs, tokens as the model saw them (padding included).
+BATCH_SIZE_BOUNDS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BATCH_TOKEN_BOUNDS: tuple[int, ...] = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
 class WorkerCounters(msgspec.Struct, kw_only=True, gc=False):
     """A worker's counters, cumulative since it started: the one definition the worker counts
     into, ``Stats`` carries and the gateway's ``/stats`` shows."""
@@ -170,6 +176,10 @@ class WorkerCounters(msgspec.Struct, kw_only=True, gc=False):
     cancelled: int = 0  # withdrawn by the gateway (client gone, deadline) before they finished
     expired: int = 0  # dropped by the worker: their deadline passed before they reached the model
     failed_batches: int = 0  # forward passes that raised (their requests got Failed)
+    gpu_memory_bytes: int = 0  # torch's allocated CUDA memory on its device; 0 on CPU
+    # cumulative histogram counts per bound in BATCH_SIZE_BOUNDS / BATCH_TOKEN_BOUNDS (+Inf last)
+    batch_size_counts: list[int] = msgspec.field(default_factory=list)
+    batch_token_counts: list[int] = msgspec.field(default_factory=list)
 
 
 class Stats(msgspec.Struct, tag="stats", array_like=True, gc=False):

@@ -60,6 +60,12 @@ class WorkerCard(WorkerCounters, kw_only=True):
     outstanding_inputs: int
     outstanding_tokens: int
     pid: int = 0
+    role: str = ""  # "primary" | "light"
+    device: str = ""  # "cuda:0", "cpu" (with its cores in ``cores``)
+    cores: list[int] = msgspec.field(default_factory=list)  # the CPU cores it is pinned to
+    state: str = ""  # the supervisor's view: stopped | starting | ready | draining | failed
+    restarts: dict[str, int] = msgspec.field(default_factory=dict)  # by cause: crash, heartbeat, recycle, boot_failure
+    busy_share: float = 0.0  # share of the last minute its model was computing (0..1)
 
 
 class CacheCounts(msgspec.Struct, kw_only=True):

@@ -13,24 +13,12 @@ import msgspec
 from aiohttp import web
 
 from gateway import encoding
-from gateway.admission import AdmissionReport
-from gateway.backend import CacheReport, ModelCard, WorkerCard
+from gateway.backend import ModelCard
 from gateway.context import CONTEXT
 from gateway.jobs.model import JobQueue
 from gateway.responses import OllamaDetails, OllamaModel, OllamaTags, OpenAIModel, OpenAIModelList, Status
 from gateway.routes.answers import AddRoute, respond
-
-
-class SystemStats(msgspec.Struct):
-    """``GET /stats``. Worker counters come from each worker's own periodic Stats message (about
-    once a second), so they trail the gateway's view by up to that long."""
-
-    uptime_s: float
-    ready: bool
-    draining: bool
-    workers: list[WorkerCard]
-    cache: CacheReport
-    admission: AdmissionReport = msgspec.field(default_factory=AdmissionReport)  # refusals by type
+from gateway.stats import SystemStats
 
 
 class WorkerQueue(msgspec.Struct):
