@@ -177,9 +177,10 @@ class WorkerCounters(msgspec.Struct, kw_only=True, gc=False):
     expired: int = 0  # dropped by the worker: their deadline passed before they reached the model
     failed_batches: int = 0  # forward passes that raised (their requests got Failed)
     gpu_memory_bytes: int = 0  # torch's allocated CUDA memory on its device; 0 on CPU
-    # cumulative histogram counts per bound in BATCH_SIZE_BOUNDS / BATCH_TOKEN_BOUNDS (+Inf last)
-    batch_size_counts: list[int] = msgspec.field(default_factory=list)
-    batch_token_counts: list[int] = msgspec.field(default_factory=list)
+    # cumulative histogram counts per bound in BATCH_SIZE_BOUNDS / BATCH_TOKEN_BOUNDS (+Inf last):
+    # [i] = batches of at most BOUNDS[i] inputs (padded tokens), [-1] = every batch; always that long
+    batch_size_counts: list[int] = msgspec.field(default_factory=lambda: [0] * (len(BATCH_SIZE_BOUNDS) + 1))
+    batch_token_counts: list[int] = msgspec.field(default_factory=lambda: [0] * (len(BATCH_TOKEN_BOUNDS) + 1))
 
 
 class Stats(msgspec.Struct, tag="stats", array_like=True, gc=False):
