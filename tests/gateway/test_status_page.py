@@ -128,9 +128,11 @@ def traffic_disagreements(page: Page, traffic: dict[str, Any] | None) -> list[st
     if traffic is None:  # a gateway that keeps no traffic windows: dashes, not zeros
         return [f"{key} {value!r} without traffic figures" for key, value in shown.items() if value != "—"]
     m1, m5 = traffic["last_1m"], traffic["last_5m"]
-    expected = {"rps": m1["requests_per_s"], "p50": m1["p50_ms"], "p99": m1["p99_ms"],
-                "4xx": m5["client_errors"], "5xx": m5["server_errors"]}  # fmt: skip
-    return [f"{key} {shown[key]!r} != {value}" for key, value in expected.items() if not shows(shown[key], value)]
+    timed = m1["requests"] > 0  # no request in the minute, no latency: a dash, not 0
+    expected = {"rps": m1["requests_per_s"], "p50": m1["p50_ms"] if timed else None,
+                "p99": m1["p99_ms"] if timed else None, "4xx": m5["client_errors"], "5xx": m5["server_errors"]}  # fmt: skip
+    return [f"{key} {shown[key]!r} != {value}" for key, value in expected.items()
+            if not (shows(shown[key], value) if value is not None else shown[key] == "—")]  # fmt: skip
 
 
 def agree_with_stats(page: Page, url: str) -> dict[str, Any]:
