@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import msgspec
 import pytest
-from playwright.sync_api import BrowserContext, Page, Route, sync_playwright
+from playwright.sync_api import BrowserContext, Page, sync_playwright
 
 from gateway.backend import CacheReport, WorkerCard
 from gateway.stats import Advice, HistoryPoint, MemoryView, SystemStats, Traffic, TrafficWindow
@@ -130,7 +130,8 @@ def traffic_disagreements(page: Page, traffic: dict[str, Any] | None) -> list[st
     m1, m5 = traffic["last_1m"], traffic["last_5m"]
     timed = m1["requests"] > 0  # no request in the minute, no latency: a dash, not 0
     expected = {"rps": m1["requests_per_s"], "p50": m1["p50_ms"] if timed else None,
-                "p99": m1["p99_ms"] if timed else None, "4xx": m5["client_errors"], "5xx": m5["server_errors"]}  # fmt: skip
+                "p99": m1["p99_ms"] if timed else None,
+                "4xx": m5["client_errors"], "5xx": m5["server_errors"]}  # fmt: skip
     return [f"{key} {shown[key]!r} != {value}" for key, value in expected.items()
             if not (shows(shown[key], value) if value is not None else shown[key] == "—")]  # fmt: skip
 
@@ -175,7 +176,8 @@ def test_the_page_shows_what_stats_says(appliance: Appliance, tab: Page) -> None
     rows = tab.locator("#workers tr")
     for row, worker in zip(rows.all(), stats["workers"]):
         cells = [c.strip() for c in row.locator("td").all_inner_texts()]
-        assert (cells[0], cells[4], cells[-1]) == (str(worker["index"]), ", ".join(worker["models"]), str(worker["pid"]))
+        expected = [str(worker["index"]), ", ".join(worker["models"]), str(worker["pid"])]
+        assert [cells[0], cells[4], cells[-1]] == expected
     assert points_in(tab, "c-throughput", "rps") >= 1
     assert screenshot(tab, "status-page.png").stat().st_size > 0
 
@@ -231,7 +233,8 @@ def test_the_page_renders_every_field_of_a_full_stats(appliance: Appliance, tab:
     assert disagreements(tab, json.loads(body)) == []
     assert text(tab, "#uptime") == "1 d 2 h" and text(tab, "#v-4xx") == "7" and text(tab, "#v-memory") == "37.0 GiB"
     rows = [[c.strip() for c in row.locator("td").all_inner_texts()] for row in tab.locator("#workers tr").all()]
-    assert [r[1:4] for r in rows] == [["ready", "primary", "cuda:0 · cores 0-3"], ["ready", "light", "cpu · cores 4-5"],
+    assert [r[1:4] for r in rows] == [["ready", "primary", "cuda:0 · cores 0-3"],
+                                      ["ready", "light", "cpu · cores 4-5"],
                                       ["starting", "light", "cpu · cores 6-7"]]  # fmt: skip
     assert [r[6] for r in rows] == ["62.0 %", "18.0 %", "0.0 %"] and rows[0][7:9] == ["2.3 GiB", "1.1 GiB"]
     assert [r[9] for r in rows] == ["1 (crash 1)", "0", "2 (heartbeat 2)"]
