@@ -55,8 +55,9 @@ log = logging.getLogger("appliance.gateway.admission")
 
 Clock = Callable[[], float]
 
-# Liveness and readiness probes stay open: a load balancer or systemd has no key.
-OPEN_PATHS = frozenset({"/health", "/ready"})
+# Liveness and readiness probes stay open: a load balancer or systemd has no key. The API
+# description and its docs page (``gateway/routes/docs.py``) carry no data.
+OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/docs", "/docs/docs.js", "/docs/docs.css"})
 KEYS_CHECK_INTERVAL_S = 1.0
 # Bounded memory: beyond this many principals the least recently seen bucket is dropped.
 MAX_PRINCIPALS = 10_000
