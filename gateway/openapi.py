@@ -207,15 +207,28 @@ def success(doc: RouteDoc, schemas: Schemas) -> dict[str, Any]:
 
 
 def media_object(kind: Any, schemas: Schemas) -> dict[str, Any]:
-    """A success media type. NDJSON and SSE bodies are text as a whole; the schema of each line
-    or event goes in an ``x-`` extension, which is where the docs page reads it."""
+    """A success media type. An NDJSON body is text as a whole: the schema of each line goes in
+    an ``x-`` extension (OpenAPI 3.1 has no item schema; the docs page reads it there)."""
     if isinstance(kind, Lines):
         return {"schema": {"type": "string"}, "x-item-schema": schemas.of(kind.item)}
     if isinstance(kind, Events):
-        return {"schema": {"type": "string"}, "x-events": {name: schemas.of(t) for name, t in kind.data.items()}}
+        return {"schema": {"oneOf": [event_schema(name, schemas.of(t)) for name, t in kind.data.items()]}}
     if isinstance(kind, dict):
         return {"schema": kind}
     return {"schema": schemas.of(kind)}
+
+
+def event_schema(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One server-sent event as OpenAPI describes an event stream's ``schema``: an object of the
+    event's fields, its ``data`` a JSON text whose own schema is ``contentSchema``."""
+    return {
+        "type": "object",
+        "properties": {
+            "event": {"const": name},
+            "data": {"type": "string", "contentMediaType": JSON, "contentSchema": data},
+        },
+        "required": ["event", "data"],
+    }
 
 
 def header_ref(name: str, *, required: bool = False) -> dict[str, Any]:

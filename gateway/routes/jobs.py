@@ -11,7 +11,10 @@
   application/x-ndjson`` streams every item, one JSON object a line; ``Accept:
   application/x-npy`` (or ``?format=npy``) streams a finished embed job as one ``(n, dim)``
   float32 ``.npy`` array whose failed items are NaN rows (``X-Failed-Count`` says how many; the
-  JSON forms say which and why).
+  JSON forms say which and why). ``?format=json|ndjson|npy`` overrides ``Accept``; any other
+  value is a 422.
+
+Each route's ``RouteDoc`` (in ``register``) is its entry in ``GET /openapi.json``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from gateway.schemas import JobSubmit
 _submit = msgspec.json.Decoder(JobSubmit)
 STATUSES = ("PENDING", "PROCESSING", "SUCCESS", "FAILURE", "CANCELLED")
 PAGE_DEFAULT, PAGE_MAX = 1000, 10_000
+OFFSET_MAX = 2**63 - 1  # SQLite's largest integer: a larger offset cannot even be asked of the store
+FORMATS = ("json", "ndjson", "npy")
 STREAM_PAGE = 2000  # items read from the store per step of an NDJSON or .npy download
 
 
@@ -103,11 +108,14 @@ async def results(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     job_id = request.match_info["job_id"]
     accept = request.headers.get("Accept", "")
-    if request.query.get("format") == "npy" or NPY in accept:
+    form = request.query.get("format")
+    if form is not None and form not in FORMATS:
+        raise errors.InvalidField(f"`format` must be one of {', '.join(FORMATS)} - at `?format`")
+    if form == "npy" or (form is None and NPY in accept):
         return await npy_results(request, ctx, job_id)
-    if request.query.get("format") == "ndjson" or NDJSON in accept:
+    if form == "ndjson" or (form is None and NDJSON in accept):
         return await ndjson_results(request, ctx, job_id)
-    offset = query_int(request, "offset", 0, 0, None)
+    offset = query_int(request, "offset", 0, 0, OFFSET_MAX)
     limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
     job, items = await jobs_of(ctx).results(job_id, offset, limit)
     last = items[-1].index + 1 if items else offset
@@ -213,9 +221,10 @@ SUBMIT_DOC = RouteDoc(
     description="Bounded by `max_job_body_bytes` (413), `max_job_inputs` (422) and `max_queued_jobs` (429). "
                 "404 also when bulk jobs are off.")
 RESULTS_PARAMS = (
-    Param("offset", "query", {"type": "integer", "minimum": 0}, "JSON pages: the first item index"),
+    Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": OFFSET_MAX},
+          "JSON pages: the first item index"),
     Param("limit", "query", LIMIT, f"JSON pages: items per page (default {PAGE_DEFAULT})"),
-    Param("format", "query", {"enum": ["json", "ndjson", "npy"]}, "instead of the Accept header"),
+    Param("format", "query", {"enum": list(FORMATS)}, "instead of the Accept header, which it overrides"),
 )
 
 
@@ -224,7 +233,8 @@ def register(add: AddRoute) -> None:
     add("POST", "/jobs", submit, SUBMIT_DOC)
     add("GET", "/v1/jobs", listing, RouteDoc(
         "List jobs, newest first", "jobs", content=json_answer(JobList), errors=(404, 422, 503),
-        params=(Param("status", "query", {"enum": list(STATUSES)}, "only jobs in this status (any case)"),
+        params=(Param("status", "query", {"enum": [*STATUSES, *(s.lower() for s in STATUSES)]},
+                      "only jobs in this status"),
                 Param("limit", "query", LIMIT, f"at most this many (default {PAGE_DEFAULT // 10})"))))
     add("GET", "/v1/jobs/{job_id}", status, RouteDoc(
         "A job's status, progress and times", "jobs", content=json_answer(JobView), errors=(404, 503)))

@@ -61,11 +61,12 @@ function schemaView(schema, depth = 0) {
 
 function contentView(content) {
   return Object.entries(content || {}).map(([media, body]) => {
+    const events = media === "text/event-stream" ? body.schema.oneOf || [] : [];
     const extra = body["x-item-schema"] ? [el("p", {}, "each line:"), schemaView(body["x-item-schema"])] :
-      Object.entries(body["x-events"] || {}).flatMap(([name, s]) =>
+      events.map((e) => [e.properties.event.const, e.properties.data.contentSchema]).flatMap(([name, s]) =>
         [el("p", {}, el("code", {}, "event: " + name), " data: ", el("span", { class: "type" }, typeLabel(s))), schemaView(s)]);
-    return el("div", {}, el("p", {}, el("code", {}, media), " ", el("span", { class: "type" }, typeLabel(body.schema))),
-      ...extra, body["x-events"] ? null : schemaView(body.schema),
+    return el("div", {}, el("p", {}, el("code", {}, media), " ", events.length ? "events:" : el("span", { class: "type" }, typeLabel(body.schema))),
+      ...extra, events.length ? null : schemaView(body.schema),
       body.example !== undefined ? el("pre", {}, JSON.stringify(body.example, null, 2)) : null);
   });
 }

@@ -133,7 +133,8 @@ def test_statuses_headers_and_content_types(doc: dict[str, Any]) -> None:
     assert paths["/v1/jobs"]["post"]["responses"]["202"]["headers"]["Location"]["required"] is True
     assert set(paths["/v1/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"]) == {
         "application/json", "application/x-ndjson", "application/x-npy"}
-    assert "x-events" in paths["/api/embed/stream"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    events = paths["/api/embed/stream"]["post"]["responses"]["200"]["content"]["text/event-stream"]["schema"]["oneOf"]
+    assert [e["properties"]["event"]["const"] for e in events] == ["result", "error", "progress", "complete"]
     assert "text/html" in paths["/docs"]["get"]["responses"]["200"]["content"]
     for item in paths.values():
         for op in item.values():
