@@ -29,6 +29,7 @@ function refName(schema) {
 function typeLabel(s) {
   if (!s) return "any";
   if (s.$ref) return refName(s);
+  if (s.allOf) return s.allOf.map(typeLabel).join(" & "); // a narrowing of msgspec's own union
   if (s.anyOf) return s.anyOf.map(typeLabel).join(" | ");
   if (s.enum) return s.enum.map((v) => JSON.stringify(v)).join(" | ");
   if (s.type === "array") return "array of " + typeLabel(s.items);
@@ -90,10 +91,11 @@ function responsesView(responses) {
 
 function curlExample(method, path, op) {
   const parts = ["curl -s"];
-  if (method !== "get") parts.push("-X " + method.toUpperCase());
-  if (!op.security || op.security.length) parts.push("-H 'Authorization: Bearer KEY'");
   const body = op.requestBody && op.requestBody.content["application/json"];
-  if (body && body.example !== undefined) parts.push("-d '" + JSON.stringify(body.example) + "'");
+  const data = body && body.example !== undefined ? "-d '" + JSON.stringify(body.example) + "'" : null;
+  if (method !== "get" && !(method === "post" && data)) parts.push("-X " + method.toUpperCase());
+  if (!op.security || op.security.length) parts.push("-H 'Authorization: Bearer KEY'");
+  if (data) parts.push(data);
   parts.push(location.origin + path);
   return el("pre", {}, parts.join(" "));
 }

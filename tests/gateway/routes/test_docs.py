@@ -5,7 +5,10 @@ open when API keys are configured while the data routes still want a key.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import msgspec
@@ -43,7 +46,8 @@ def test_the_docs_files_are_served_with_their_content_types(server: ServerThread
 def test_the_page_loads_only_its_own_files(server: ServerThread) -> None:
     page = server.get("/docs").body
     linked = re.findall(rb'(?:src|href)="([^"]+)"', page)
-    assert sorted(linked) == [b"docs/docs.css", b"docs/docs.js", b"openapi.json"]
+    assert sorted(linked) == [b"data:", b"docs/docs.css", b"docs/docs.js", b"openapi.json"]  # data: the icon
+    linked.remove(b"data:")
     for name in linked:  # relative to /docs, so they resolve under any path prefix a proxy adds
         assert server.get("/" + name.decode()).status == 200
     for path in FILES:
@@ -63,3 +67,51 @@ def test_docs_stay_open_when_keys_are_configured(start_server, tmp_path: Path) -
         assert server.get(path).status == 200, path
     error_of(server.get("/v1/models"), 401, "unauthorized")
     assert server.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status == 200
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's chromium, installed when missing (root, apt-get); the test fails, never skips,
+    when it cannot be had."""
+    path = shutil.which("chromium")
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+            subprocess.run(command, env=env, capture_output=True, timeout=900, check=False)
+        path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("chromium is not installed and could not be installed (apt-get install chromium, as root)")
+    return path
+
+
+@pytest.mark.slow
+def test_the_page_renders_every_operation_in_a_browser(server: ServerThread, chromium: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    doc = server.get("/openapi.json").json()
+    operations = sum(len(item) for item in doc["paths"].values())
+    requested: list[str] = []
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("request", lambda r: requested.append(r.url))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(server.url + "/docs", timeout=30_000)
+            page.wait_for_selector("details.op", timeout=30_000)
+            assert page.locator("details.op").count() == operations
+            assert page.locator("main h2").all_inner_texts() == [t["name"] for t in doc["tags"]]
+            embed = page.locator("details#post_v1_embeddings")
+            embed.locator("summary").click()
+            body = embed.inner_text()
+            assert "encoding_format" in body and "Request body" in body and "422" in body
+            assert "curl -s -H 'Authorization: Bearer KEY' -d '{\"input\"" in body
+            stream = page.locator("details#post_api_embed_stream")
+            stream.locator("summary").click()
+            assert "event: complete" in stream.inner_text()
+        finally:
+            browser.close()
+    assert not problems, problems
+    assert requested and all(url.startswith(server.url + "/") for url in requested), requested
