@@ -23,7 +23,7 @@ EVENT_STREAM = "text/event-stream"
 HTML = "text/html"
 JAVASCRIPT = "text/javascript"
 CSS = "text/css"
-PROMETHEUS = "text/plain; version=0.0.4"  # the exposition format prometheus-client writes
+PROMETHEUS = "text/plain"  # Prometheus's text exposition format (prometheus-client adds its version parameter)
 
 SCHEMA_REF = "#/components/schemas/{name}"
 TEXT: dict[str, Any] = {"type": "string"}
@@ -84,6 +84,10 @@ class RouteDoc:
     errors: tuple[int, ...] = ()
     params: tuple[Param, ...] = ()
     refs: tuple[Any, ...] = ()
+
+
+# A route whose answer is not JSON names its media type with a literal schema, in one line:
+#   add("GET", "/metrics", metrics, RouteDoc("Prometheus metrics", "operations", content={PROMETHEUS: TEXT}))
 
 
 def json_answer(kind: Any) -> Content:

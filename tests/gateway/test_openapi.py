@@ -21,7 +21,7 @@ from gateway import responses, schemas, stats
 from gateway.admission import OPEN_PATHS
 from gateway.app import build_app
 from gateway.openapi import API_DESCRIPTION, ApiDescription
-from gateway.route_docs import SCHEMA_REF, RouteDoc, json_answer
+from gateway.route_docs import HTML, PROMETHEUS, SCHEMA_REF, TEXT, RouteDoc, json_answer
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +167,17 @@ def test_a_route_without_a_doc_is_served_and_reported_undocumented() -> None:
     document = description.document()
     assert set(document["paths"]) == {"/documented"} and document["info"]["version"] == "1.2.3"
     assert [t["name"] for t in document["tags"]] == ["t"]
+
+
+def test_a_text_route_is_described_in_one_line() -> None:
+    """How the metrics and status-page routes are described: a media type and a literal schema."""
+    description = ApiDescription(version="1")
+    description.record("GET", "/metrics", RouteDoc("Prometheus metrics", "operations", content={PROMETHEUS: TEXT}))
+    description.record("GET", "/", RouteDoc("The status page", "operations", content={HTML: TEXT}))
+    document = description.document()
+    schemathesis.openapi.from_dict(document).validate()
+    assert document["paths"]["/metrics"]["get"]["responses"]["200"]["content"] == {"text/plain": {"schema": TEXT}}
+    assert document["paths"]["/"]["get"]["operationId"] == "get_root"
 
 
 def test_aiohttp_path_patterns_become_openapi_templates() -> None:
