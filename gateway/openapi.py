@@ -19,6 +19,7 @@ What is the builder's own, so that no route has to repeat it:
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import re
 from dataclasses import dataclass
@@ -34,6 +35,13 @@ from gateway.route_docs import JSON, SCHEMA_REF, Events, Lines, Param, RouteDoc
 DISTRIBUTION = "inference-appliance"
 TITLE = "Inference appliance"
 SUMMARY = "Text embeddings and reranking over HTTP (OpenAI, Ollama and Cohere/Jina dialects), bulk jobs and streams."
+# What holds for every path and so belongs to no one operation.
+DESCRIPTION = (
+    "Every error is JSON `{\"error\": {\"message\", \"type\", \"code\"}}`, `type` a stable word a client may "
+    "branch on. A method a path does not take is a 405 with `Allow`; an unknown path a 404. Every GET also "
+    "answers HEAD. Past `max_connections` a new connection gets a 503 with `Retry-After: 1` before any route "
+    "sees it. `model` left out of a body means the main model."
+)
 SECURITY_SCHEME = "apiKey"
 BODY_ERRORS = (400, 408, 413, 422)
 
@@ -95,7 +103,7 @@ class ApiDescription:
     """The routes of one app as they were registered, and their OpenAPI document (built once)."""
 
     def __init__(self, version: str | None = None) -> None:
-        self.version = version or package_version()
+        self.version = version  # None: the installed package's, looked up when first built
         self.routes: list[Registered] = []
         self._encoded: bytes | None = None
 
@@ -119,7 +127,8 @@ class ApiDescription:
             paths.setdefault(openapi_path(route.path), {})[route.method.lower()] = operation(route, schemas)
         return {
             "openapi": "3.1.0",
-            "info": {"title": TITLE, "version": self.version, "summary": SUMMARY},
+            "info": {"title": TITLE, "version": self.version or package_version(), "summary": SUMMARY,
+                     "description": DESCRIPTION},
             "tags": tags_of(documented),
             "paths": paths,
             "components": {
@@ -139,6 +148,7 @@ class ApiDescription:
 API_DESCRIPTION = web.AppKey("api_description", ApiDescription)
 
 
+@functools.cache
 def package_version() -> str:
     try:
         return importlib.metadata.version(DISTRIBUTION)

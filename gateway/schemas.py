@@ -60,9 +60,8 @@ class OllamaEmbed(msgspec.Struct, kw_only=True):
 
 
 class OpenAIEmbed(msgspec.Struct, kw_only=True):
-    """``POST /v1/embeddings``. ``input``: a text, texts, one token-id list, or token-id lists.
-    msgspec allows one array type per union, so the element union is checked after decoding
-    (``gateway/routes/openai.py``). ``truncate`` is our extension (default on, as OpenAI's
+    """``POST /v1/embeddings``. ``input``: a text, texts, one token-id list, or token-id lists,
+    not a mix (``OpenAIInput``). ``truncate`` is our extension (default on, as OpenAI's
     server refuses rather than truncates, but most local servers truncate)."""
 
     model: str | None = None

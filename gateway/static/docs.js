@@ -113,7 +113,7 @@ function operationView(path, method, op) {
 function render() {
   document.title = spec.info.title + " " + spec.info.version + ": HTTP API";
   document.getElementById("title").textContent = spec.info.title + " " + spec.info.version;
-  document.getElementById("summary").textContent = spec.info.summary || "";
+  document.getElementById("summary").replaceChildren(prose(spec.info.summary), prose(spec.info.description));
   const byTag = new Map((spec.tags || []).map((t) => [t.name, []]));
   for (const [path, item] of Object.entries(spec.paths))
     for (const [method, op] of Object.entries(item)) {
