@@ -55,9 +55,10 @@ log = logging.getLogger("appliance.gateway.admission")
 
 Clock = Callable[[], float]
 
-# Liveness and readiness probes stay open: a load balancer or systemd has no key. So does the status
-# page (``/``): it is static and carries no data; its script sends a key with its ``/stats`` calls.
-OPEN_PATHS = frozenset({"/health", "/ready", "/"})
+# Liveness and readiness probes stay open: a load balancer or systemd has no key. So do the status
+# page (``/``: static, no data; its script sends a key with its ``/stats`` calls), the API
+# description and its docs page (``gateway/routes/docs.py``), which carry no data either.
+OPEN_PATHS = frozenset({"/health", "/ready", "/", "/openapi.json", "/docs", "/docs/docs.js", "/docs/docs.css"})
 KEYS_CHECK_INTERVAL_S = 1.0
 # Bounded memory: beyond this many principals the least recently seen bucket is dropped.
 MAX_PRINCIPALS = 10_000

@@ -8,7 +8,8 @@ as cleanup contexts. Every handler is registered wrapped by
 carries); aiohttp's own 404/405/413 get the same shape; anything else is a 500 ``internal_error``
 with a log line and no traceback for the client. The API key check (``Admission.authenticate``)
 runs first inside it, so its 401s are mapped too; a catch-all route (``unmatched``) sends unknown
-paths and wrong methods through the same wrapper.
+paths and wrong methods through the same wrapper. Each route's ``RouteDoc`` is recorded as it is
+added (``API_DESCRIPTION``), and ``GET /openapi.json`` describes exactly what was registered.
 Every response gets ``X-Request-ID`` (the client's, or a fresh one) and a ``Server-Timing``
 ``total`` entry; routes that reached the backend add the worker, stage timings and cache state.
 A streaming route must set its headers before ``prepare()``: once prepared, they are sent.
@@ -36,7 +37,9 @@ from gateway.backend import Backend
 from gateway.encoding import encode
 from gateway.jobs.service import Jobs
 from gateway.context import CONTEXT, Context, REQUEST_ID
+from gateway.openapi import API_DESCRIPTION, ApiDescription
 from gateway.responses import ErrorBody, ErrorDetail
+from gateway.route_docs import RouteDoc
 from gateway.routes.answers import Handler, JSON
 
 log = logging.getLogger("appliance.gateway")
@@ -59,8 +62,10 @@ def build_app(config: Config, backend: Backend, admission: Admission | None = No
     admission = admission if admission is not None else Admission.from_config(config)
     app = web.Application(client_max_size=config.max_body_bytes)
     app[CONTEXT] = Context(config=config, backend=backend, started=time.time(), admission=admission, jobs=jobs)
+    app[API_DESCRIPTION] = description = ApiDescription()
 
-    def add(method: str, path: str, handler: Handler) -> None:
+    def add(method: str, path: str, handler: Handler, doc: RouteDoc | None = None, /) -> None:
+        description.record(method, path, doc)
         wrapped = handled(handler, admission)
         if method == "GET":
             app.router.add_get(path, wrapped)  # and HEAD

@@ -8,17 +8,27 @@ becomes one, are ``gateway/schemas.py``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
+from gateway.route_docs import VECTOR, ref
 from gateway.schemas import Document
+
+# Pre-encoded JSON (``msgspec.Raw``) is any JSON to msgspec's schema generator; these say what it
+# holds, for ``GET /openapi.json``.
+Vector = Annotated[msgspec.Raw, Meta(extra_json_schema=VECTOR)]  # one embedding
+Vectors = Annotated[msgspec.Raw, Meta(extra_json_schema={"type": "array", "items": VECTOR})]
+# groups of vectors; with ``on_error: "skip"`` an input that was not served is its ``FailedItem``
+Groups = Annotated[msgspec.Raw, Meta(extra_json_schema={
+    "type": "array", "items": {"type": "array", "items": {"anyOf": [VECTOR, ref("FailedItem")]}}})]  # fmt: skip
 
 
 # ---- answers --------------------------------------------------------------------------------
 class OllamaEmbedResponse(msgspec.Struct):
     model: str
-    embeddings: msgspec.Raw
+    embeddings: Vectors
     total_duration: int  # ns
     load_duration: int  # ns; models are loaded before ready, so 0
     prompt_eval_count: int
@@ -27,7 +37,7 @@ class OllamaEmbedResponse(msgspec.Struct):
 class OpenAIEmbedding(msgspec.Struct, kw_only=True):
     object: str = "embedding"
     index: int
-    embedding: msgspec.Raw | bytes  # float JSON array, or float32 bytes written as base64
+    embedding: Vector | bytes  # float JSON array, or float32 bytes written as base64
 
 
 class OpenAIUsage(msgspec.Struct):
@@ -50,7 +60,7 @@ class CacheStats(msgspec.Struct):
 
 class BatchEmbedResponse(msgspec.Struct):
     model: str
-    batches: msgspec.Raw
+    batches: Groups
     cache_stats: CacheStats
 
 
@@ -179,7 +189,7 @@ class JobItem(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One item of a job's results: its index, and its vector, its score, or its error."""
 
     index: int
-    embedding: msgspec.Raw | None = None
+    embedding: Vector | None = None
     score: float | None = None
     error: ItemError | None = None
 
@@ -234,7 +244,7 @@ class StreamItem(msgspec.Struct):
     """One vector of an ``event: result`` chunk (a JSON array of these)."""
 
     index: int
-    embedding: msgspec.Raw
+    embedding: Vector
 
 
 class StreamError(msgspec.Struct):

@@ -23,6 +23,17 @@ T = TypeVar("T")
 # Below 2**32: no vocabulary comes near, and a token id travels to the workers as a msgpack uint32
 # (``gateway/parts.py`` sizes records at 5 bytes an id). Larger, up to any bignum, is a 422 here.
 TokenId = Annotated[int, Meta(ge=0, lt=2**32)]
+_TOKEN_ID_SCHEMA = {"type": "integer", "minimum": 0, "exclusiveMaximum": 2**32}
+# OpenAI's ``input``: msgspec decodes one array type per union, so the Struct takes any mix of the
+# element forms and ``gateway/routes/openai.py`` refuses a mix; the JSON Schema (``GET
+# /openapi.json``) says what is accepted: a text, texts, one token-id list or token-id lists.
+# (msgspec keeps its own ``anyOf`` for a union, so the narrower one goes in an ``allOf``.)
+OpenAIInput = Annotated[str | list[Union[str, TokenId, list[TokenId]]], Meta(extra_json_schema={"allOf": [{"anyOf": [
+    {"type": "string"},
+    {"type": "array", "items": {"type": "string"}},
+    {"type": "array", "items": _TOKEN_ID_SCHEMA},
+    {"type": "array", "items": {"type": "array", "items": _TOKEN_ID_SCHEMA}},
+]}]})]  # fmt: skip
 Dimensions = Annotated[int, Meta(ge=1)]
 Count = Annotated[int, Meta(ge=1)]
 # Ollama's runtime options (ignored here) are scalars, or a short list like ``stop``: nothing in
@@ -49,13 +60,12 @@ class OllamaEmbed(msgspec.Struct, kw_only=True):
 
 
 class OpenAIEmbed(msgspec.Struct, kw_only=True):
-    """``POST /v1/embeddings``. ``input``: a text, texts, one token-id list, or token-id lists.
-    msgspec allows one array type per union, so the element union is checked after decoding
-    (``gateway/routes/openai.py``). ``truncate`` is our extension (default on, as OpenAI's
+    """``POST /v1/embeddings``. ``input``: a text, texts, one token-id list, or token-id lists,
+    not a mix (``OpenAIInput``). ``truncate`` is our extension (default on, as OpenAI's
     server refuses rather than truncates, but most local servers truncate)."""
 
     model: str | None = None
-    input: str | list[Union[str, TokenId, list[TokenId]]]
+    input: OpenAIInput
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Dimensions | None = None
     user: str | None = None

@@ -3,15 +3,22 @@ that describe them."""
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
 from aiohttp import web
 
 from gateway.backend import EmbedOutcome, RerankOutcome, Timings
+from gateway.route_docs import RouteDoc
 
 JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-AddRoute = Callable[[str, str, Handler], None]  # (method, path, handler)
+
+
+class AddRoute(Protocol):
+    """``add(method, path, handler, doc=None)``: ``doc`` describes the route in ``GET /openapi.json``
+    (``gateway/route_docs.py``); a route registered without one is served all the same."""
+
+    def __call__(self, method: str, path: str, handler: Handler, doc: RouteDoc | None = None, /) -> None: ...
 
 
 def respond(body: bytes, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

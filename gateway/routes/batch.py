@@ -30,6 +30,7 @@ from gateway.backend import EmbedOutcome
 from gateway.context import CONTEXT, Context
 from gateway.items import blank_error, is_blank, renamed_message, serve_isolating
 from gateway.responses import BatchEmbedResponse, CacheStats, FailedItem, ItemError
+from gateway.route_docs import EMBED_HEADERS, WORK_ERRORS, RouteDoc, json_answer
 from gateway.routes.answers import AddRoute, outcome_headers, respond
 from gateway.routes.checks import check_groups, check_inputs, read_json
 from gateway.schemas import BatchEmbed
@@ -127,4 +128,9 @@ def cache_stats(hits: int, served: int) -> CacheStats:
 
 
 def register(add: AddRoute) -> None:
-    add("POST", "/api/embed/batch", embed_batch)
+    add("POST", "/api/embed/batch", embed_batch, RouteDoc(
+        "Embed groups of texts in one call", "embeddings", body=BatchEmbed,
+        example={"inputs": [["hello world", "a second text"], ["another group"]]},
+        content=json_answer(BatchEmbedResponse), headers=EMBED_HEADERS, errors=WORK_ERRORS, refs=(FailedItem,),
+        description="`batches` has the groups of `inputs`, each a list of vectors. With `on_error: skip` an input "
+                    "that cannot be served answers as a `FailedItem` in its place and the others are served."))

@@ -11,7 +11,10 @@
   application/x-ndjson`` streams every item, one JSON object a line; ``Accept:
   application/x-npy`` (or ``?format=npy``) streams a finished embed job as one ``(n, dim)``
   float32 ``.npy`` array whose failed items are NaN rows (``X-Failed-Count`` says how many; the
-  JSON forms say which and why).
+  JSON forms say which and why). ``?format=json|ndjson|npy`` overrides ``Accept``; any other
+  value is a 422.
+
+Each route's ``RouteDoc`` (in ``register``) is its entry in ``GET /openapi.json``.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import numpy as np
 from aiohttp import web
 
 from gateway import encoding, errors
-from gateway.context import CONTEXT, Context
+from gateway.context import CONTEXT, REQUEST_ID, Context
 from gateway.jobs.model import FINISHED, ItemResult, Job
 from gateway.responses import ItemError, JobAccepted, JobItem, JobList, JobProgress, JobResults, JobView
+from gateway.route_docs import BINARY, JSON, NDJSON, NPY, Lines, Param, RouteDoc, json_answer
 from gateway.routes.answers import AddRoute, respond
 from gateway.routes.checks import check_dimensions, read_json
 from gateway.schemas import JobSubmit
@@ -35,9 +39,9 @@ from gateway.schemas import JobSubmit
 _submit = msgspec.json.Decoder(JobSubmit)
 STATUSES = ("PENDING", "PROCESSING", "SUCCESS", "FAILURE", "CANCELLED")
 PAGE_DEFAULT, PAGE_MAX = 1000, 10_000
+OFFSET_MAX = 2**63 - 1  # SQLite's largest integer: a larger offset cannot even be asked of the store
+FORMATS = ("json", "ndjson", "npy")
 STREAM_PAGE = 2000  # items read from the store per step of an NDJSON or .npy download
-NDJSON = "application/x-ndjson"
-NPY = "application/x-npy"
 
 
 # ---- submit --------------------------------------------------------------------------------------
@@ -104,11 +108,14 @@ async def results(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     job_id = request.match_info["job_id"]
     accept = request.headers.get("Accept", "")
-    if request.query.get("format") == "npy" or NPY in accept:
+    form = request.query.get("format")
+    if form is not None and form not in FORMATS:
+        raise errors.InvalidField(f"`format` must be one of {', '.join(FORMATS)} - at `?format`")
+    if form == "npy" or (form is None and NPY in accept):
         return await npy_results(request, ctx, job_id)
-    if request.query.get("format") == "ndjson" or NDJSON in accept:
+    if form == "ndjson" or (form is None and NDJSON in accept):
         return await ndjson_results(request, ctx, job_id)
-    offset = query_int(request, "offset", 0, 0, None)
+    offset = query_int(request, "offset", 0, 0, OFFSET_MAX)
     limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
     job, items = await jobs_of(ctx).results(job_id, offset, limit)
     last = items[-1].index + 1 if items else offset
@@ -121,7 +128,8 @@ async def results(request: web.Request) -> web.StreamResponse:
 async def ndjson_results(request: web.Request, ctx: Context, job_id: str) -> web.StreamResponse:
     jobs = jobs_of(ctx)
     job = await jobs.get(job_id)  # 404 before the stream starts
-    response = web.StreamResponse(headers={"Content-Type": NDJSON, "X-Job-Status": job.status})
+    response = web.StreamResponse(headers={"Content-Type": NDJSON, "X-Job-Status": job.status,
+                                           "X-Request-ID": request[REQUEST_ID]})  # prepared: not stamped later
     await response.prepare(request)
     async for items in pages(ctx, job_id):
         await response.write(b"".join(encoding.encode(job_item(item)) + b"\n" for item in items))
@@ -139,7 +147,8 @@ async def npy_results(request: web.Request, ctx: Context, job_id: str) -> web.St
         raise JobNotFinished(f"job {job_id} is {job.status}: its .npy is written once it has finished")
     dim = job.options.get("dimensions") or ctx.model(job.model).dim
     response = web.StreamResponse(headers={"Content-Type": NPY, "X-Failed-Count": str(job.total - job.done),
-                                           "Content-Disposition": f'attachment; filename="{job_id}.npy"'})  # fmt: skip
+                                           "Content-Disposition": f'attachment; filename="{job_id}.npy"',
+                                           "X-Request-ID": request[REQUEST_ID]})  # fmt: skip
     await response.prepare(request)
     await response.write(npy_header(job.total, dim))
     missing = np.full(dim, np.nan, dtype="<f4").tobytes()
@@ -204,10 +213,38 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     return value
 
 
+LIMIT = {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}
+SUBMIT_DOC = RouteDoc(
+    "Submit a bulk job: 202 at once, computed in the background", "jobs", body=JobSubmit,
+    example={"inputs": ["first text", "second text"]}, status=202, content=json_answer(JobAccepted),
+    headers=("Location",), errors=(404, 429, 503),
+    description="Bounded by `max_job_body_bytes` (413), `max_job_inputs` (422) and `max_queued_jobs` (429). "
+                "404 also when bulk jobs are off.")
+RESULTS_PARAMS = (
+    Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": OFFSET_MAX},
+          "JSON pages: the first item index"),
+    Param("limit", "query", LIMIT, f"JSON pages: items per page (default {PAGE_DEFAULT})"),
+    Param("format", "query", {"enum": list(FORMATS)}, "instead of the Accept header, which it overrides"),
+)
+
+
 def register(add: AddRoute) -> None:
-    for path in ("/v1/jobs", "/jobs"):
-        add("POST", path, submit)
-    add("GET", "/v1/jobs", listing)
-    add("GET", "/v1/jobs/{job_id}", status)
-    add("DELETE", "/v1/jobs/{job_id}", cancel)
-    add("GET", "/v1/jobs/{job_id}/results", results)
+    add("POST", "/v1/jobs", submit, SUBMIT_DOC)
+    add("POST", "/jobs", submit, SUBMIT_DOC)
+    add("GET", "/v1/jobs", listing, RouteDoc(
+        "List jobs, newest first", "jobs", content=json_answer(JobList), errors=(404, 422, 503),
+        params=(Param("status", "query", {"enum": [*STATUSES, *(s.lower() for s in STATUSES)]},
+                      "only jobs in this status"),
+                Param("limit", "query", LIMIT, f"at most this many (default {PAGE_DEFAULT // 10})"))))
+    add("GET", "/v1/jobs/{job_id}", status, RouteDoc(
+        "A job's status, progress and times", "jobs", content=json_answer(JobView), errors=(404, 503)))
+    add("DELETE", "/v1/jobs/{job_id}", cancel, RouteDoc(
+        "Cancel a job; what was computed stays downloadable", "jobs", content=json_answer(JobView),
+        errors=(404, 503)))
+    add("GET", "/v1/jobs/{job_id}/results", results, RouteDoc(
+        "A job's committed results: paged JSON, NDJSON, or a float32 .npy", "jobs", params=RESULTS_PARAMS,
+        content={JSON: JobResults, NDJSON: Lines(JobItem), NPY: BINARY},
+        headers=("X-Job-Status", "X-Failed-Count", "Content-Disposition"), errors=(404, 409, 422, 503),
+        description="`Accept: application/x-ndjson` (or `?format=ndjson`) streams every item, one a line; "
+                    "`Accept: application/x-npy` (or `?format=npy`) streams a finished embed job as one "
+                    "(n, dim) float32 array whose failed items are NaN rows."))

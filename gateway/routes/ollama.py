@@ -11,6 +11,7 @@ from aiohttp import web
 from gateway import encoding
 from gateway.context import CONTEXT
 from gateway.responses import OllamaEmbedResponse
+from gateway.route_docs import EMBED_HEADERS, WORK_ERRORS, RouteDoc, json_answer
 from gateway.routes.answers import AddRoute, outcome_headers, respond
 from gateway.routes.checks import check_dimensions, check_inputs, read_json
 from gateway.schemas import OllamaEmbed
@@ -41,4 +42,7 @@ async def embed(request: web.Request) -> web.Response:
 
 
 def register(add: AddRoute) -> None:
-    add("POST", "/api/embed", embed)
+    add("POST", "/api/embed", embed, RouteDoc(
+        "Embed a text or texts (Ollama)", "embeddings", body=OllamaEmbed, example={"input": ["hello world"]},
+        content=json_answer(OllamaEmbedResponse), headers=EMBED_HEADERS, errors=WORK_ERRORS,
+        description="`model` left out means the main model. Durations are nanoseconds."))

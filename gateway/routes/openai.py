@@ -12,6 +12,7 @@ from gateway import encoding, errors
 from appliance.protocol import Input
 from gateway.context import CONTEXT
 from gateway.responses import OpenAIEmbedResponse, OpenAIEmbedding, OpenAIUsage
+from gateway.route_docs import EMBED_HEADERS, WORK_ERRORS, RouteDoc, json_answer
 from gateway.routes.answers import AddRoute, outcome_headers, respond
 from gateway.routes.checks import check_dimensions, check_inputs, read_json
 from gateway.schemas import OpenAIEmbed
@@ -58,4 +59,9 @@ async def embeddings(request: web.Request) -> web.Response:
 
 
 def register(add: AddRoute) -> None:
-    add("POST", "/v1/embeddings", embeddings)
+    add("POST", "/v1/embeddings", embeddings, RouteDoc(
+        "Embed texts or token-id lists (OpenAI)", "embeddings", body=OpenAIEmbed,
+        example={"input": ["hello world", "a second text"]}, content=json_answer(OpenAIEmbedResponse),
+        headers=EMBED_HEADERS, errors=WORK_ERRORS,
+        description="`input` is a text, texts, one token-id list or token-id lists (not a mix). "
+                    "`encoding_format: base64` answers little-endian float32 bytes as base64."))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.route_docs import HTML, TEXT, RouteDoc
 from gateway.routes.answers import AddRoute
 
 PAGE_FILE = Path(__file__).resolve().parent.parent / "static" / "status.html"
@@ -86,4 +87,4 @@ async def page(request: web.Request) -> web.Response:
 
 
 def register(add: AddRoute) -> None:
-    add("GET", "/", page)
+    add("GET", "/", page, RouteDoc("The status page (HTML; it reads /stats)", "operations", content={HTML: TEXT}))

@@ -20,6 +20,7 @@ from gateway.responses import (
     RerankResponse,
     RerankResult,
 )
+from gateway.route_docs import RERANK_HEADERS, WORK_ERRORS, RouteDoc, json_answer
 from gateway.routes.answers import AddRoute, outcome_headers, respond
 from gateway.routes.checks import check_inputs, read_json
 from gateway.schemas import CohereRerank, Document, Rerank
@@ -80,5 +81,12 @@ async def rerank_cohere(request: web.Request) -> web.Response:
 
 
 def register(add: AddRoute) -> None:
-    add("POST", "/api/rerank", rerank)
-    add("POST", "/v1/rerank", rerank_cohere)
+    add("POST", "/api/rerank", rerank, RouteDoc(
+        "Score documents against a query, best first", "rerank", body=Rerank,
+        example={"query": "capital of France", "documents": ["Paris is in France", "Bananas are yellow"]},
+        content=json_answer(RerankResponse), headers=RERANK_HEADERS, errors=WORK_ERRORS))
+    add("POST", "/v1/rerank", rerank_cohere, RouteDoc(
+        "Score documents against a query (Cohere / Jina)", "rerank", body=CohereRerank,
+        example={"query": "capital of France", "documents": ["Paris is in France", {"text": "Bananas are yellow"}],
+                 "top_n": 1, "return_documents": True},
+        content=json_answer(CohereRerankResponse), headers=RERANK_HEADERS, errors=WORK_ERRORS))

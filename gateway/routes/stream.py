@@ -39,6 +39,7 @@ from aiohttp import web
 from gateway import encoding, errors
 from gateway.context import REQUEST_ID, Context
 from gateway.responses import StreamComplete, StreamError, StreamItem, StreamProgress
+from gateway.route_docs import EVENT_STREAM, WORK_ERRORS, Events, RouteDoc
 from gateway.routes.answers import AddRoute
 from gateway.routes.batch import Items, read_batch
 from gateway.schemas import BatchEmbed
@@ -47,7 +48,6 @@ CHUNK_INPUTS = 64  # inputs per chunk: one Context.embed call, one result event
 CHUNKS_IN_FLIGHT = 3  # enough to keep every worker fed while results stream out
 HEARTBEAT_S = 15.0  # under the idle timeouts of common proxies (nginx's default is 60 s)
 KEEP_ALIVE = b": keep-alive\n\n"
-EVENT_STREAM = "text/event-stream"
 
 log = logging.getLogger("appliance.gateway")
 
@@ -147,4 +147,11 @@ async def open_stream(request: web.Request) -> web.StreamResponse:
 
 
 def register(add: AddRoute) -> None:
-    add("POST", "/api/embed/stream", embed_stream)
+    add("POST", "/api/embed/stream", embed_stream, RouteDoc(
+        "Embed groups of texts as server-sent events, as they are computed", "embeddings", body=BatchEmbed,
+        example={"inputs": [["a", "b", "c"]]}, errors=WORK_ERRORS,
+        content={EVENT_STREAM: Events({"result": list[StreamItem], "error": StreamError, "progress": StreamProgress,
+                                       "complete": StreamComplete})},
+        description="Errors before the stream starts are JSON with their status; after the 200, a failed input "
+                    "is an `error` event and the stream goes on. Events come in completion order; `complete` "
+                    "is always last; `: keep-alive` comments come every 15 s of silence."))

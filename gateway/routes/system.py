@@ -13,10 +13,11 @@ import msgspec
 from aiohttp import web
 
 from gateway import encoding
-from gateway.backend import ModelCard
+from gateway.backend import CacheReport, ModelCard
 from gateway.context import CONTEXT
 from gateway.jobs.model import JobQueue
 from gateway.responses import OllamaDetails, OllamaModel, OllamaTags, OpenAIModel, OpenAIModelList, Status
+from gateway.route_docs import RouteDoc, json_answer
 from gateway.routes.answers import AddRoute, respond
 from gateway.stats import SystemStats
 
@@ -111,10 +112,20 @@ async def queue_status(request: web.Request) -> web.Response:
 
 
 def register(add: AddRoute) -> None:
-    add("GET", "/queue-status", queue_status)
-    add("GET", "/health", health)
-    add("GET", "/ready", ready)
-    add("GET", "/v1/models", models)
-    add("GET", "/api/tags", tags)
-    add("GET", "/cache-stats", cache_stats)
-    add("GET", "/stats", stats)
+    add("GET", "/queue-status", queue_status, RouteDoc(
+        "What is waiting where: per worker, interactive, jobs", "operations", content=json_answer(QueueStatus),
+        errors=(503,)))  # 503: the job store is not open yet
+    add("GET", "/health", health, RouteDoc(
+        "Liveness: 200 while the process can answer, draining or not", "operations", content=json_answer(Status)))
+    add("GET", "/ready", ready, RouteDoc(
+        "Readiness: 200 once every model is loaded, 503 while loading or draining", "operations",
+        content=json_answer(Status), errors=(503,)))
+    add("GET", "/v1/models", models, RouteDoc(
+        "The models served here (OpenAI's list shape)", "models", content=json_answer(OpenAIModelList)))
+    add("GET", "/api/tags", tags, RouteDoc(
+        "The models served here (Ollama's list shape)", "models", content=json_answer(OllamaTags)))
+    add("GET", "/cache-stats", cache_stats, RouteDoc(
+        "The result cache, overall and per model", "operations", content=json_answer(CacheReport)))
+    add("GET", "/stats", stats, RouteDoc(
+        "Workers, cache, admission and traffic: the operator's view", "operations",
+        content=json_answer(SystemStats)))
