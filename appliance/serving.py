@@ -148,7 +148,7 @@ async def serve_locked(config: Config, compose: Callable[[Config], Parts]) -> in
 
 
 def make_runner(parts: Parts) -> web.AppRunner:
-    """The app's runner, of the class ``compose`` chose (``Parts.runner_factory``)."""
+    """The app's runner, of the class and with the access log ``compose`` chose (``Parts.runner_factory``)."""
     # handler_cancellation: a client that disconnects cancels its handler (aiohttp >= 3.9 leaves
     # handlers running by default): a rerank's parts are withdrawn from the workers at once; an
     # embedding computation runs on for whoever joined it and fills the cache (gateway/coalesce.py)
