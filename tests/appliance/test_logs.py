@@ -136,3 +136,10 @@ def test_a_child_process_takes_the_format_from_the_environment(root_logging: Non
                                                    ({logs.FORMAT_ENV: "yaml"}, "text")])  # fmt: skip
 def test_format_from_env_falls_back_to_text(environ: dict[str, str], expected: str) -> None:
     assert logs.format_from_env(environ) == expected
+
+
+def test_the_log_format_flag_reaches_the_config(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "appliance.cli", "check", "--log-format", "json"],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+                          env={**os.environ, "APPLIANCE_STATE_DIR": str(tmp_path)})  # fmt: skip
+    assert 'log_format = "json"' in done.stdout, done.stdout + done.stderr
