@@ -135,8 +135,9 @@ def formatter(log_format: str, process: str) -> logging.Formatter:
 
 def configure(level: str, log_format: str, process: str = "gateway") -> None:
     """Send every log record of this process to stderr in ``log_format``, from ``level`` up, and
-    hand the format to the processes it starts. Python's warnings become records too, so a json
-    stderr carries nothing but JSON lines."""
+    hand the format to the processes it starts. Python's warnings become records too, so what
+    Python writes to a json stderr is JSON lines only (a native library writing to the descriptor
+    itself is beyond reach)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format, process))
     root = logging.getLogger()
