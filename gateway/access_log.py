@@ -55,6 +55,11 @@ class SampledAccessLog(AbstractAccessLogger):
     __slots__ = ()
     sampler = Sampler(1.0)  # replaced per appliance by ``sampled_access_log``
 
+    @property
+    def enabled(self) -> bool:
+        # read once per connection by aiohttp: below INFO it never calls ``log`` at all
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         if not self.sampler.take():
             return

@@ -105,3 +105,17 @@ def test_sample_half_logs_every_second_request(launch: Callable[..., Appliance],
     assert len(lines) == REQUESTS // 2
     logged = [int(line["request_id"].rsplit("-", 1)[1]) for line in lines]
     assert len({i % 2 for i in logged}) == 1 and logged == sorted(logged), "every second request, in order"
+
+
+def test_a_log_level_above_info_leaves_aiohttp_nothing_to_call() -> None:
+    on = runner_options(load_config(environ={"APPLIANCE_ACCESS_LOG": "true"}))
+    logger = on["access_log"]
+    writer = on["access_log_class"](logger, "")
+    saved = logger.level
+    try:
+        logger.setLevel("WARNING")
+        assert not writer.enabled
+        logger.setLevel("INFO")
+        assert writer.enabled
+    finally:
+        logger.setLevel(saved)
