@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from appliance import host
+from appliance import host, logs
 from appliance.config import Config, ConfigError, describe, load_config, resolve_model_path
 from appliance.guards import MemoryGuard
 from appliance.link import WorkerLink
@@ -64,6 +64,7 @@ def config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", help="'auto' or a count")
     p.add_argument("--state-dir", dest="state_dir")
     p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", dest="log_format", choices=list(logs.FORMATS))
 
 
 def load(args: argparse.Namespace) -> Config | None:
@@ -71,7 +72,7 @@ def load(args: argparse.Namespace) -> Config | None:
     if isinstance(workers, str) and workers.isdigit():
         workers = int(workers)
     flags = {"host": args.host, "port": args.port, "workers": workers, "state_dir": args.state_dir,
-             "log_level": args.log_level}  # fmt: skip
+             "log_level": args.log_level, "log_format": args.log_format}  # fmt: skip
     try:
         return load_config(args.config, flags=flags)
     except ConfigError as exc:
@@ -79,9 +80,8 @@ def load(args: argparse.Namespace) -> Config | None:
         return None
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s gateway %(levelname)s %(name)s: %(message)s")  # fmt: skip
+def configure_logging(level: str, log_format: str = "text") -> None:
+    logs.configure(level, log_format)  # the workers inherit the format (appliance/logs.py)
 
 
 # ---- check ----------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load(args)
     if config is None:
         return 2
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     problems = host.problems(config)
     if problems:
         for problem in problems:
@@ -149,6 +149,7 @@ def compose(config: Config) -> Parts:
     """The composition root: the one place that wires the gateway, the supervisor and the
     worker entry point together. Builds objects only: nothing is started or allocated here."""
     import workers.main
+    from gateway import access_log
     from gateway.admission import Admission
     from gateway.app import build_app
     from gateway.cached_backend import CachedBackend
@@ -169,7 +170,8 @@ def compose(config: Config) -> Parts:
     backend = CachedBackend(config, router)  # admission -> cache -> coalesce -> route
     jobs = Jobs(config, backend)
     app = build_app(config, backend, admission, jobs)
-    runner = functools.partial(GuardedRunner, config=config)  # the gateway's connection bounds
+    # the gateway's connection bounds, and its access log (none unless configured)
+    runner = functools.partial(GuardedRunner, config=config, **access_log.runner_options(config))
     # a preload entry naming a model not served, or a job store that cannot be opened, fails the
     # start as a StartupError of its own: serving.py needs no adapter for either
     return Parts(config, link, supervisor, router, guard, app, lambda stopping: preload(backend, queries, stopping),

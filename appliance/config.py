@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Mapping
 import msgspec
 from msgspec import Meta
 
+from appliance.logs import LogFormat
 from appliance.sizes import parse_bytes
 
 ENV_PREFIX = "APPLIANCE_"
@@ -168,6 +169,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     rate_limit_rpm: Annotated[int, _doc("Requests per minute per key or client (0 = unlimited).", ge=0)] = 0
     rate_limit_ipm: Annotated[int, _doc("Inputs per minute per key or client (0 = unlimited).", ge=0)] = 0
     log_level: Annotated[Literal["debug", "info", "warning", "error"], _doc("Log verbosity.")] = "info"
+    log_format: Annotated[
+        LogFormat, _doc("Log lines on stderr: text (readable, fields as key=value) or json (one object a line).")
+    ] = "text"
+    access_log: Annotated[bool, _doc("Log one line per HTTP request (sampled by access_log_sample).")] = False
+    access_log_sample: Annotated[
+        float, _doc("Share of requests access_log logs, 0 to 1: 0.25 logs every 4th, deterministically.", ge=0, le=1)
+    ] = 1.0
 
     def main_model(self) -> ModelConfig:
         return next(m for m in self.models if m.main)

@@ -53,7 +53,9 @@ class MemoryGuard:
         if low != self.low:
             log.warning("available memory %.0f MiB is %s the floor of %.0f MiB: %s new work",
                         self.available / 2**20, "below" if low else "back above", self.floor / 2**20,
-                        "refusing" if low else "accepting")  # fmt: skip
+                        "refusing" if low else "accepting",
+                        extra={"event": "memory_guard_trip" if low else "memory_guard_recovered",
+                               "available_bytes": self.available, "floor_bytes": self.floor})  # fmt: skip
         self.low = low
 
     def start(self) -> None:

@@ -28,6 +28,7 @@ behind and exits non-zero with one line that says why. One shutdown budget
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -35,7 +36,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from aiohttp import web
 
@@ -89,8 +90,9 @@ class Parts:
     preload: Callable[[Callable[[], bool]], Awaitable[int]]
     background: Background
     # the app's runner class: the gateway's bounds its connections (keep-alive, body-read and
-    # write timeouts, the connection cap); a plain AppRunner where none is given
-    runner_factory: Callable[..., web.AppRunner] = web.AppRunner
+    # write timeouts, the connection cap) and chooses its access log; where none is given, a plain
+    # AppRunner without aiohttp's access log (one INFO line per request otherwise)
+    runner_factory: Callable[..., web.AppRunner] = functools.partial(web.AppRunner, access_log=None)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     shutdown_deadline: float = 0.0  # time.monotonic() by which everything must have stopped
     failure: str = ""  # why the appliance stopped on its own (a dead supervision task)
@@ -111,10 +113,12 @@ async def serve(config: Config, compose: Callable[[Config], Parts]) -> int:
     """Start, serve until a stop, stop; the process's exit code. Holds the instance lock
     throughout, taken before anything else: a second appliance on this state_dir starts,
     binds and sweeps nothing."""
+    log.info("starting on %s:%d: models %s, workers %s", config.host, config.port,
+             ", ".join(m.name for m in config.models), config.workers, extra=start_fields(config))  # fmt: skip
     try:
         lock = InstanceLock.acquire(config.state_dir)
     except InstanceLocked as exc:
-        log.error("cannot start: %s", exc)
+        log.error("cannot start: %s", exc, extra=start_failed(exc))
         return 2
     with lock:
         return await serve_locked(config, compose)
@@ -125,29 +129,30 @@ async def serve_locked(config: Config, compose: Callable[[Config], Parts]) -> in
         parts = compose(config)
         sock = bind(config.host, config.port)
     except StartupError as exc:
-        log.error("cannot start: %s", exc)
+        log.error("cannot start: %s", exc, extra=start_failed(exc))
         return 2
     parts.app[PARTS] = parts
     parts.app.cleanup_ctx.extend([state_context, workers_context, supervision_context, guard_context,
                                   preload_context, background_context, watchdog_context])  # fmt: skip
     install_signals(parts)
     runner = make_runner(parts)
+    code = 1  # what an unexpected exception out of run() makes of it
     try:
-        return await run(parts, runner, sock)
+        code = await run(parts, runner, sock)
+        return code
     finally:
         parts.begin_shutdown()
         await runner.cleanup()  # also after a failed setup: leaves the contexts entered so far
         sock.close()
-        log.info("stopped")
+        log.info("stopped", extra={"event": "appliance_stopped", "exit_code": code})
 
 
 def make_runner(parts: Parts) -> web.AppRunner:
-    """The app's runner, of the class ``compose`` chose (``Parts.runner_factory``)."""
+    """The app's runner, of the class and with the access log ``compose`` chose (``Parts.runner_factory``)."""
     # handler_cancellation: a client that disconnects cancels its handler (aiohttp >= 3.9 leaves
     # handlers running by default): a rerank's parts are withdrawn from the workers at once; an
     # embedding computation runs on for whoever joined it and fills the cache (gateway/coalesce.py)
-    return parts.runner_factory(parts.app, access_log=None, shutdown_timeout=parts.config.shutdown_grace,
-                                handler_cancellation=True)  # fmt: skip
+    return parts.runner_factory(parts.app, shutdown_timeout=parts.config.shutdown_grace, handler_cancellation=True)
 
 
 async def run(parts: Parts, runner: web.AppRunner, sock: socket.socket) -> int:
@@ -157,7 +162,7 @@ async def run(parts: Parts, runner: web.AppRunner, sock: socket.socket) -> int:
     except StartAborted:
         return 0
     except (BootError, StartupError, OSError) as exc:  # OSError: e.g. no room in /dev/shm for the rings
-        log.error("cannot start: %s", exc)
+        log.error("cannot start: %s", exc, extra=start_failed(exc))
         return 1
     # What start-up allocated (modules, config, the preloaded cache) is never garbage: moved out
     # of the collector's reach, a full collection walks only what requests allocate.
@@ -165,18 +170,39 @@ async def run(parts: Parts, runner: web.AppRunner, sock: socket.socket) -> int:
     # backlog: aiohttp listens again on the socket with its own backlog (128 by default)
     await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
     config = parts.config
-    print(f"appliance serving {', '.join(m.name for m in config.models)} on http://{config.host}:{config.port}",
-          flush=True)  # fmt: skip
+    log.info("appliance serving %s on http://%s:%d", ", ".join(m.name for m in config.models), config.host,
+             config.port, extra=ready_fields(parts))  # fmt: skip
     sdnotify.notify(f"READY=1\nSTATUS={serving_status(parts)}")
     await parts.stop.wait()
-    log.info("shutting down: up to %.0fs to drain", config.shutdown_grace)
+    log.info("shutting down: up to %.0fs to drain", config.shutdown_grace,
+             extra={"event": "appliance_draining", "grace_s": config.shutdown_grace,
+                    "cause": "failure" if parts.failure else "signal"})  # fmt: skip
     sdnotify.notify(f"STOPPING=1\nSTATUS={'stopping: ' + parts.failure if parts.failure else 'draining'}")
     parts.begin_shutdown()
     parts.router.draining = True  # new work gets 503 draining while in-flight work finishes
     if parts.failure:
-        log.error("stopping: %s", parts.failure)
+        log.error("stopping: %s", parts.failure, extra={"event": "appliance_failure", "reason": parts.failure})
         return 1
     return 0
+
+
+# ---- the lifecycle's events (appliance/logs.py) ----------------------------------------------------
+def start_fields(config: Config) -> dict[str, Any]:
+    """The start event: what an operator needs to know which appliance this log is of."""
+    return {"event": "appliance_start", "host": config.host, "port": config.port,
+            "models": [m.name for m in config.models], "workers": config.workers,
+            "dtype": {m.name: m.dtype for m in config.models}, "log_format": config.log_format,
+            "access_log": config.access_log, "access_log_sample": config.access_log_sample}  # fmt: skip
+
+
+def start_failed(error: BaseException) -> dict[str, Any]:
+    return {"event": "appliance_start_failed", "reason": str(error)}
+
+
+def ready_fields(parts: Parts) -> dict[str, Any]:
+    config = parts.config
+    return {"event": "appliance_ready", "host": config.host, "port": config.port,
+            "models": [m.name for m in config.models], "workers": len(parts.supervisor.handles)}  # fmt: skip
 
 
 def serving_status(parts: Parts) -> str:
@@ -218,7 +244,8 @@ async def workers_context(app: web.Application) -> AsyncIterator[None]:
     parts = app[PARTS]
     removed = sweep_stale_segments()
     if removed:
-        log.warning("removed %d shared-memory segment(s) left by a crashed run: %s", len(removed), removed)
+        log.warning("removed %d shared-memory segment(s) left by a crashed run: %s", len(removed), removed,
+                    extra={"event": "stale_segments_removed", "segments": removed})  # fmt: skip
     try:
         parts.link.open()
         await start_workers(parts)
@@ -267,7 +294,7 @@ def on_supervision_end(parts: Parts, task: asyncio.Task[None]) -> None:
         parts.failure = f"a worker slot is lost: {error}"
     else:
         parts.failure = f"the supervisor stopped unexpectedly: {error!r}"
-        log.error("%s", parts.failure, exc_info=error)
+        log.error("%s", parts.failure, exc_info=error, extra={"event": "supervision_failed"})
     parts.stop.set()
 
 
@@ -321,7 +348,7 @@ def install_signals(parts: Parts) -> None:
         if len(received) == 1:
             parts.stop.set()
             return
-        log.warning("second signal: stopping now")
+        log.warning("second signal: stopping now", extra={"event": "appliance_forced_stop", "signal": signum})
         parts.supervisor.kill_all()
         parts.link.close()
         os._exit(1)

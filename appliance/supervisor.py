@@ -170,7 +170,9 @@ class Supervisor:
         self.link.listen(handle.index)
         self.watch_exit(handle)
         log.info("worker %d (%s) spawned: pid %d, cores %s, gpu %s", handle.index, handle.slot.role,
-                 handle.process.pid, list(handle.slot.cores), handle.slot.gpu)  # fmt: skip
+                 handle.process.pid, list(handle.slot.cores), handle.slot.gpu,
+                 extra={"event": "worker_spawn", "worker": handle.index, "role": handle.slot.role,
+                        "pid": handle.process.pid, "cores": list(handle.slot.cores), "gpu": handle.slot.gpu})  # fmt: skip
 
     def worker_spec(self, handle: WorkerHandle) -> WorkerSpec:
         c = self.config
@@ -208,8 +210,10 @@ class Supervisor:
         handle.ready, handle.failures = ready, 0
         self.set_state(handle, "ready")
         models = ", ".join(m.name for m in ready.models)
-        log.info("worker %d ready in %.1fs: pid %d, %s, models: %s", worker,
-                 time.monotonic() - handle.spawned_at, ready.pid, ready.device, models)  # fmt: skip
+        load_s = time.monotonic() - handle.spawned_at
+        log.info("worker %d ready in %.1fs: pid %d, %s, models: %s", worker, load_s, ready.pid, ready.device, models,
+                 extra={"event": "worker_ready", "worker": worker, "pid": ready.pid, "device": ready.device,
+                        "models": [m.name for m in ready.models], "load_s": round(load_s, 3)})  # fmt: skip
         self.events.worker_ready(worker, ready)
         self._changed.set()
 
@@ -217,7 +221,8 @@ class Supervisor:
         self.handles[worker].stats = stats
 
     def on_bye(self, worker: int, bye: Bye) -> None:
-        log.info("worker %d drained (%s)", worker, bye.reason)
+        log.info("worker %d drained (%s)", worker, bye.reason,
+                 extra={"event": "worker_drained", "worker": worker, "reason": bye.reason})  # fmt: skip
 
     def on_corrupt(self, worker: int, error: RingCorrupted) -> None:
         """Nothing more can be read from this worker: replace it. Its exit goes the usual way
@@ -225,7 +230,9 @@ class Supervisor:
         handle = self.handles[worker]
         if handle.process is None:
             return
-        log.error("worker %d (pid %d): its response ring is corrupt; killing it", worker, handle.process.pid)
+        log.error("worker %d (pid %d): its response ring is corrupt; killing it", worker, handle.process.pid,
+                  extra={"event": "worker_kill", "worker": worker, "pid": handle.process.pid, "cause": "ring_corrupt",
+                         "reason": str(error)})  # fmt: skip
         self.events.worker_unavailable(worker)
         handle.kill_cause = handle.kill_cause or "crash"  # the worker wrote what no worker should
         handle.process.kill()
@@ -261,6 +268,10 @@ class Supervisor:
         # Results the worker finished before it died are still in the ring: deliver them first.
         self.link.flush(handle.index)
         self.link.reset(handle.index)
+        log.info("worker %d (pid %d) exited: %s", handle.index, handle.process.pid, describe_exit(code),
+                 extra={"event": "worker_exit", "worker": handle.index, "pid": handle.process.pid, "code": code,
+                        "reason": describe_exit(code),
+                        "cause": "planned" if handle.planned_exit else exit_cause(handle)})  # fmt: skip
         handle.process, handle.exit_code, handle.ready = None, code, None
         reason = describe_exit(code)
         handle.history.append(reason)
@@ -273,19 +284,23 @@ class Supervisor:
             self.set_state(handle, "failed")
             self.fatal = (f"worker {handle.index} exited with {reason} (exit code {code}); not respawning it. "
                           "Its log lines above name the model and path.")  # fmt: skip
-            log.error(self.fatal)
+            log.error(self.fatal, extra={"event": "worker_slot_lost", "worker": handle.index, "code": code,
+                                         "reason": reason})  # fmt: skip
             self._lost.set()
             return
         self.schedule_respawn(handle, reason)
 
     def schedule_respawn(self, handle: WorkerHandle, reason: str) -> None:
-        handle.restarts[exit_cause(handle)] += 1
+        cause = exit_cause(handle)
+        handle.restarts[cause] += 1
         if handle.planned_exit:
             delay = 0.0  # a recycle: no back-off
         else:
             delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**handle.failures)
             handle.failures += 1
-            log.warning("worker %d %s; respawning in %.1fs", handle.index, reason, delay)
+            log.warning("worker %d %s; respawning in %.1fs", handle.index, reason, delay,
+                        extra={"event": "worker_respawn_scheduled", "worker": handle.index, "reason": reason,
+                               "cause": cause, "delay_s": delay, "failures": handle.failures})  # fmt: skip
         handle.next_spawn_at = time.monotonic() + delay
         self.set_state(handle, "stopped")
 
@@ -305,7 +320,9 @@ class Supervisor:
                 continue
             reason = self.why_stuck(handle, now)
             if reason:
-                log.error("worker %d %s; killing it", handle.index, reason)
+                log.error("worker %d %s; killing it", handle.index, reason,
+                          extra={"event": "worker_kill", "worker": handle.index, "pid": handle.process.pid,
+                                 "cause": "heartbeat", "reason": reason})  # fmt: skip
                 self.events.worker_unavailable(handle.index)
                 handle.kill_cause = "heartbeat"
                 handle.process.kill()
@@ -355,7 +372,8 @@ class Supervisor:
         handle = self.handles[worker]
         if handle.state != "ready":
             return
-        log.info("recycling worker %d: %s", worker, reason)
+        log.info("recycling worker %d: %s", worker, reason, extra={"event": "worker_recycle", "worker": worker,
+                 "pid": handle.process.pid if handle.process else None, "reason": reason})  # fmt: skip
         handle.planned_exit = True
         self.set_state(handle, "draining")
         self.events.worker_unavailable(worker)
@@ -378,7 +396,9 @@ class Supervisor:
         await self.wait_exits(grace)
         for handle in self.handles:
             if handle.process is not None:
-                log.warning("worker %d did not drain within %.1fs; killing it", handle.index, grace)
+                log.warning("worker %d did not drain within %.1fs; killing it", handle.index, grace,
+                            extra={"event": "worker_kill", "worker": handle.index, "pid": handle.process.pid,
+                                   "cause": "drain_timeout", "reason": f"not drained within {grace:.1f}s"})  # fmt: skip
                 handle.process.kill()
         await self.wait_exits(KILL_WAIT_S)
         self.unwatch_all()

@@ -119,7 +119,9 @@ async def preload(backend: CachedBackend, queries: list[PreloadQuery],
         done, full = await load_chunk(backend, pairs[start : start + CHUNK], dims)
         stored += done
     log.info("preload: %d of %d texts cached (%d bytes)%s", stored, len(pairs), backend.cache.bytes,
-             "; the cache is full" if full else "")  # fmt: skip
+             "; the cache is full" if full else "",
+             extra={"event": "preload_done", "cached": stored, "texts": len(pairs), "bytes": backend.cache.bytes,
+                    "cache_full": full})  # fmt: skip
     return stored
 
 

@@ -120,7 +120,9 @@ class WorkerLoop:
             self.step()  # 2) one forward batch
             self.housekeeping()  # 3) heartbeat, stats
             if self.parent_gone():
-                log.error("gateway (pid %d) is gone; exiting", self.spec.parent_pid)
+                log.error("gateway (pid %d) is gone; exiting", self.spec.parent_pid,
+                          extra={"event": "worker_orphaned", "worker": self.spec.worker,
+                                 "gateway_pid": self.spec.parent_pid})  # fmt: skip
                 return EXIT_PARENT_GONE
             if self.draining and not self.pending:
                 self.send(Bye(worker=self.spec.worker, reason="drained"))
@@ -160,7 +162,9 @@ class WorkerLoop:
     def housekeeping(self) -> None:
         self.channel.beat()
         if sigterm_received() and not self.draining:
-            log.info("SIGTERM: draining %d request(s)", len(self.pending))
+            log.info("SIGTERM: draining %d request(s)", len(self.pending),
+                     extra={"event": "worker_draining", "worker": self.spec.worker, "reason": "SIGTERM",
+                            "pending": len(self.pending)})  # fmt: skip
             self.draining = True
         now = time.monotonic()
         if now >= self._next_stats:
@@ -198,7 +202,9 @@ class WorkerLoop:
                 batcher.cancel(request_id)
 
     def drain(self, reason: str) -> None:
-        log.info("drain requested (%s); %d request(s) to finish", reason, len(self.pending))
+        log.info("drain requested (%s); %d request(s) to finish", reason, len(self.pending),
+                 extra={"event": "worker_draining", "worker": self.spec.worker, "reason": reason,
+                        "pending": len(self.pending)})  # fmt: skip
         self.draining = True
 
     def embed(self, message: Embed) -> None:
@@ -264,7 +270,9 @@ class WorkerLoop:
             outputs = forward_splitting_on_oom(self.runtimes[name].forward, batch.payloads)
         except Exception as exc:
             self.counters.failed_batches += 1
-            log.exception("batch of %d item(s) on %r failed", len(batch.payloads), name)
+            log.exception("batch of %d item(s) on %r failed", len(batch.payloads), name,
+                          extra={"event": "batch_failed", "worker": self.spec.worker, "model": name,
+                                 "items": len(batch.payloads)})  # fmt: skip
             kind = FailureKind.OUT_OF_MEMORY if is_out_of_memory(exc) else FailureKind.INTERNAL
             for key in batcher.fail_batch(batch):
                 self.fail(int(key), kind, f"{type(exc).__name__}: {exc}")
@@ -368,7 +376,8 @@ def forward_splitting_on_oom(forward: Callable[[Sequence[Tokenized]], np.ndarray
             raise
     release_accelerator_cache()
     half = len(payloads) // 2
-    log.warning("out of memory on a batch of %d; retrying as %d + %d", len(payloads), half, len(payloads) - half)
+    log.warning("out of memory on a batch of %d; retrying as %d + %d", len(payloads), half, len(payloads) - half,
+                extra={"event": "batch_oom_split", "items": len(payloads)})  # fmt: skip
     first = forward_splitting_on_oom(forward, payloads[:half])
     return np.concatenate([first, forward_splitting_on_oom(forward, payloads[half:])])
 

@@ -26,6 +26,7 @@ import sys
 
 import msgspec
 
+from appliance import logs
 from appliance.ipc.channel import Channel
 from appliance.protocol import EXIT_BOOT_ERROR, EXIT_LOAD_ERROR, EXIT_OK, EXIT_PARENT_GONE, WorkerSpec
 from appliance.slots import Slot
@@ -119,11 +120,9 @@ def parse_spec(argv: list[str]) -> WorkerSpec:
 
 
 def configure_logging(spec: WorkerSpec) -> None:
-    logging.basicConfig(
-        level=spec.log_level.upper(),
-        format=f"%(asctime)s worker-{spec.worker} %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    """The gateway's format (handed down in the environment), so its stderr and ours, which is
+    the same file, read alike."""
+    logs.configure(spec.log_level, logs.format_from_env(), process=f"worker-{spec.worker}")
 
 
 if __name__ == "__main__":

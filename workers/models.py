@@ -45,19 +45,26 @@ def load_one(spec: WorkerSpec, model: ModelConfig) -> Runtime | None:
     try:
         path = resolve_model_path(model.path, spec.state_dir)
     except (FileNotFoundError, ValueError) as exc:
-        log.error("model %r: cannot resolve path %r: %s", model.name, model.path, exc)
+        log.error("model %r: cannot resolve path %r: %s", model.name, model.path, exc,
+                  extra={"event": "model_load_failed", "worker": spec.worker, "model": model.name,
+                         "path": model.path, "reason": str(exc)})  # fmt: skip
         return None
     try:
         runtime = load_runtime(model, path, device_for(spec))
         check_budget(spec.max_batch_tokens, runtime.max_length)
         runtime.warmup()
     except Exception as exc:  # any failure here is a load failure, reported with model and path
-        log.error("model %r failed to load from %s: %s", model.name, path, exc)
+        log.error("model %r failed to load from %s: %s", model.name, path, exc,
+                  extra={"event": "model_load_failed", "worker": spec.worker, "model": model.name,
+                         "path": str(path), "reason": str(exc)})  # fmt: skip
         log.debug("load failure detail", exc_info=True)
         return None
+    load_s = time.perf_counter() - started
     log.info(
         "model %r loaded from %s (%s, %s, dim %d, max_length %d) in %.1fs",
-        model.name, path, runtime.device, runtime.dtype, runtime.dim, runtime.max_length,
-        time.perf_counter() - started,
+        model.name, path, runtime.device, runtime.dtype, runtime.dim, runtime.max_length, load_s,
+        extra={"event": "model_loaded", "worker": spec.worker, "model": model.name, "path": str(path),
+               "device": str(runtime.device), "dtype": str(runtime.dtype), "dim": runtime.dim,
+               "max_length": runtime.max_length, "load_s": round(load_s, 3)},
     )  # fmt: skip
     return runtime

@@ -29,7 +29,7 @@ from appliance.config import Config
 from gateway import errors
 from gateway.backend import Backend
 from gateway.jobs.compute import compute_chunk, item_error
-from gateway.jobs.model import FINISHED, Claim, ItemResult
+from gateway.jobs.model import FINISHED, Claim, ItemResult, Job
 from gateway.jobs.threaded import ThreadedStore
 
 log = logging.getLogger("appliance.jobs")
@@ -40,6 +40,8 @@ BACKOFF_MAX_S = 60.0
 SWEEP_EVERY_S = 60.0
 # A background chunk waits behind interactive work by design: give it far longer than a request.
 CHUNK_TIMEOUT_FACTOR = 10
+# the log event of each way a job finishes
+FINISH_EVENTS = {"SUCCESS": "job_done", "FAILURE": "job_failed", "CANCELLED": "job_cancelled"}
 
 
 class JobRunner:
@@ -102,7 +104,9 @@ class JobRunner:
     # ---- one chunk ---------------------------------------------------------------------
     async def process(self, claim: Claim) -> None:
         if claim.chunk == 0 and claim.attempts == 0:
-            log.info("job %s processing: %d inputs in %d chunks", claim.job.id, claim.job.total, claim.job.chunks)
+            log.info("job %s processing: %d inputs in %d chunks", claim.job.id, claim.job.total, claim.job.chunks,
+                     extra={"event": "job_running", "job_id": claim.job.id, "inputs": claim.job.total,
+                            "chunks": claim.job.chunks})  # fmt: skip
         self.inputs_in_flight += len(claim.inputs)
         try:
             items = await self.compute(claim)
@@ -113,7 +117,9 @@ class JobRunner:
         job = await self.store.commit(claim, items, self.clock())
         self.chunks_committed += 1
         if job.status in FINISHED:
-            log.info("job %s %s: %d done, %d failed", job.id, job.status, job.done, job.failed)
+            log.info("job %s %s: %d done, %d failed", job.id, job.status, job.done, job.failed,
+                     extra={"event": FINISH_EVENTS[job.status], "job_id": job.id, "done": job.done,
+                            "failed": job.failed, "duration_s": round(job_duration(job), 3)})  # fmt: skip
 
     async def compute(self, claim: Claim) -> list[ItemResult] | None:
         """The chunk's results; None when it was released to be retried later."""
@@ -132,13 +138,16 @@ class JobRunner:
         if claim.attempts < self.config.job_retries:
             delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**claim.attempts)
             log.warning("job %s chunk %d failed (%s: %s); retrying in %.0fs", claim.job.id, claim.chunk,
-                        exc.type, exc.message, delay)  # fmt: skip
+                        exc.type, exc.message, delay,
+                        extra={"event": "job_chunk_retry", "job_id": claim.job.id, "chunk": claim.chunk,
+                               "error": exc.type, "attempt": claim.attempts + 1, "delay_s": delay})  # fmt: skip
             now = self.clock()
             await self.store.release(claim, now, now + delay)
             self.chunks_retried += 1
             return None
         log.error("job %s chunk %d failed %d times (%s); its items fail", claim.job.id, claim.chunk,
-                  claim.attempts + 1, exc.type)  # fmt: skip
+                  claim.attempts + 1, exc.type, extra={"event": "job_chunk_failed", "job_id": claim.job.id,
+                  "chunk": claim.chunk, "error": exc.type, "attempts": claim.attempts + 1})  # fmt: skip
         return [item_error(claim.start + i, exc) for i in range(len(claim.inputs))]
 
     # ---- cancelling and sweeping -------------------------------------------------------
@@ -160,8 +169,13 @@ class JobRunner:
         while True:
             removed = await self.store.expire(self.clock())
             if removed:
-                log.info("expired %d finished job(s)", removed)
+                log.info("expired %d finished job(s)", removed, extra={"event": "job_expired", "count": removed})
             await asyncio.sleep(SWEEP_EVERY_S)
 
     def in_flight(self) -> int:
         return sum(len(running) for running in self.computing.values())
+
+
+def job_duration(job: Job) -> float:
+    """Seconds from submit to finish (0 for a job not finished)."""
+    return (job.finished - job.created) if job.finished is not None else 0.0

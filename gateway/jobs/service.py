@@ -49,7 +49,8 @@ class Jobs:
         self.store = ThreadedStore(self.open_store())
         recovered = await self.store.recover()
         if recovered:
-            log.info("jobs: %d chunk(s) interrupted by the last stop will be computed again", recovered)
+            log.info("jobs: %d chunk(s) interrupted by the last stop will be computed again", recovered,
+                     extra={"event": "jobs_recovered", "chunks": recovered})  # fmt: skip
         self.runner = JobRunner(self.config, self.store, self.backend)
 
     def start(self) -> None:
@@ -79,7 +80,9 @@ class Jobs:
             raise errors.QueueFull(f"{queued} jobs are queued (max_queued_jobs); retry later", retry_after=RETRY_AFTER_S)
         job = await store.submit(NewJob(task=task, model=model, options=options,
                                         chunk_size=self.config.job_chunk_size), inputs)  # fmt: skip
-        log.info("job %s submitted: %s of %d inputs on %r", job.id, task, job.total, model)
+        log.info("job %s submitted: %s of %d inputs on %r", job.id, task, job.total, model,
+                 extra={"event": "job_submitted", "job_id": job.id, "task": task, "model": model,
+                        "inputs": job.total, "chunks": job.chunks})  # fmt: skip
         assert self.runner is not None
         self.runner.wake()
         return job
@@ -94,11 +97,15 @@ class Jobs:
         return await self.opened().list(status, limit)
 
     async def cancel(self, job_id: str) -> Job:
-        job = await self.opened().cancel(job_id, time.time())
+        now = time.time()
+        job = await self.opened().cancel(job_id, now)
         if job is None:
             raise JobNotFound(f"no job {job_id!r}")
-        if self.runner is not None and self.runner.cancel_job(job_id):
-            log.info("job %s cancelled with chunks in flight", job_id)
+        stopped = self.runner.cancel_job(job_id) if self.runner is not None else 0
+        if job.status == "CANCELLED" and job.finished == now:  # cancelled by this call, not before it
+            log.info("job %s cancelled: %d done, %d failed, %d chunk(s) in flight stopped", job_id, job.done,
+                     job.failed, stopped, extra={"event": "job_cancelled", "job_id": job_id, "done": job.done,
+                     "failed": job.failed, "chunks_stopped": stopped})  # fmt: skip
         return job
 
     async def results(self, job_id: str, offset: int, limit: int | None) -> tuple[Job, list[ItemResult]]:

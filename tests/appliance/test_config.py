@@ -195,3 +195,28 @@ def test_package_reference_resolves_to_the_hf_directory() -> None:
     assert cfg.resolve_model_path("state:models/x", "/var/lib/a") == Path("/var/lib/a/models/x")
     with pytest.raises(FileNotFoundError, match="not installed"):
         cfg.resolve_model_path("package:no_such_package_here", ".state")
+
+
+@pytest.mark.parametrize(("environ", "key"), [
+    ({"APPLIANCE_LOG_FORMAT": "xml"}, "log_format"),
+    ({"APPLIANCE_ACCESS_LOG": "maybe"}, "access_log"),
+    ({"APPLIANCE_ACCESS_LOG_SAMPLE": "1.5"}, "access_log_sample"),
+    ({"APPLIANCE_ACCESS_LOG_SAMPLE": "-0.1"}, "access_log_sample"),
+    ({"APPLIANCE_ACCESS_LOG_SAMPLE": "half"}, "access_log_sample"),
+])  # fmt: skip
+def test_bad_log_settings_name_their_key(environ: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ=environ)
+    assert info.value.key == key and f"`{key}`" in str(info.value) and "APPLIANCE_" in str(info.value)
+
+
+def test_log_settings_default_to_text_and_no_access_log_and_take_every_layer(tmp_path: Path) -> None:
+    default = load_config(environ={})
+    assert (default.log_format, default.access_log, default.access_log_sample) == ("text", False, 1.0)
+    path = write_toml(tmp_path, 'log_format = "json"\naccess_log = true\naccess_log_sample = 0.25\n')
+    from_file = load_config(path, environ={})
+    assert (from_file.log_format, from_file.access_log, from_file.access_log_sample) == ("json", True, 0.25)
+    from_env = load_config(environ={"APPLIANCE_LOG_FORMAT": "json", "APPLIANCE_ACCESS_LOG": "true",
+                                    "APPLIANCE_ACCESS_LOG_SAMPLE": "0"})  # fmt: skip
+    assert (from_env.log_format, from_env.access_log, from_env.access_log_sample) == ("json", True, 0.0)
+    assert load_config(path, environ={}, flags={"log_format": "text"}).log_format == "text"

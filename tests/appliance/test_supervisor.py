@@ -485,3 +485,28 @@ def test_every_change_of_state_reaches_the_router_with_the_slot_and_respawns_by_
         assert rig.events.status(0).restarts == {"crash": 1}
 
     asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_a_heartbeat_kill_logs_kill_exit_and_respawn_events(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> int:
+        async with Rig(tmp_path, {0: ["silent", "ready"]}, worker_timeout=1.0, ready_timeout=20.0) as rig:
+            await rig.supervisor.start()
+            assert rig.handle().process is not None
+            silent_pid = rig.handle().process.pid  # type: ignore[union-attr]
+            rig.run()
+            await wait_for(lambda: len(rig.events.of(0, "ready")) == 2, "the replacement's Ready")
+            return silent_pid
+
+    with caplog.at_level(logging.INFO, logger="appliance.supervisor"):
+        silent_pid = asyncio.run(scenario())
+    logged = [(r.event, vars(r)) for r in caplog.records if hasattr(r, "event")]  # type: ignore[attr-defined]
+    names = [name for name, _ in logged]
+    assert names[:2] == ["worker_spawn", "worker_ready"] and names.count("worker_spawn") == 2
+    kill = next(fields for name, fields in logged if name == "worker_kill")
+    exit_ = next(fields for name, fields in logged if name == "worker_exit")
+    respawn = next(fields for name, fields in logged if name == "worker_respawn_scheduled")
+    assert (kill["worker"], kill["pid"], kill["cause"]) == (0, silent_pid, "heartbeat") and "silent" in kill["reason"]
+    assert (exit_["pid"], exit_["cause"], exit_["reason"]) == (silent_pid, "heartbeat", "killed by SIGKILL")
+    assert respawn["delay_s"] == BACKOFF_FIRST_S
+    assert names.index("worker_kill") < names.index("worker_exit") < names.index("worker_respawn_scheduled")
