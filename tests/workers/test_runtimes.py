@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def load(path: Path, kind: str = "transformer", **fields: Any) -> Runtime:
+    """float32 unless a test asks otherwise: these tests hold the runtimes to their references'
+    float32 answers (``auto`` may pick bf16 on this CPU; ``tests/workers/runtimes/test_precision.py``)."""
+    fields.setdefault("dtype", "float32")
     return load_runtime(ModelConfig(name=f"test-{kind}", path=str(path), kind=kind, **fields), path)
 
 

@@ -15,7 +15,7 @@ import torch
 
 from appliance.config import ModelConfig, ModelKind
 from appliance.protocol import Input
-from workers.runtimes import hf
+from workers.runtimes import hf, precision
 from workers.runtimes.base import ModelLoadError, Tokenized, loading
 from workers.runtimes.hf import TorchRuntime
 from workers.runtimes.tokenizer import TextTokenizer
@@ -56,14 +56,16 @@ class CrossEncoderRuntime(TorchRuntime):
 
 
 def load(model: ModelConfig, path: Path, device: str = "cpu") -> CrossEncoderRuntime:
-    return loading(model.name, path, lambda: _load(model, path, device))
+    """The model at its configured dtype, checked against float32 first (``precision``)."""
+    runtime, _ = loading(model.name, path, lambda: precision.load_guarded(
+        lambda dtype: _load(model, path, device, dtype), model.dtype, device))  # fmt: skip
+    return runtime
 
 
-def _load(model: ModelConfig, path: Path, device: str) -> CrossEncoderRuntime:
+def _load(model: ModelConfig, path: Path, device: str, dtype: torch.dtype) -> CrossEncoderRuntime:
     from transformers import AutoModelForSequenceClassification
 
     hf.quiet_transformers()
-    dtype = hf.resolve_dtype(model.dtype, device)
     network = AutoModelForSequenceClassification.from_pretrained(
         str(path), dtype=dtype, attn_implementation="sdpa", local_files_only=True)  # fmt: skip
     labels = network.config.num_labels

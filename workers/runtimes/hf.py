@@ -31,14 +31,6 @@ from torch import nn  # noqa: E402
 
 # HF tokenizers say "no limit" with a huge sentinel instead of None
 NO_LIMIT = 1_000_000
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_dtype(setting: str, device: str) -> torch.dtype:
-    """auto = fp16 on CUDA (tensor cores), fp32 on CPU (exact; bf16 is opt-in per CPU)."""
-    if setting == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return _DTYPES[setting]
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -189,6 +181,11 @@ class TorchRuntime:
         self.forward(self.sample(["warm up"]))
         self.forward(self.sample(["warm up", "a somewhat longer text to warm up the model with padding"] * 2))
         self.overhead_tokens = calibrate(self.forward_padded, self.sample(["word " * 100])[0], self.device)
+
+    def cast(self, dtype: torch.dtype) -> None:
+        """Serve at ``dtype`` from now on (the precision guard casts a model it has checked)."""
+        self.module.to(dtype)
+        self.dtype = dtype_name(dtype)
 
     def info(self) -> ModelInfo:
         return model_info(self)

@@ -25,7 +25,7 @@ from torch import nn
 
 from appliance.config import ModelConfig, ModelKind
 from appliance.protocol import Input
-from workers.runtimes import hf
+from workers.runtimes import hf, precision
 from workers.runtimes.base import Tokenized, loading, not_a_cross_encoder
 from workers.runtimes.hf import NO_LIMIT, TorchRuntime
 from workers.runtimes.tokenizer import TextTokenizer
@@ -149,15 +149,17 @@ class TransformerRuntime(TorchRuntime):
 
 
 def load(model: ModelConfig, path: Path, device: str = "cpu") -> TransformerRuntime:
-    return loading(model.name, path, lambda: _load(model, path, device))
+    """The model at its configured dtype, checked against float32 first (``precision``)."""
+    runtime, _ = loading(model.name, path, lambda: precision.load_guarded(
+        lambda dtype: _load(model, path, device, dtype), model.dtype, device))  # fmt: skip
+    return runtime
 
 
-def _load(model: ModelConfig, path: Path, device: str) -> TransformerRuntime:
+def _load(model: ModelConfig, path: Path, device: str, dtype: torch.dtype) -> TransformerRuntime:
     from transformers import AutoModel
 
     hf.quiet_transformers()
     layout = read_layout(path)
-    dtype = hf.resolve_dtype(model.dtype, device)
     network = AutoModel.from_pretrained(str(layout.transformer_dir), dtype=dtype, attn_implementation="sdpa",
                                         local_files_only=True).to(device).eval()  # fmt: skip
     hf_tokenizer = hf.load_tokenizer(layout.transformer_dir)

@@ -1,0 +1,154 @@
+"""workers/runtimes/precision.py: what ``dtype = "auto"`` picks, and the guard that checks a
+reduced-precision model against its float32 answers before it serves.
+
+Whether this CPU has native bf16 must not decide what these tests see: each test states the
+CPU's capabilities (torch's detected flags) it runs under.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from appliance.config import ModelConfig
+from workers.runtimes import cross_encoder, precision, transformer
+from workers.runtimes.precision import Agreement, agreement, auto_dtype, cpu_has_native_bf16, load_guarded
+
+BF16_CPU = {"avx512_f": True, "avx512_bf16": True, "amx_bf16": False}
+PLAIN_CPU = {"avx512_f": True, "avx2": True}
+
+
+@pytest.fixture
+def cpu_flags(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The capabilities torch reports, as the test sets them (a native-bf16 CPU by default)."""
+    flags: dict[str, Any] = dict(BF16_CPU)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
+    return flags
+
+
+# ---- which dtype -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("flags", "native"), [(BF16_CPU, True), ({"amx_bf16": True}, True),
+                                               (PLAIN_CPU, False), ({}, False)])  # fmt: skip
+def test_native_bf16_is_read_from_the_cpu_flags(flags: dict[str, Any], native: bool) -> None:
+    assert cpu_has_native_bf16(flags) is native
+
+
+def test_auto_is_fp16_on_cuda_bf16_on_a_native_bf16_cpu_and_fp32_elsewhere() -> None:
+    assert auto_dtype("cuda:0", PLAIN_CPU) == torch.float16
+    assert auto_dtype("cpu", BF16_CPU) == torch.bfloat16
+    assert auto_dtype("cpu", PLAIN_CPU) == torch.float32
+
+
+def test_the_detection_reads_this_machine_without_failing() -> None:
+    assert isinstance(cpu_has_native_bf16(), bool)
+
+
+# ---- agreement ---------------------------------------------------------------------------------
+def test_agreement_is_the_mean_and_lowest_row_cosine() -> None:
+    reference = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=np.float32)
+    candidate = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], dtype=np.float32)
+    found = agreement(reference, candidate)
+    assert found.lowest == pytest.approx(2**-0.5) and found.mean == pytest.approx((2 + 2**-0.5) / 3)
+    assert agreement(reference, reference) == Agreement(1.0, 1.0)
+
+
+def test_scores_agree_as_one_vector() -> None:
+    scores = np.array([3.0, -1.0, 0.5], dtype=np.float32)
+    assert agreement(scores, scores * 2).lowest == pytest.approx(1.0)
+    assert agreement(scores, -scores).lowest == pytest.approx(-1.0)
+
+
+def test_a_low_mean_or_one_bad_row_fails() -> None:
+    assert Agreement(0.99995, 0.9995).passes()
+    assert not Agreement(0.99989, 0.9999).passes()
+    assert not Agreement(0.99995, 0.998).passes()
+
+
+# ---- the guard on real (tiny) models -----------------------------------------------------------
+class Loads:
+    """``load_at`` for the guard, counting the dtypes it was asked for."""
+
+    def __init__(self, module: Any, model: ModelConfig, path: Path) -> None:
+        self.module, self.model, self.path, self.asked = module, model, path, []
+
+    def __call__(self, dtype: torch.dtype) -> Any:
+        self.asked.append(dtype)
+        return self.module._load(self.model, self.path, "cpu", dtype)
+
+
+def transformer_loads(path: Path, dtype: str = "auto") -> Loads:
+    return Loads(transformer, ModelConfig(name="tiny", path=str(path), dtype=dtype), path)
+
+
+def test_auto_serves_bf16_when_it_agrees_with_fp32(tiny_transformer: Path, cpu_flags: dict[str, Any]) -> None:
+    loads = transformer_loads(tiny_transformer)
+    runtime, verdict = load_guarded(loads, "auto", "cpu")
+    assert verdict.dtype == torch.bfloat16 and verdict.agreement.passes() and verdict.agreement.mean < 1.0
+    assert runtime.dtype == "bfloat16" and next(runtime.module.parameters()).dtype == torch.bfloat16
+    assert loads.asked == [torch.float32]  # loaded once, checked at fp32, cast down
+    vectors = runtime.forward(runtime.sample(["a text", "another"]))
+    assert vectors.dtype == np.float32 and vectors.shape == (2, runtime.dim)
+
+
+def test_auto_falls_back_to_a_fresh_fp32_load_and_logs_the_figure(
+        tiny_transformer: Path, cpu_flags: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    loads = transformer_loads(tiny_transformer)
+    with caplog.at_level(logging.WARNING, logger=precision.log.name):
+        runtime, verdict = load_guarded(loads, "auto", "cpu", min_cosine=1.01)  # a bound no model meets
+    assert verdict.dtype == torch.float32 and runtime.dtype == "float32"
+    assert next(runtime.module.parameters()).dtype == torch.float32
+    assert loads.asked == [torch.float32, torch.float32]  # never cast back up: loaded afresh
+    assert f"{verdict.agreement.mean:.6f}" in caplog.text and "serving float32" in caplog.text
+
+
+def test_auto_on_a_cpu_without_native_bf16_loads_fp32_unchecked(tiny_transformer: Path,
+                                                                cpu_flags: dict[str, Any]) -> None:  # fmt: skip
+    cpu_flags.clear()
+    cpu_flags.update(PLAIN_CPU)
+    loads = transformer_loads(tiny_transformer)
+    runtime, verdict = load_guarded(loads, "auto", "cpu")
+    assert verdict.dtype == torch.float32 and verdict.agreement == Agreement() and loads.asked == [torch.float32]
+
+
+def test_an_explicit_dtype_is_honoured_below_the_bound(tiny_transformer: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    loads = transformer_loads(tiny_transformer, "bfloat16")
+    with caplog.at_level(logging.WARNING, logger=precision.log.name):
+        runtime, verdict = load_guarded(loads, "bfloat16", "cpu", min_cosine=1.01)
+    assert verdict.dtype == torch.bfloat16 and runtime.dtype == "bfloat16"
+    assert "as configured" in caplog.text
+
+
+def test_float32_is_loaded_once_and_exact(tiny_transformer: Path, cpu_flags: dict[str, Any]) -> None:
+    loads = transformer_loads(tiny_transformer, "float32")
+    runtime, verdict = load_guarded(loads, "float32", "cpu")
+    assert runtime.dtype == "float32" and loads.asked == [torch.float32] and verdict.agreement == Agreement()
+
+
+def test_a_cross_encoder_is_guarded_on_its_scores(tiny_cross_encoder: Path, cpu_flags: dict[str, Any]) -> None:
+    model = ModelConfig(name="tiny-ce", path=str(tiny_cross_encoder), kind="cross_encoder")
+    runtime, verdict = load_guarded(Loads(cross_encoder, model, tiny_cross_encoder), "bfloat16", "cpu")
+    assert runtime.dtype == "bfloat16" and -1.0 <= verdict.agreement.lowest <= 1.0
+    scores = runtime.forward(runtime.tokenize_pairs("query", ["doc one", "doc two"], truncate=True))
+    assert scores.dtype == np.float32 and scores.shape == (2,)
+
+
+def test_the_runtime_loader_goes_through_the_guard(tiny_transformer: Path, cpu_flags: dict[str, Any]) -> None:
+    from workers.runtimes import load_runtime
+
+    served = load_runtime(ModelConfig(name="tiny", path=str(tiny_transformer)), tiny_transformer)
+    assert served.dtype == "bfloat16" and served.info().dtype == "bfloat16"
+    cpu_flags.clear()
+    assert load_runtime(ModelConfig(name="tiny", path=str(tiny_transformer)), tiny_transformer).dtype == "float32"
+
+
+def test_minilm_serves_bf16_by_default_where_the_cpu_has_it(minilm_path: Path, cpu_flags: dict[str, Any]) -> None:
+    """The embedded model passes the guard: bf16 is what an AVX-512 BF16 or AMX box serves."""
+    loads = Loads(transformer, ModelConfig(name="minilm", path=str(minilm_path)), minilm_path)
+    runtime, verdict = load_guarded(loads, "auto", "cpu")
+    assert verdict.dtype == torch.bfloat16, str(verdict.agreement)
