@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway import encoding
 from gateway.context import CONTEXT
 from gateway.responses import OllamaEmbedResponse
-from gateway.routes.answers import AddRoute, outcome_headers, respond
+from gateway.routes.answers import AddRoute, respond_served
 from gateway.routes.checks import check_dimensions, check_inputs, read_json
 from gateway.schemas import OllamaEmbed
 
@@ -37,7 +37,7 @@ async def embed(request: web.Request) -> web.Response:
         load_duration=0,
         prompt_eval_count=sum(outcome.tokens),
     )
-    return respond(encoding.encode(answer), headers=outcome_headers(outcome, len(texts)))
+    return respond_served(request, encoding.encode(answer), outcome, len(texts))
 
 
 def register(add: AddRoute) -> None:

@@ -12,7 +12,7 @@ from gateway import encoding, errors
 from appliance.protocol import Input
 from gateway.context import CONTEXT
 from gateway.responses import OpenAIEmbedResponse, OpenAIEmbedding, OpenAIUsage
-from gateway.routes.answers import AddRoute, outcome_headers, respond
+from gateway.routes.answers import AddRoute, respond_served
 from gateway.routes.checks import check_dimensions, check_inputs, read_json
 from gateway.schemas import OpenAIEmbed
 
@@ -54,7 +54,7 @@ async def embeddings(request: web.Request) -> web.Response:
         model=card.name,
         usage=OpenAIUsage(prompt_tokens=tokens, total_tokens=tokens),
     )
-    return respond(encoding.encode(answer), headers=outcome_headers(outcome, len(items)))
+    return respond_served(request, encoding.encode(answer), outcome, len(items))
 
 
 def register(add: AddRoute) -> None:
