@@ -5,6 +5,9 @@ Two tagged unions, one per direction of a worker's channel:
     gateway -> worker   Request  = Embed | Rerank | Cancel | Drain
     worker  -> gateway  Response = Ready | Vectors | Scores | Failed | Stats | Bye
 
+plus the one in-process type the supervisor and the router share (``SlotStatus``), which lives
+here because the gateway may import this module and never the supervisor.
+
 Hot-path structs are ``array_like=True`` (msgpack arrays, no field names on the wire) and
 ``gc=False`` (they hold no reference cycles). Schema evolution rule: fields are only ever
 appended, always with a default, so an old worker and a new gateway still understand each other.
@@ -177,9 +180,10 @@ class WorkerCounters(msgspec.Struct, kw_only=True, gc=False):
     expired: int = 0  # dropped by the worker: their deadline passed before they reached the model
     failed_batches: int = 0  # forward passes that raised (their requests got Failed)
     gpu_memory_bytes: int = 0  # torch's allocated CUDA memory on its device; 0 on CPU
-    # cumulative histogram counts per bound in BATCH_SIZE_BOUNDS / BATCH_TOKEN_BOUNDS (+Inf last)
-    batch_size_counts: list[int] = msgspec.field(default_factory=list)
-    batch_token_counts: list[int] = msgspec.field(default_factory=list)
+    # cumulative histogram counts per bound in BATCH_SIZE_BOUNDS / BATCH_TOKEN_BOUNDS (+Inf last):
+    # [i] = batches of at most BOUNDS[i] inputs (padded tokens), [-1] = every batch; always that long
+    batch_size_counts: list[int] = msgspec.field(default_factory=lambda: [0] * (len(BATCH_SIZE_BOUNDS) + 1))
+    batch_token_counts: list[int] = msgspec.field(default_factory=lambda: [0] * (len(BATCH_TOKEN_BOUNDS) + 1))
 
 
 class Stats(msgspec.Struct, tag="stats", array_like=True, gc=False):
@@ -262,3 +266,27 @@ class WorkerSpec(msgspec.Struct, forbid_unknown_fields=False):
     stats_interval_s: float = 1.0
     parent_pid: int = 0
 
+
+# ---- supervision, as the gateway is told it --------------------------------------------------
+# Not a message between processes: what the supervisor tells the router (``WorkerEvents``).
+
+# stopped: no process (a respawn is due) | starting: spawned, not Ready yet | ready: serving |
+# draining: finishing its work before a planned exit | failed: will not be respawned
+SlotState = Literal["stopped", "starting", "ready", "draining", "failed"]
+# Why a slot's worker was replaced, one count per respawn (a slot that failed for good is not respawned):
+# crash: an unplanned exit of a ready worker (or one killed for a corrupt response ring) |
+# heartbeat: killed as silent (worker_timeout) or stuck loading (ready_timeout) |
+# recycle: a planned replacement (worker_rss_limit, worker_max_batches) |
+# boot_failure: it exited before Ready
+RestartCause = Literal["crash", "heartbeat", "recycle", "boot_failure"]
+RESTART_CAUSES: tuple[RestartCause, ...] = ("crash", "heartbeat", "recycle", "boot_failure")
+
+
+class SlotStatus(msgspec.Struct, kw_only=True, frozen=True):
+    """One worker slot as the supervisor sees it, sent to the router at every change of state."""
+
+    role: WorkerRole
+    device: str  # "cuda:<slot gpu>" or "cpu"
+    cores: tuple[int, ...]  # the CPU cores the slot's worker is pinned to
+    state: SlotState
+    restarts: dict[str, int] = {}  # RestartCause -> respawns over the appliance's life; causes never seen are absent

@@ -11,6 +11,13 @@ The supervision cycle (``tick``) is gunicorn's: reap dead workers -> kill silent
 a bloated one -> spawn to the target. Exits are noticed at once through a pidfd on the event loop, and by the tick
 (every ``TICK_S``) as a backstop. A worker that exits with a boot or model-load code is not
 respawned: that would cycle forever on a bad config.
+
+Every change of a slot's state goes through ``set_state``, which tells the router the slot's
+``SlotStatus`` (role, device, cores, state, respawns by cause): that is how ``GET /stats`` learns
+them without the gateway reading the supervisor. Each respawn is counted once, by why its
+predecessor went (``exit_cause``): ``heartbeat`` for a worker killed as silent or stuck loading,
+``recycle`` for a planned replacement, ``boot_failure`` for an exit before ``Ready``, ``crash``
+for any other exit of a ready worker.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ import os
 import signal
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import msgspec
 
@@ -39,6 +47,9 @@ from appliance.protocol import (
     Bye,
     Drain,
     Ready,
+    RestartCause,
+    SlotState,
+    SlotStatus,
     Stats,
     WorkerSpec,
 )
@@ -51,11 +62,6 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 KILL_WAIT_S = 5.0
 FATAL_EXITS = {EXIT_BOOT_ERROR: "boot failure", EXIT_LOAD_ERROR: "model load failure"}
-
-
-# stopped: no process (respawn due at next_spawn_at) | starting: spawned, not Ready yet |
-# ready: serving | draining: finishing its work before a planned exit | failed: will not respawn
-WorkerState = Literal["stopped", "starting", "ready", "draining", "failed"]
 
 
 class WorkerEvents(Protocol):
@@ -73,6 +79,9 @@ class WorkerEvents(Protocol):
     def worker_lost(self, worker: int, reason: str) -> None:
         """No result will ever come from it again: resend or fail what it held."""
 
+    def worker_status(self, worker: int, status: SlotStatus) -> None:
+        """The slot's state or restart counts changed (and once per slot at construction)."""
+
 
 class BootError(RuntimeError):
     """A worker could not boot or load its models; serving cannot start."""
@@ -86,7 +95,7 @@ class SlotLost(RuntimeError):
 @dataclass(slots=True)
 class WorkerHandle:
     slot: Slot
-    state: WorkerState = "stopped"
+    state: SlotState = "stopped"  # a stopped slot's respawn is due at next_spawn_at
     process: subprocess.Popen[bytes] | None = None
     pidfd: int = -1
     ready: Ready | None = None
@@ -94,8 +103,8 @@ class WorkerHandle:
     spawned_at: float = 0.0
     next_spawn_at: float = 0.0
     failures: int = 0  # consecutive unplanned exits, for back-off
-    restarts: int = 0  # unplanned exits followed by a respawn (crash, heartbeat kill)
-    recycles: int = 0  # planned replacements (RSS or batch limit)
+    restarts: Counter[RestartCause] = field(default_factory=Counter)  # respawns by why the predecessor went
+    kill_cause: RestartCause | None = None  # set when the supervisor kills this incarnation, and why
     last_beat: int = -1
     last_beat_at: float = 0.0
     exit_code: int | None = None
@@ -117,6 +126,8 @@ class Supervisor:
         self.events = events
         self.worker_command = list(worker_command)
         self.handles = [WorkerHandle(slot) for slot in slots]
+        for handle in self.handles:
+            events.worker_status(handle.index, slot_status(handle))
         link.subscribe(Ready, self.on_ready)
         link.subscribe(Stats, self.on_stats)
         link.subscribe(Bye, self.on_bye)
@@ -151,7 +162,8 @@ class Supervisor:
         spec = self.worker_spec(handle)
         argv = [*self.worker_command, msgspec.json.encode(spec).decode()]
         handle.process = subprocess.Popen(argv, pass_fds=self.link.pass_fds(handle.index), stdin=subprocess.DEVNULL)
-        handle.state, handle.ready, handle.exit_code, handle.planned_exit = "starting", None, None, False
+        handle.ready, handle.exit_code, handle.planned_exit, handle.kill_cause = None, None, False, None
+        self.set_state(handle, "starting")
         handle.stats = None  # the last incarnation's counters must not trigger a recycle
         handle.spawned_at = handle.last_beat_at = time.monotonic()
         handle.last_beat = self.link.heartbeat(handle.index)
@@ -179,6 +191,11 @@ class Supervisor:
             return
         self.loop.add_reader(handle.pidfd, self.reap)
 
+    def set_state(self, handle: WorkerHandle, state: SlotState) -> None:
+        """The one place a slot changes state: the router hears every change."""
+        handle.state = state
+        self.events.worker_status(handle.index, slot_status(handle))
+
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -188,7 +205,8 @@ class Supervisor:
     # ---- messages from workers (through the link) ----------------------------------------
     def on_ready(self, worker: int, ready: Ready) -> None:
         handle = self.handles[worker]
-        handle.ready, handle.state, handle.failures = ready, "ready", 0
+        handle.ready, handle.failures = ready, 0
+        self.set_state(handle, "ready")
         models = ", ".join(m.name for m in ready.models)
         log.info("worker %d ready in %.1fs: pid %d, %s, models: %s", worker,
                  time.monotonic() - handle.spawned_at, ready.pid, ready.device, models)  # fmt: skip
@@ -209,6 +227,7 @@ class Supervisor:
             return
         log.error("worker %d (pid %d): its response ring is corrupt; killing it", worker, handle.process.pid)
         self.events.worker_unavailable(worker)
+        handle.kill_cause = handle.kill_cause or "crash"  # the worker wrote what no worker should
         handle.process.kill()
 
     # ---- the supervision cycle -----------------------------------------------------------
@@ -248,10 +267,10 @@ class Supervisor:
         self.events.worker_lost(handle.index, reason)
         self._changed.set()
         if self.stopping:
-            handle.state = "stopped"
+            self.set_state(handle, "stopped")
             return
         if code in FATAL_EXITS:
-            handle.state = "failed"
+            self.set_state(handle, "failed")
             self.fatal = (f"worker {handle.index} exited with {reason} (exit code {code}); not respawning it. "
                           "Its log lines above name the model and path.")  # fmt: skip
             log.error(self.fatal)
@@ -260,15 +279,15 @@ class Supervisor:
         self.schedule_respawn(handle, reason)
 
     def schedule_respawn(self, handle: WorkerHandle, reason: str) -> None:
+        handle.restarts[exit_cause(handle)] += 1
         if handle.planned_exit:
-            delay = 0.0  # a recycle: counted in `recycles`
+            delay = 0.0  # a recycle: no back-off
         else:
             delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**handle.failures)
             handle.failures += 1
-            handle.restarts += 1
             log.warning("worker %d %s; respawning in %.1fs", handle.index, reason, delay)
-        handle.state = "stopped"
         handle.next_spawn_at = time.monotonic() + delay
+        self.set_state(handle, "stopped")
 
     def unwatch(self, handle: WorkerHandle) -> None:
         if handle.pidfd >= 0:
@@ -288,6 +307,7 @@ class Supervisor:
             if reason:
                 log.error("worker %d %s; killing it", handle.index, reason)
                 self.events.worker_unavailable(handle.index)
+                handle.kill_cause = "heartbeat"
                 handle.process.kill()
 
     def why_stuck(self, handle: WorkerHandle, now: float) -> str | None:
@@ -309,7 +329,6 @@ class Supervisor:
         for handle in self.handles:
             reason = recycle_reason(self.config, handle.stats) if handle.stats else None
             if reason and self.can_take_out(handle):
-                handle.recycles += 1
                 self.recycle(handle.index, reason)
                 return
 
@@ -337,7 +356,8 @@ class Supervisor:
         if handle.state != "ready":
             return
         log.info("recycling worker %d: %s", worker, reason)
-        handle.state, handle.planned_exit = "draining", True
+        handle.planned_exit = True
+        self.set_state(handle, "draining")
         self.events.worker_unavailable(worker)
         self.send_drain(handle, reason)
 
@@ -353,6 +373,7 @@ class Supervisor:
         for handle in self.handles:
             if handle.process is not None:
                 handle.planned_exit = True
+                self.set_state(handle, "draining")
                 self.send_drain(handle, "shutdown")
         await self.wait_exits(grace)
         for handle in self.handles:
@@ -378,6 +399,22 @@ class Supervisor:
         for handle in self.handles:
             if handle.process is not None and handle.process.poll() is None:
                 handle.process.send_signal(signal.SIGKILL)
+
+
+def exit_cause(handle: WorkerHandle) -> RestartCause:
+    """Why the incarnation that just exited went, read before its slot's state changes."""
+    if handle.kill_cause is not None:
+        return handle.kill_cause
+    if handle.planned_exit:
+        return "recycle"
+    return "boot_failure" if handle.state == "starting" else "crash"
+
+
+def slot_status(handle: WorkerHandle) -> SlotStatus:
+    slot = handle.slot
+    device = "cpu" if slot.gpu is None else f"cuda:{slot.gpu}"
+    return SlotStatus(role=slot.role, device=device, cores=tuple(slot.cores), state=handle.state,
+                      restarts=dict(handle.restarts))  # fmt: skip
 
 
 def describe_exit(code: int) -> str:

@@ -64,8 +64,10 @@ class WorkerCard(WorkerCounters, kw_only=True):
     device: str = ""  # "cuda:0", "cpu" (with its cores in ``cores``)
     cores: list[int] = msgspec.field(default_factory=list)  # the CPU cores it is pinned to
     state: str = ""  # the supervisor's view: stopped | starting | ready | draining | failed
-    restarts: dict[str, int] = msgspec.field(default_factory=dict)  # by cause: crash, heartbeat, recycle, boot_failure
-    busy_share: float = 0.0  # share of the last minute its model was computing (0..1)
+    # respawns of this slot by why the predecessor went (appliance.protocol.RestartCause: crash,
+    # heartbeat, recycle, boot_failure), over the appliance's life; causes never seen are absent
+    restarts: dict[str, int] = msgspec.field(default_factory=dict)
+    busy_share: float = 0.0  # share of the last minute its model was computing (0..1; gateway/busy.py)
 
 
 class CacheCounts(msgspec.Struct, kw_only=True):

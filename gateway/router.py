@@ -26,6 +26,11 @@ interactive batches leave, ``workers/batcher.py``). Background parts must not cr
   429; its deadline bounds every wait (504).
 - A lost background part is resent once, like any part, but only to a holder whose slot is free;
   else it is parked until a slot frees or a holder comes back.
+
+Worker cards (``workers``, for ``GET /stats``) join three sources per slot: the worker's own
+counters (its latest ``Stats``, only while its pid is the one that said ``Ready``), what the
+supervisor last said of the slot (``worker_status``: role, device, cores, state, respawns by
+cause) and the busy share of the last minute (``gateway/busy.py``, fed by every ``Stats``).
 """
 
 from __future__ import annotations
@@ -51,12 +56,14 @@ from appliance.protocol import (
     Request,
     Rerank,
     Scores,
+    SlotStatus,
     Stats,
     Vectors,
     WorkerCounters,
 )
 from gateway import errors
 from gateway.backend import EmbedOutcome, ModelCard, RerankOutcome, Timings, WorkerCard
+from gateway.busy import BusyWindow
 from gateway.holders import HolderWait
 from gateway.parts import Part, cut, estimate_tokens, merge_vectors, record_budget, served_by
 from gateway.priority import free_slots, least_loaded, place
@@ -91,6 +98,8 @@ class WorkerState:
     stats: Stats | None = None
     pid: int = 0  # from its Ready; its Stats (every second) may not have come yet
     background: Part | None = None  # its one background part in flight, if any
+    status: SlotStatus | None = None  # the supervisor's view of the slot (``worker_status``)
+    busy: BusyWindow = field(default_factory=BusyWindow)  # compute share of the last minute
 
 
 class Router:
@@ -312,7 +321,12 @@ class Router:
         self.wake_senders()  # senders waiting for room or ring space
 
     def worker_stats(self, worker: int, stats: Stats) -> None:
-        self.workers_state[worker].stats = stats
+        state = self.workers_state[worker]
+        state.stats = stats
+        state.busy.observe(stats.pid, stats.counters.compute_us)
+
+    def worker_status(self, worker: int, status: SlotStatus) -> None:
+        self.workers_state[worker].status = status
 
     def worker_idle(self, worker: int) -> bool:
         return not self.workers_state[worker].parts
@@ -392,9 +406,13 @@ class Router:
 def worker_card(w: WorkerState) -> WorkerCard:
     # counters of an earlier incarnation (its last Stats before a respawn) are not this worker's
     counters = w.stats.counters if w.stats and w.stats.pid == w.pid else WorkerCounters()
-    return WorkerCard(index=w.index, up=w.up, models=sorted(w.models), outstanding_inputs=w.outstanding_inputs,
-                      outstanding_tokens=w.outstanding_tokens, pid=w.pid,
+    card = WorkerCard(index=w.index, up=w.up, models=sorted(w.models), outstanding_inputs=w.outstanding_inputs,
+                      outstanding_tokens=w.outstanding_tokens, pid=w.pid, busy_share=round(w.busy.share(), 6),
                       **msgspec.structs.asdict(counters))  # fmt: skip
+    if w.status is not None:  # None only for a router no supervisor reports to (tests)
+        card.role, card.device, card.cores = w.status.role, w.status.device, list(w.status.cores)
+        card.state, card.restarts = w.status.state, dict(w.status.restarts)
+    return card
 
 
 def monotonic_deadline(loop_deadline: float) -> float:

@@ -5,6 +5,11 @@ they arrive, their items join the model's batcher, and a request is answered wit
 record once its last item has been computed. A request error (bad input, an exception in one
 batch) fails that request and only that request; the loop itself keeps going.
 
+Counting: every batch that ran adds to the cumulative counters (``WorkerCounters``) and to two
+histograms (``workers/histogram.py``): its size in inputs and its padded tokens, as the model saw
+them. Both cost one bisect per batch; ``stats`` turns them into the cumulative counts ``Stats``
+carries, with the RSS and (on a GPU) torch's allocated CUDA memory, about once a second.
+
 Priority: each request's items join its model's batcher in the message's class (``Embed.priority``,
 ``Rerank.priority``), and each step runs the batch of the model with the most urgent queued work
 (round-robin among equals), so interactive work of one model never waits behind background work
@@ -25,6 +30,8 @@ import psutil
 
 from appliance.ipc.ring import RecordTooLarge
 from appliance.protocol import (
+    BATCH_SIZE_BOUNDS,
+    BATCH_TOKEN_BOUNDS,
     EXIT_OK,
     EXIT_PARENT_GONE,
     Bye,
@@ -49,6 +56,8 @@ from appliance.protocol import (
     f32_bytes,
 )
 from workers.batcher import Batch, Batcher
+from workers.histogram import Histogram
+from workers.models import device_for
 from workers.runtimes import InputTooLong, Runtime, Tokenized, cosine_scores
 from workers.signals import sigterm_received
 
@@ -94,6 +103,9 @@ class WorkerLoop:
         self.requests = RequestCodec()
         self.responses = ResponseCodec()
         self.counters = WorkerCounters()
+        self.batch_sizes = Histogram(BATCH_SIZE_BOUNDS)
+        self.batch_tokens = Histogram(BATCH_TOKEN_BOUNDS)
+        self.device = device_for(spec)
         self.draining = False
         self.process = psutil.Process()
         self._next_stats = 0.0
@@ -276,6 +288,8 @@ class WorkerLoop:
         c.tokens += sum(batch.lengths)
         c.padded_tokens += batch.padded_tokens
         c.compute_us += elapsed_us
+        self.batch_sizes.observe(len(batch.payloads))
+        self.batch_tokens.observe(batch.padded_tokens)
 
     def result(self, request: Pending, output: np.ndarray) -> Vectors | Scores:
         queue_us = max(0, (request.first_batch_ns - request.received_ns) // 1000 - request.tokenize_us)
@@ -321,8 +335,12 @@ class WorkerLoop:
         self.send(Ready(self.spec.worker, os.getpid(), infos, self.spec.role, device, list(self.spec.cores)))
 
     def stats(self) -> Stats:
-        self.counters.rss_bytes = self.process.memory_info().rss
-        return Stats(self.spec.worker, os.getpid(), self.counters)
+        c = self.counters
+        c.rss_bytes = self.process.memory_info().rss
+        c.gpu_memory_bytes = gpu_memory_bytes(self.device)
+        c.batch_size_counts = self.batch_sizes.cumulative()
+        c.batch_token_counts = self.batch_tokens.cumulative()
+        return Stats(self.spec.worker, os.getpid(), c)
 
 
 def bi_rerank_items(runtime: Runtime, message: Rerank) -> list[Tokenized]:
@@ -357,6 +375,18 @@ def forward_splitting_on_oom(forward: Callable[[Sequence[Tokenized]], np.ndarray
 
 def is_out_of_memory(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def gpu_memory_bytes(device: str) -> int:
+    """torch's allocated CUDA memory on ``device``; 0 on a CPU worker, which never imports CUDA."""
+    if not device.startswith("cuda"):
+        return 0
+    try:
+        import torch
+
+        return int(torch.cuda.memory_allocated(device))
+    except Exception:  # a sample, not a duty: a broken driver shows as 0, the worker goes on
+        return 0
 
 
 def release_accelerator_cache() -> None:

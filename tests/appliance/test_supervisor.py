@@ -31,7 +31,7 @@ from appliance.config import Config, ModelConfig
 from appliance.ipc.ring import HEAD_WORD, Ring
 from appliance.ipc.segment import HEADER_BYTES, Segment
 from appliance.link import WorkerLink
-from appliance.protocol import Bye, Ready
+from appliance.protocol import Bye, Ready, SlotStatus
 from appliance.supervisor import BACKOFF_FIRST_S, TICK_S, BootError, SlotLost, Supervisor, WorkerHandle
 
 FAKE_WORKER = Path(__file__).with_name("_fake_worker.py")
@@ -52,10 +52,12 @@ class Slot(NamedTuple):
 
 
 class Events:
-    """A ``WorkerEvents`` that records every call with its time; ``idle`` answers ``worker_idle``."""
+    """A ``WorkerEvents`` that records every call with its time; ``idle`` answers ``worker_idle``.
+    Slot statuses are kept apart, in ``statuses``, so ``calls`` reads as the worker's life."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, str, int, str]] = []  # (monotonic, event, worker, detail)
+        self.statuses: list[tuple[int, SlotStatus]] = []
         self.idle: dict[int, bool] = {}
         self.idle_asked: Counter[int] = Counter()
 
@@ -72,6 +74,16 @@ class Events:
     def worker_lost(self, worker: int, reason: str) -> None:
         self.calls.append((time.monotonic(), "lost", worker, reason))
 
+    def worker_status(self, worker: int, status: SlotStatus) -> None:
+        self.statuses.append((worker, status))
+
+    def status(self, worker: int) -> SlotStatus:
+        """What the router was last told of ``worker``'s slot."""
+        return [s for w, s in self.statuses if w == worker][-1]
+
+    def states(self, worker: int) -> list[str]:
+        return [s.state for w, s in self.statuses if w == worker]
+
     def of(self, worker: int, event: str | None = None) -> list[tuple[float, str, int, str]]:
         return [c for c in self.calls if c[2] == worker and (event is None or c[1] == event)]
 
@@ -83,14 +95,14 @@ class Rig:
     """One supervisor over fake workers; ``async with`` guarantees the clean-up every test checks."""
 
     def __init__(self, tmp_path: Path, plan: dict[int, list[str]], roles: tuple[str, ...] = ("light",),
-                 **settings: object) -> None:  # fmt: skip
+                 slots: list[Slot] | None = None, **settings: object) -> None:  # fmt: skip
         self.dir = tmp_path
         (tmp_path / "plan.json").write_text(json.dumps({str(k): v for k, v in plan.items()}))
         self.config = Config(models=MODELS, ring_bytes=RING_BYTES, **settings)  # type: ignore[arg-type]
-        self.link = WorkerLink(RING_BYTES, len(roles))
+        self.slots = slots or [Slot(i, role) for i, role in enumerate(roles)]
+        self.link = WorkerLink(RING_BYTES, len(self.slots))
         self.events = Events()
         self.byes: list[tuple[int, str]] = []
-        self.slots = [Slot(i, role) for i, role in enumerate(roles)]
         self.supervisor: Supervisor
         self.runner: asyncio.Task[None] | None = None
         self.left_running: list[int] = []
@@ -201,7 +213,8 @@ def test_crashes_are_respawned_with_a_doubling_back_off_reset_by_ready(tmp_path:
             assert len(seen["spawned_at"]) == 5
             for due, spawned in zip(seen["next_spawn_at"], seen["spawned_at"][1:]):
                 assert due <= spawned <= due + TICK_S + 1.0
-            assert handle.restarts == 4 and handle.failures == 0
+            assert handle.restarts == {"boot_failure": 3, "crash": 1} and handle.failures == 0
+            assert rig.events.status(0).restarts == {"boot_failure": 3, "crash": 1}
             assert handle.history == [c[3] for c in lost]
             assert rig.events.kinds(0) == ["lost", "lost", "lost", "ready", "lost", "ready"]
             assert rig.incarnations(0) == 5
@@ -230,7 +243,8 @@ def test_a_silent_worker_is_killed_after_worker_timeout_and_respawned(tmp_path: 
             assert not psutil.pid_exists(silent_pid) or psutil.Process(silent_pid).status() == psutil.STATUS_ZOMBIE
             replacement = rig.events.of(0, "ready")[1][3]
             assert replacement != str(silent_pid) and handle.state == "ready"
-            assert handle.restarts == 1 and handle.history == ["killed by SIGKILL"]
+            assert handle.restarts == {"heartbeat": 1} and handle.history == ["killed by SIGKILL"]
+            assert rig.events.status(0).restarts == {"heartbeat": 1} and rig.events.status(0).state == "ready"
 
     asyncio.run(scenario())
 
@@ -247,6 +261,9 @@ def test_a_respawn_that_beats_but_never_gets_ready_is_killed_after_ready_timeout
             assert rig.events.kinds(0) == ["ready", "lost", "unavailable", "lost", "ready"]
             (killed_at, *_), (loading_lost_at, *_) = rig.events.of(0, "lost")[:2]
             assert loading_lost_at - killed_at >= rig.config.ready_timeout  # beating bought no more
+            # the SIGKILL of a ready worker is a crash; the kill of one stuck loading is the supervisor's
+            assert handle.restarts == {"crash": 1, "heartbeat": 1}
+
 
     asyncio.run(scenario())
 
@@ -282,7 +299,8 @@ def test_workers_over_worker_max_batches_are_recycled_one_at_a_time(tmp_path: Pa
 
             for worker in (0, 1):
                 handle = rig.handle(worker)
-                assert handle.recycles == 1 and handle.restarts == 0 and handle.failures == 0 and handle.history == ["clean exit"]
+                assert handle.restarts == {"recycle": 1} and handle.failures == 0 and handle.history == ["clean exit"]
+                assert rig.events.states(worker)[-4:] == ["draining", "stopped", "starting", "ready"]
                 assert rig.events.kinds(worker) == ["ready", "unavailable", "lost", "ready"]
                 # the old incarnation was told to drain and said goodbye before it went
                 assert [r[3] for r in rig.log(worker) if r[1] == 0] == ["start", "ready", "drain", "bye"]
@@ -311,16 +329,16 @@ def test_the_only_holder_of_a_model_is_recycled_only_while_idle(tmp_path: Path) 
 
             # deferred: over the limit (Stats arrive every 0.1 s) but busy, tick after tick
             await wait_for(lambda: rig.events.idle_asked[0] >= 4, "the supervisor to ask whether worker 0 is idle")
-            assert primary.recycles == 0 and primary.state == "ready"
+            assert not primary.restarts and primary.state == "ready"
             assert rig.events.kinds(0) == ["ready"] and not rig.byes
             assert "drain" not in [r[3] for r in rig.log(0)]
 
             rig.events.idle[0] = True
             await wait_for(lambda: len(rig.events.of(0, "ready")) == 2, "the primary's replacement")
-            assert primary.recycles == 1 and rig.byes == [(0, "drained")]
+            assert primary.restarts == {"recycle": 1} and rig.byes == [(0, "drained")]
             assert rig.events.kinds(0) == ["ready", "unavailable", "lost", "ready"]
             assert primary.ready is not None and primary.ready.pid != first_pid
-            assert rig.events.kinds(1) == ["ready"] and rig.handle(1).recycles == 0
+            assert rig.events.kinds(1) == ["ready"] and not rig.handle(1).restarts
 
     asyncio.run(scenario())
 
@@ -338,7 +356,8 @@ def test_a_boot_or_load_error_fails_start_and_is_never_respawned(tmp_path: Path,
             await asyncio.sleep(4 * BACKOFF_FIRST_S)  # past any back-off: nothing respawns it
             with pytest.raises(SlotLost, match="worker 0"):  # nor does a supervision cycle
                 await asyncio.wait_for(rig.supervisor.run(), WAIT_S)
-            assert handle.state == "failed" and handle.process is None and handle.restarts == 0
+            assert handle.state == "failed" and handle.process is None and not handle.restarts  # never respawned
+            assert rig.events.states(0) == ["stopped", "starting", "failed"]
             assert rig.incarnations(0) == 1
             assert [c[1:] for c in rig.events.calls] == [("lost", 0, reason)]
 
@@ -362,7 +381,8 @@ def test_a_slot_whose_respawn_cannot_boot_ends_run_with_slot_lost(tmp_path: Path
             lost_at = rig.events.of(1, "lost")[-1][0]
             assert time.monotonic() - lost_at < WAIT_S
             assert rig.handle(1).state == "failed" and rig.handle(0).state == "ready"
-            assert rig.incarnations(1) == 2 and rig.handle(1).restarts == 1
+            assert rig.incarnations(1) == 2 and rig.handle(1).restarts == {"crash": 1}
+            assert rig.events.status(1).state == "failed"
             rig.runner = None  # its end is this test's subject; stop() still drains worker 0
 
     asyncio.run(scenario())
@@ -427,7 +447,7 @@ def test_a_corrupt_response_ring_gets_its_worker_replaced_once(tmp_path: Path, c
             assert rig.events.kinds(0) == ["ready", "unavailable", "lost", "ready"]
             assert rig.events.of(0, "lost")[0][3] == "killed by SIGKILL"
             assert handle.process is not None and handle.process.pid != first_pid
-            assert handle.restarts == 1
+            assert handle.restarts == {"crash": 1}  # a worker whose ring went bad is replaced as crashed
             await wait_for(lambda: handle.stats is not None, "the replacement's Stats through the reset ring")
 
     with caplog.at_level(logging.WARNING):
@@ -435,3 +455,33 @@ def test_a_corrupt_response_ring_gets_its_worker_replaced_once(tmp_path: Path, c
     corrupt = [r for r in caplog.records if "corrupt" in r.getMessage()]
     assert [r.name for r in corrupt] == ["appliance.link", "appliance.supervisor"], [r.getMessage() for r in corrupt]
     assert not [r for r in caplog.records if r.name == "asyncio"], "an exception escaped into the event loop"
+
+
+# ---- 7. what the router is told: slot status and respawns by cause ---------------------------
+@pytest.mark.timeout(60)
+def test_every_change_of_state_reaches_the_router_with_the_slot_and_respawns_by_cause(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        slots = [Slot(0, "primary", (0, 1), None), Slot(1, "light", (2,), 1)]
+        async with Rig(tmp_path, {0: ["ready"], 1: ["exit1", "ready"]}, slots=slots, ready_timeout=20.0) as rig:
+            first = [(w, s.state) for w, s in rig.events.statuses]
+            assert first[:2] == [(0, "stopped"), (1, "stopped")]  # told at construction, before any spawn
+            await rig.supervisor.start()  # worker 1 exits before its Ready once
+            assert rig.events.states(0) == ["stopped", "starting", "ready"]
+            assert rig.events.states(1) == ["stopped", "starting", "stopped", "starting", "ready"]
+            assert rig.events.status(1).restarts == {"boot_failure": 1} and not rig.events.status(0).restarts
+
+            rig.run()
+            assert rig.handle(0).process is not None
+            os.kill(rig.handle(0).process.pid, signal.SIGKILL)  # a ready worker dies
+            await wait_for(lambda: len(rig.events.of(0, "ready")) == 2, "worker 0's respawn")
+            assert rig.events.states(0) == ["stopped", "starting", "ready", "stopped", "starting", "ready"]
+            primary, light = rig.events.status(0), rig.events.status(1)
+            assert primary == SlotStatus(role="primary", device="cpu", cores=(0, 1), state="ready",
+                                         restarts={"crash": 1})  # fmt: skip
+            assert light == SlotStatus(role="light", device="cuda:1", cores=(2,), state="ready",
+                                       restarts={"boot_failure": 1})  # fmt: skip
+        # a shutdown is no respawn: each slot drains and ends stopped with the counts it had
+        assert [rig.events.states(w)[-2:] for w in (0, 1)] == [["draining", "stopped"]] * 2
+        assert rig.events.status(0).restarts == {"crash": 1}
+
+    asyncio.run(scenario())

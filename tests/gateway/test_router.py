@@ -24,7 +24,10 @@ from appliance.protocol import (
     ModelInfo,
     Ready,
     RequestCodec,
+    SlotStatus,
+    Stats,
     Vectors,
+    WorkerCounters,
     f32_bytes,
 )
 from gateway import errors
@@ -480,3 +483,40 @@ def test_a_lost_background_part_is_resent_only_into_a_free_slot() -> None:
         assert [o.workers for o in await asyncio.gather(*jobs)] == ["1", "1"]
 
     asyncio.run(main())
+
+
+# ---- worker cards ------------------------------------------------------------------------------
+class FixedClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_worker_card_joins_the_slot_status_the_worker_s_counters_and_its_busy_share() -> None:
+    router = make_router(ScriptedWorkers())
+    clock = FixedClock(50.0)
+    router.workers_state[0].busy.clock = clock
+    router.worker_status(0, SlotStatus(role="primary", device="cuda:0", cores=(0, 1), state="ready",
+                                       restarts={"crash": 1}))  # fmt: skip
+    for compute_us in (0, 250_000, 500_000):  # busy a quarter of each second
+        router.worker_stats(0, Stats(0, 100, WorkerCounters(batches=3, compute_us=compute_us,
+                                                            batch_size_counts=[1, 2, 3])))  # fmt: skip
+        clock.now += 1.0
+    card, other = router.workers()
+    assert (card.role, card.device, card.cores, card.state, card.restarts) == (
+        "primary", "cuda:0", [0, 1], "ready", {"crash": 1})
+    assert (card.batches, card.batch_size_counts, card.pid) == (3, [1, 2, 3], 100)
+    assert card.busy_share == round(0.5 / 3, 6)  # 0.5 s busy of the 3 s since the first report
+    # a slot the supervisor has not described yet, with no Stats: the defaults
+    assert (other.role, other.state, other.restarts, other.busy_share, other.batches) == ("", "", {}, 0.0, 0)
+
+
+def test_a_card_never_shows_the_counters_of_the_incarnation_before_a_respawn() -> None:
+    router = make_router(ScriptedWorkers())
+    router.worker_stats(1, Stats(1, 101, WorkerCounters(batches=7)))
+    assert router.workers()[1].batches == 7
+    router.worker_lost(1, "killed by SIGKILL")
+    router.worker_ready(1, Ready(1, 555, [ModelInfo("m", "transformer", DIM, 512)]))
+    assert (router.workers()[1].pid, router.workers()[1].batches) == (555, 0)  # until the new one reports

@@ -19,6 +19,8 @@ from appliance.config import ModelConfig
 from appliance.ipc.channel import Channel
 from appliance.protocol import (
     BACKGROUND,
+    BATCH_SIZE_BOUNDS,
+    BATCH_TOKEN_BOUNDS,
     EXIT_LOAD_ERROR,
     EXIT_PARENT_GONE,
     Bye,
@@ -166,6 +168,27 @@ def test_results_heartbeat_and_drain(primary: WorkerUnderTest, models: list[Mode
     primary.send(Drain("test"))
     primary.wait_for(Bye)
     assert primary.process.wait(30) == 0
+
+
+def test_stats_carry_batch_histograms_that_count_every_batch(models: list[ModelConfig], tmp_path: Path) -> None:
+    with running_worker(models, "light", tmp_path) as worker:  # max_batch_size 32, max_batch_tokens 4096
+        worker.wait_for(Ready)
+        worker.send(Embed(1, "tiny", [f"histogram sentence {i}" for i in range(50)]))  # two batches at least
+        worker.wait_for(Vectors, id=1)
+        worker.send(Embed(2, "tiny", ["alone"]))  # a batch of one
+        worker.wait_for(Vectors, id=2)
+        worker.inbox = [m for m in worker.inbox if not isinstance(m, Stats)]  # only a fresh one counts
+        counters = worker.wait_for(Stats, timeout=5).counters
+    assert counters.items == 51 and counters.batches >= 3
+    sizes, tokens = counters.batch_size_counts, counters.batch_token_counts
+    assert len(sizes) == len(BATCH_SIZE_BOUNDS) + 1 and len(tokens) == len(BATCH_TOKEN_BOUNDS) + 1
+    assert sizes[-1] == tokens[-1] == counters.batches  # +Inf counts every batch
+    assert sizes == sorted(sizes) and tokens == sorted(tokens)  # cumulative
+    assert sizes[0] >= 1  # the batch of one
+    assert sizes[BATCH_SIZE_BOUNDS.index(32)] == counters.batches  # none over max_batch_size
+    assert sizes[BATCH_SIZE_BOUNDS.index(16)] < counters.batches  # the 50 came in batches over 16
+    assert tokens[BATCH_TOKEN_BOUNDS.index(4096)] == counters.batches  # none over max_batch_tokens
+    assert counters.gpu_memory_bytes == 0  # a CPU worker
 
 
 def test_drain_finishes_what_it_holds(primary: WorkerUnderTest) -> None:
