@@ -214,8 +214,8 @@ def worker_families(workers: list[WorkerCard]) -> Iterator[Metric]:
 
 def batch_histogram(name: str, help_text: str, workers: list[WorkerCard], bounds: Sequence[int],
                     counts_of: Callable[[WorkerCard], tuple[list[int], int]]) -> Metric:  # fmt: skip
-    """A worker's cumulative counts by bound (+Inf last), as its worker counts them; a worker
-    that has not reported them yet is left out rather than shown empty."""
+    """A worker's cumulative counts by bound (+Inf last), as its worker counts them; counts not
+    of the bounds' length (none reported) are left out rather than mislabelled."""
     family = HistogramMetricFamily(name, help_text, labels=["worker"])
     for w in workers:
         counts, total = counts_of(w)

@@ -112,7 +112,7 @@ def test_worker_cards_are_exported_as_they_are(start_server: Start) -> None:
     assert value(samples, "appliance_worker_batch_size_sum", worker="0") == 170
     assert value(samples, "appliance_worker_batch_tokens_bucket", worker="0", le="256") == 4
     assert value(samples, "appliance_worker_batch_tokens_sum", worker="0") == 1500
-    assert ("appliance_worker_batch_size_count", (("worker", "1"),)) not in samples  # none reported yet
+    assert value(samples, "appliance_worker_batch_size_bucket", worker="1", le="+Inf") == 0  # none run yet
     assert value(samples, "appliance_queue_depth_inputs") == 12
 
 
