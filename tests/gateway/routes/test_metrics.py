@@ -7,17 +7,22 @@ and the access rule is ``/stats``'s.
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import msgspec
 import pytest
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.protocol import BATCH_SIZE_BOUNDS, BATCH_TOKEN_BOUNDS
 from gateway.admission import Admission, ApiKeys
+from gateway.app import build_app
 from gateway.backend import WorkerCard
 from conftest import MAIN, TEST_CONFIG, FakeBackend, ServerThread
 
@@ -169,3 +174,41 @@ def busy_workers() -> list[WorkerCard]:
                        compute_us=2_500_000, batch_size_counts=size_counts, batch_token_counts=token_counts, **card),
             WorkerCard(index=1, up=False, outstanding_inputs=0, role="light", device="cpu", state="starting",
                        **card)]  # fmt: skip
+
+
+def test_a_stream_is_recorded_once_it_has_sent_its_last_event(start_server: Start) -> None:
+    server, _ = start_server(TEST_CONFIG)
+    reply = server.post("/api/embed/stream", {"model": MAIN, "inputs": [["a", "b"], ["c"]]})
+    assert reply.status == 200 and reply.body.rstrip().splitlines()[-2] == b"event: complete"
+    _, samples = scrape(server)
+    route = "/api/embed/stream"
+    assert value(samples, "appliance_requests_total", route=route, method="POST", status="200") == 1
+    assert value(samples, "appliance_inputs_total", route=route) == 3
+    assert server.get("/stats").json()["traffic"]["last_1m"]["inputs"] == 3
+
+
+def test_a_client_that_leaves_before_its_answer_is_counted_as_499(backend: FakeBackend) -> None:
+    """With aiohttp's handler cancellation on, as the appliance runs it (``appliance/serving.py``)."""
+    server = ServerThread(build_app(TEST_CONFIG, backend))
+    server.runner = web.AppRunner(server.runner.app, handler_cancellation=True)
+    server.start()
+    try:
+        backend.delay_s = 2.0
+        body = json.dumps({"model": MAIN, "input": "slow"}).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"POST /api/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+            wait_until(lambda: bool(backend.calls))  # the handler is waiting on the backend
+        backend.delay_s = 0.0
+        wait_until(lambda: value(scrape(server)[1], "appliance_requests_total", route="/api/embed", method="POST",
+                                 status="499") == 1)  # fmt: skip
+        assert server.get("/stats").json()["traffic"]["last_1m"]["client_errors"] == 1
+    finally:
+        server.stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
