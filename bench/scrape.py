@@ -4,9 +4,10 @@ served throughput.
 One appliance (cache off, as the throughput sweep), the c=32 single-sentence point run four
 times, interleaved: without a scraper, with one, without, with. The scraper is a client that
 GETs ``/metrics`` every ``SCRAPE_EVERY_S`` during the measured window, as Prometheus would. The
-figure is the mean throughput with the scraper over the mean without; the noise is the larger
-relative difference between the two runs of one condition, from the same run. The scraper
-costs nothing measurable when the ratio is within that noise of 1.
+figure is the mean throughput with the scraper over the mean without (and each round's own
+ratio, its two runs being neighbours in time); the noise is the larger relative difference
+between the two runs of one condition, from the same run. The scraper costs nothing measurable
+when the ratio is within that noise of 1.
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def summary(runs: dict[bool, list[float]], durations: list[float]) -> dict[str, 
     without, scraped = runs[False], runs[True]
     ratio = statistics.mean(scraped) / statistics.mean(without) if statistics.mean(without) else 0.0
     noise = max(spread(without), spread(scraped))
+    paired = [round(w / wo, 3) if wo else 0.0 for w, wo in zip(scraped, without)]
     return {"concurrency": CONCURRENCY, "without_rps": without, "with_rps": scraped, "ratio": round(ratio, 3),
-            "noise": round(noise, 3), "within_noise": abs(ratio - 1) <= noise, "scrapes": len(durations),
+            "paired_ratios": paired, "noise": round(noise, 3), "within_noise": abs(ratio - 1) <= noise, "scrapes": len(durations),
             "scrape_p50_ms": round(statistics.median(durations) * 1000, 2) if durations else None,
             "scrape_max_ms": round(max(durations) * 1000, 2) if durations else None}  # fmt: skip
 

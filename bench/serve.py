@@ -123,8 +123,8 @@ def scrape_metrics(args: argparse.Namespace) -> int:
         points, summary = run_scrape_points(args, url, sentences(4000))
     print(table(points))
     print(f"with a 1 s /metrics scraper: {summary['ratio']:.3f}x the throughput without "
-          f"(run-to-run noise {summary['noise']:.1%}; {summary['scrapes']} scrapes, "
-          f"median {summary['scrape_p50_ms']} ms)")  # fmt: skip
+          f"(each round: {summary['paired_ratios']}; run-to-run noise {summary['noise']:.1%}; "
+          f"{summary['scrapes']} scrapes, median {summary['scrape_p50_ms']} ms)")  # fmt: skip
     print(json.dumps({"model": args.model, "scrape_metrics": summary}))
     return 0
 

@@ -119,6 +119,7 @@ def test_scrape_summary_compares_the_ratio_with_the_run_to_run_noise() -> None:
 
     summary = scrape.summary({False: [100.0, 104.0], True: [101.0, 99.0]}, [0.004, 0.006, 0.005])
     assert summary["ratio"] == pytest.approx(0.98) and summary["noise"] == pytest.approx(0.04)
+    assert summary["paired_ratios"] == [1.01, 0.952]
     assert summary["within_noise"] is True and summary["scrapes"] == 3 and summary["scrape_p50_ms"] == 5.0
     assert scrape.summary({False: [100.0, 100.0], True: [80.0, 81.0]}, [])["within_noise"] is False
 
