@@ -80,7 +80,8 @@ def summary(runs: dict[bool, list[float]], durations: list[float]) -> dict[str, 
     noise = max(spread(without), spread(scraped))
     paired = [round(w / wo, 3) if wo else 0.0 for w, wo in zip(scraped, without)]
     return {"concurrency": CONCURRENCY, "without_rps": without, "with_rps": scraped, "ratio": round(ratio, 3),
-            "paired_ratios": paired, "noise": round(noise, 3), "within_noise": abs(ratio - 1) <= noise, "scrapes": len(durations),
+            "paired_ratios": paired, "noise": round(noise, 3), "within_noise": abs(ratio - 1) <= noise,
+            "scrapes": len(durations),
             "scrape_p50_ms": round(statistics.median(durations) * 1000, 2) if durations else None,
             "scrape_max_ms": round(max(durations) * 1000, 2) if durations else None}  # fmt: skip
 

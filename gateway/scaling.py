@@ -84,7 +84,8 @@ def workers_busy(s: Signals) -> Advice | None:
     ratio = latency_ratio(s)
     latency = f", p99 {ratio:.1f}x its idle value" if ratio >= 1.5 else ""
     return Advice(signal="workers_busy", severity=WARN, figure=round(s.busy_share, 3),
-                  message=f"workers busy {s.busy_share:.0%} of the last minute{latency}: add a GPU or a worker")  # fmt: skip
+                  message=f"workers busy {s.busy_share:.0%} of the last minute{latency}: "
+                          "add a GPU or a worker")  # fmt: skip
 
 
 def latency_under_load(s: Signals) -> Advice | None:
@@ -94,7 +95,8 @@ def latency_under_load(s: Signals) -> Advice | None:
     return Advice(signal="latency_under_load", severity=WARN, figure=round(ratio, 2),
                   message=f"p99 {s.p99_ms:.0f} ms over the last minute is {ratio:.1f}x its idle value "
                           f"({s.idle_p99_ms:.0f} ms) while workers are busy only {s.busy_share:.0%}: requests "
-                          "wait outside the workers (gateway cores, queue): check gateway_cores and the load")  # fmt: skip
+                          "wait outside the workers (gateway cores, queue): check gateway_cores and "
+                          "the load")  # fmt: skip
 
 
 def memory_refused(s: Signals) -> Advice | None:

@@ -135,7 +135,8 @@ def test_each_step_moves_the_counters_it_should(appliance: Appliance, promtool_i
     step = Step(appliance)
     assert asyncio.run(burst(appliance.url, "asked by many at the same moment", BURST)) == [200] * BURST
     moved = step.moved()
-    hits, misses, coalesced = (moved(lambda r, c=c: r.cache(c)) for c in ("hits", "misses", "coalesced"))  # type: ignore[misc]
+    hits, misses, coalesced = (moved(lambda r, c=c: r.cache(c))  # type: ignore[misc]
+                               for c in ("hits", "misses", "coalesced"))  # fmt: skip
     assert hits + misses == BURST and misses - coalesced == 1 and coalesced >= 1
     assert moved(lambda r: r.requests(200)) == BURST and moved(lambda r: r.window()["requests"]) == BURST
     assert moved(lambda r: r.history("cache_hits")) == hits

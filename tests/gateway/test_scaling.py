@@ -11,7 +11,8 @@ from gateway.stats import TrafficWindow
 GIB = 2**30
 QUIET = Signals(busy_share=0.2, p99_ms=40.0, requests_1m=600, idle_p99_ms=35.0, available_bytes=40 * GIB,
                 floor_bytes=2 * GIB, cache_capacity_bytes=GIB, cache_bytes=GIB // 2, cache_hits=600,
-                cache_misses=400, restarts={"crash": 0, "heartbeat": 0, "boot_failure": 0}, restarts_span_s=300)  # fmt: skip
+                cache_misses=400, restarts={"crash": 0, "heartbeat": 0, "boot_failure": 0},
+                restarts_span_s=300)  # fmt: skip
 
 
 def only(signals: Signals) -> scaling.Advice:

@@ -148,7 +148,8 @@ def test_metrics_need_a_key_as_stats_does_and_are_not_rate_limited(start_server:
                                                                    path: str) -> None:  # fmt: skip
     keys = tmp_path / "keys"
     keys.write_text("secret-key\n")
-    server, _ = start_server(msgspec.structs.replace(TEST_CONFIG, rate_limit_rpm=1), Admission(ApiKeys(str(keys)), rpm=1))
+    config = msgspec.structs.replace(TEST_CONFIG, rate_limit_rpm=1)
+    server, _ = start_server(config, Admission(ApiKeys(str(keys)), rpm=1))
     assert server.get(path).status == 401
     auth = {"Authorization": "Bearer secret-key"}
     assert [server.get(path, headers=auth).status for _ in range(3)] == [200, 200, 200]
