@@ -16,8 +16,10 @@
 What a route served reaches the wrapper through the request (``SERVED``, set by
 ``gateway/routes/answers.py``'s ``respond_served`` or the stream), and an error's stable type
 through ``ERROR_TYPE`` (set where errors become responses). Cost per request: a bisect, a few
-integer additions and one dict update; no lock (one event loop), no allocation except a
-second's fresh bucket once a second. Reads (windows, history) merge at most 300 small lists.
+integer additions and one dict update keyed by a small tuple; no lock (one event loop); a fresh
+bucket once a second. About 2 us on the dev box, 14-19x an empty call with the same arguments
+(``python -m bench telemetry``), against the ~100 us a cache hit costs. Reads (windows,
+history) merge at most 300 small lists.
 
 Two slow-moving references for the scaling advice also live here, updated when ``/stats`` or
 ``/metrics`` is read: the p99 seen at low load (``idle_p99_ms``) and marks of the workers'
