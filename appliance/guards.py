@@ -33,6 +33,11 @@ def available_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
+def total_memory() -> int:
+    """The machine's memory, for the operator's views (``GET /stats``, ``/metrics``)."""
+    return int(psutil.virtual_memory().total)
+
+
 class MemoryGuard:
     """``low`` is True while available system memory is under ``floor`` bytes (0 = never)."""
 

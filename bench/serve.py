@@ -12,6 +12,9 @@ Scenarios (``--scenarios``, all by default):
 - ``repeat``: the appliance with its cache on, single sentences at one concurrency, a fraction
   (0, 0.3, 0.6, 0.9) of them drawn from a small hot set and the rest never seen before; the
   figure that matters is each fraction's throughput over fraction 0's, from the same run.
+- ``--scrape-metrics``: only the c=32 single-sentence point, without and with a client scraping
+  ``/metrics`` once a second, interleaved, twice each (``bench/scrape.py``): the ratio and the
+  run-to-run noise it must stay within.
 - ``hit``: every request a cached sentence, at concurrency 64, driven by Debian's ``wrk``
   (``apt-get install wrk``) because a Python client saturates before the gateway does on small
   machines (its script prints the 95th percentile, which ``--latency`` leaves out). Then the
@@ -42,6 +45,7 @@ from bench.floor import http_floor
 from bench.load import Texts, closed_loop, corpus_texts
 from bench.points import Point, show, table
 from bench.raw import measure_raw
+from bench.scrape import run_scrape_points
 from bench.target import add_options, appliance, auth_headers
 
 
@@ -62,6 +66,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--repeat-concurrency", type=int, default=32)
     p.add_argument("--hot-set", type=int, default=64, help="texts in the hot set of the repeat and hit scenarios")
     p.add_argument("--hit-concurrency", type=int, default=64)
+    p.add_argument("--scrape-metrics", action="store_true",
+                   help="only the c=32 point without and with a 1 s /metrics scraper, interleaved, twice each")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -77,6 +83,8 @@ def repeat_texts(corpus: list[str], hot: list[str], fraction: float, seed: int) 
 
 def main(argv: Sequence[str]) -> int:
     args = parse(argv)
+    if args.scrape_metrics:
+        return scrape_metrics(args)
     scenarios = set(args.scenarios.split(","))
     corpus = sentences(4000)
     raws = [] if args.no_raw or "throughput" not in scenarios else [measure_raw(args, corpus, args.raw_seconds)]
@@ -106,6 +114,18 @@ def main(argv: Sequence[str]) -> int:
         print(f"pure hits: {hit['rps']:.0f} req/s = {hit['over_floor']:.2f}x the bare-aiohttp floor "
               f"({hit['floor_rps']:.0f} req/s) in this run")  # fmt: skip
     print(json.dumps(summary))
+    return 0
+
+
+def scrape_metrics(args: argparse.Namespace) -> int:
+    """``--scrape-metrics``: the scraper's cost, as a ratio within this run's noise."""
+    with appliance(args, {"APPLIANCE_CACHE_BYTES": "0"}) as (url, _):
+        points, summary = run_scrape_points(args, url, sentences(4000))
+    print(table(points))
+    print(f"with a 1 s /metrics scraper: {summary['ratio']:.3f}x the throughput without "
+          f"(each round: {summary['paired_ratios']}; run-to-run noise {summary['noise']:.1%}; "
+          f"{summary['scrapes']} scrapes, median {summary['scrape_p50_ms']} ms)")  # fmt: skip
+    print(json.dumps({"model": args.model, "scrape_metrics": summary}))
     return 0
 
 

@@ -22,6 +22,7 @@ from gateway import errors
 from gateway.admission import Admission
 from gateway.backend import Backend, EmbedOutcome, ModelCard, RerankOutcome
 from gateway.jobs.service import Jobs
+from gateway.telemetry import Telemetry
 
 R = TypeVar("R")
 
@@ -41,6 +42,7 @@ class Context:
     started: float  # wall-clock time the app was built: model "created" dates
     admission: Admission = dataclasses.field(default_factory=Admission)  # default: open, unlimited
     jobs: Jobs | None = None  # bulk jobs (gateway/jobs/); None: the job routes answer 404
+    telemetry: Telemetry = dataclasses.field(default_factory=Telemetry)  # every finished request (/stats, /metrics)
 
     def admit(self, request: web.Request) -> None:
         """A work request at the door, before its body is read: 503 while loading or draining

@@ -99,6 +99,16 @@ def debian_tool(name: str) -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def promtool_installed() -> str:
+    """Prometheus's ``promtool`` (Debian's ``prometheus`` package), installed here when missing and
+    the machine allows; a test that needs it fails rather than skips when it cannot be had."""
+    path = shutil.which("promtool") or (install_debian_package("prometheus") and shutil.which("promtool"))
+    if not path:
+        pytest.fail("promtool is not installed and could not be installed (apt-get install prometheus, as root)")
+    return path
+
+
 def install_debian_package(name: str) -> str | None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         return None

@@ -1,5 +1,6 @@
 """What every route shares on the way out: the handler types, JSON answers and the headers
-that describe them."""
+that describe them. ``respond_served`` also notes what the answer served on the request
+(``gateway.telemetry.SERVED``), which the app's wrapper records once the answer is out."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from gateway.backend import EmbedOutcome, RerankOutcome, Timings
 from gateway.route_docs import RouteDoc
+from gateway.telemetry import SERVED, Served
 
 JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -23,6 +25,23 @@ class AddRoute(Protocol):
 
 def respond(body: bytes, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=body, status=status, content_type=JSON, headers=headers)
+
+
+def respond_served(request: web.Request, body: bytes, outcome: EmbedOutcome | RerankOutcome,
+                   inputs: int | None = None) -> web.Response:  # fmt: skip
+    """A work route's 200: ``body`` with ``outcome_headers``, and the outcome noted for the telemetry."""
+    request[SERVED] = served(outcome)
+    return respond(body, headers=outcome_headers(outcome, inputs))
+
+
+def served(outcome: EmbedOutcome | RerankOutcome) -> Served:
+    """Inputs served (cache hits included; a rerank's documents), and the worker stages when a
+    worker was reached (``workers`` is empty when every input was a cache hit)."""
+    timings = outcome.timings if outcome.workers else None
+    if isinstance(outcome, EmbedOutcome):
+        inputs = len(outcome.tokens)
+        return Served(inputs, outcome.cache_hits, inputs - outcome.cache_hits, timings)
+    return Served(len(outcome.scores), 0, 0, timings)
 
 
 def outcome_headers(outcome: EmbedOutcome | RerankOutcome, inputs: int | None = None) -> dict[str, str]:

@@ -30,8 +30,8 @@ from gateway.backend import EmbedOutcome
 from gateway.context import CONTEXT, Context
 from gateway.items import blank_error, is_blank, renamed_message, serve_isolating
 from gateway.responses import BatchEmbedResponse, CacheStats, FailedItem, ItemError
-from gateway.route_docs import EMBED_HEADERS, WORK_ERRORS, RouteDoc, json_answer
-from gateway.routes.answers import AddRoute, outcome_headers, respond
+from gateway.route_docs import EMBED_HEADERS, RouteDoc, WORK_ERRORS, json_answer
+from gateway.routes.answers import AddRoute, respond_served
 from gateway.routes.checks import check_groups, check_inputs, read_json
 from gateway.schemas import BatchEmbed
 
@@ -105,7 +105,7 @@ async def embed_batch(request: web.Request) -> web.Response:
         batches = encoding.groups_json(outcome.vectors, sizes, outcome.json_rows)
     served = len(outcome.tokens)
     answer = BatchEmbedResponse(model=model, batches=batches, cache_stats=cache_stats(outcome.cache_hits, served))
-    return respond(encoding.encode(answer), headers=outcome_headers(outcome, served))
+    return respond_served(request, encoding.encode(answer), outcome, served)
 
 
 def item_rows(items: Items) -> list[bytes]:

@@ -11,8 +11,8 @@ from aiohttp import web
 from gateway import encoding
 from gateway.context import CONTEXT
 from gateway.responses import OllamaEmbedResponse
-from gateway.route_docs import EMBED_HEADERS, WORK_ERRORS, RouteDoc, json_answer
-from gateway.routes.answers import AddRoute, outcome_headers, respond
+from gateway.route_docs import EMBED_HEADERS, RouteDoc, WORK_ERRORS, json_answer
+from gateway.routes.answers import AddRoute, respond_served
 from gateway.routes.checks import check_dimensions, check_inputs, read_json
 from gateway.schemas import OllamaEmbed
 
@@ -38,7 +38,7 @@ async def embed(request: web.Request) -> web.Response:
         load_duration=0,
         prompt_eval_count=sum(outcome.tokens),
     )
-    return respond(encoding.encode(answer), headers=outcome_headers(outcome, len(texts)))
+    return respond_served(request, encoding.encode(answer), outcome, len(texts))
 
 
 def register(add: AddRoute) -> None:

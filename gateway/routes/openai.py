@@ -12,8 +12,8 @@ from gateway import encoding, errors
 from appliance.protocol import Input
 from gateway.context import CONTEXT
 from gateway.responses import OpenAIEmbedResponse, OpenAIEmbedding, OpenAIUsage
-from gateway.route_docs import EMBED_HEADERS, WORK_ERRORS, RouteDoc, json_answer
-from gateway.routes.answers import AddRoute, outcome_headers, respond
+from gateway.route_docs import EMBED_HEADERS, RouteDoc, WORK_ERRORS, json_answer
+from gateway.routes.answers import AddRoute, respond_served
 from gateway.routes.checks import check_dimensions, check_inputs, read_json
 from gateway.schemas import OpenAIEmbed
 
@@ -55,7 +55,7 @@ async def embeddings(request: web.Request) -> web.Response:
         model=card.name,
         usage=OpenAIUsage(prompt_tokens=tokens, total_tokens=tokens),
     )
-    return respond(encoding.encode(answer), headers=outcome_headers(outcome, len(items)))
+    return respond_served(request, encoding.encode(answer), outcome, len(items))
 
 
 def register(add: AddRoute) -> None:

@@ -20,8 +20,8 @@ from gateway.responses import (
     RerankResponse,
     RerankResult,
 )
-from gateway.route_docs import RERANK_HEADERS, WORK_ERRORS, RouteDoc, json_answer
-from gateway.routes.answers import AddRoute, outcome_headers, respond
+from gateway.route_docs import RERANK_HEADERS, RouteDoc, WORK_ERRORS, json_answer
+from gateway.routes.answers import AddRoute, respond_served
 from gateway.routes.checks import check_inputs, read_json
 from gateway.schemas import CohereRerank, Document, Rerank
 
@@ -61,7 +61,7 @@ async def rerank(request: web.Request) -> web.Response:
     model, outcome = await score(ctx, request, body.model, body.query, body.documents, body.truncate)
     order, scores = ranking(outcome.scores, body.top_k)
     results = [RerankResult(index=i, score=s, document=body.documents[i]) for i, s in zip(order, scores)]
-    return respond(encoding.encode(RerankResponse(model, results)), headers=outcome_headers(outcome))
+    return respond_served(request, encoding.encode(RerankResponse(model, results)), outcome)
 
 
 async def rerank_cohere(request: web.Request) -> web.Response:
@@ -77,7 +77,7 @@ async def rerank_cohere(request: web.Request) -> web.Response:
     ]
     meta = CohereMeta(tokens=CohereTokens(input_tokens=sum(outcome.tokens)))
     answer = CohereRerankResponse(id=request[REQUEST_ID], results=results, meta=meta)
-    return respond(encoding.encode(answer), headers=outcome_headers(outcome))
+    return respond_served(request, encoding.encode(answer), outcome)
 
 
 def register(add: AddRoute) -> None:

@@ -43,6 +43,7 @@ from gateway.route_docs import EVENT_STREAM, WORK_ERRORS, Events, RouteDoc
 from gateway.routes.answers import AddRoute
 from gateway.routes.batch import Items, read_batch
 from gateway.schemas import BatchEmbed
+from gateway.telemetry import SERVED, Served
 
 CHUNK_INPUTS = 64  # inputs per chunk: one Context.embed call, one result event
 CHUNKS_IN_FLIGHT = 3  # enough to keep every worker fed while results stream out
@@ -69,6 +70,7 @@ class Stream:
         self.body = body
         self.done = 0
         self.failed = 0
+        self.cache_hits = 0
         self.started = time.perf_counter()
 
     async def run(self) -> None:
@@ -115,8 +117,13 @@ class Stream:
             out.append(event("error", StreamError(items.offset + index, error.type, error.message)))
         self.done += len(items.live)
         self.failed += len(items.failures)
+        self.cache_hits += items.outcome.cache_hits
         out.append(event("progress", StreamProgress(self.done, self.failed, len(self.texts))))
         await self.response.write(b"".join(out))
+
+    def served(self) -> Served:
+        """What the stream sent, for the telemetry (no stages: its chunks had their own)."""
+        return Served(self.done, self.cache_hits, self.done - self.cache_hits)
 
     def summary(self) -> StreamComplete:
         duration_ms = round((time.perf_counter() - self.started) * 1000, 3)
@@ -126,10 +133,13 @@ class Stream:
 async def embed_stream(request: web.Request) -> web.StreamResponse:
     ctx, body, model, texts = await read_batch(request)  # its errors are JSON: nothing is sent yet
     response = await open_stream(request)
+    stream = Stream(ctx, response, model, texts, body)
     try:
-        await Stream(ctx, response, model, texts, body).run()
+        await stream.run()
     except ConnectionResetError:  # the client left mid-stream; nothing is left to tell it
         pass
+    finally:
+        request[SERVED] = stream.served()
     return response
 
 

@@ -1,18 +1,18 @@
 """Liveness, readiness, the model lists and the operator's views: ``/health``, ``/ready``,
 ``/v1/models`` (OpenAI's list shape) and ``/api/tags`` (Ollama's), both with dimensions, max
 length and workers added; ``/cache-stats`` (the result cache, overall and per model) and
-``/stats`` (per-worker cards with the workers' own counters, plus the cache and admission
-summaries). ``/health`` and ``/ready`` stay open when API keys are configured: probes have none."""
+``/stats`` (per-worker cards with the workers' own counters, the cache and admission summaries,
+traffic windows, history, memory and scaling advice: ``gateway/readings.py``). ``/health`` and
+``/ready`` stay open when API keys are configured: probes have none."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 
 import msgspec
 from aiohttp import web
 
-from gateway import encoding
+from gateway import encoding, readings
 from gateway.backend import CacheReport, ModelCard
 from gateway.context import CONTEXT
 from gateway.jobs.model import JobQueue
@@ -95,11 +95,7 @@ async def cache_stats(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    backend = ctx.backend
-    answer = SystemStats(uptime_s=round(time.time() - ctx.started, 3), ready=backend.is_ready(),
-                         draining=backend.is_draining(), workers=backend.workers(),
-                         cache=backend.cache_stats(), admission=ctx.admission.report())  # fmt: skip
-    return respond(encoding.encode(answer))
+    return respond(encoding.encode(readings.system_stats(ctx, readings.read(ctx))))
 
 
 async def queue_status(request: web.Request) -> web.Response:

@@ -112,3 +112,44 @@ def test_serve_bench_runs_every_scenario_on_a_tiny_model(tiny_transformer: Path,
 def test_wrk_script_sends_extra_headers() -> None:
     script = wrk.lua_script("/api/embed", [b"{}"], {"Authorization": "Bearer k"})
     assert 'wrk.headers["Authorization"] = "Bearer k"' in script
+
+
+def test_scrape_summary_compares_the_ratio_with_the_run_to_run_noise() -> None:
+    from bench import scrape
+
+    summary = scrape.summary({False: [100.0, 104.0], True: [101.0, 99.0]}, [0.004, 0.006, 0.005])
+    assert summary["ratio"] == pytest.approx(0.98) and summary["noise"] == pytest.approx(0.04)
+    assert summary["paired_ratios"] == [1.01, 0.952]
+    assert summary["within_noise"] is True and summary["scrapes"] == 3 and summary["scrape_p50_ms"] == 5.0
+    assert scrape.summary({False: [100.0, 100.0], True: [80.0, 81.0]}, [])["within_noise"] is False
+
+
+def test_the_scraper_gets_metrics_about_once_a_second_until_stopped() -> None:
+    from bench import scrape
+
+    async def main() -> tuple[list[float], int]:
+        hits = 0
+
+        async def metrics(request: web.Request) -> web.Response:
+            nonlocal hits
+            hits += 1
+            return web.Response(text="appliance_up 1\n")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        stop = asyncio.Event()
+        try:
+            task = asyncio.create_task(scrape.scrape_loop(f"http://127.0.0.1:{port}", {}, stop))
+            await asyncio.sleep(2.5)
+            stop.set()
+            return await asyncio.wait_for(task, 5), hits
+        finally:
+            await runner.cleanup()
+
+    durations, hits = asyncio.run(main())
+    assert len(durations) == hits == 3  # at 0, 1 and 2 s; the stop ends the wait at once
