@@ -72,7 +72,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         Literal["auto", "float32", "float16", "bfloat16"],
         _doc("Weights dtype; auto = fp16 on CUDA, fp32 on CPU."),
     ] = "auto"
-    compile: Annotated[bool, _doc("torch.compile (with inductor freezing on CPU) during warm-up.")] = False
+    compile: Annotated[bool, _doc("torch.compile during warm-up; the artefacts are cached under state_dir.")] = False
     max_length: Annotated[int, _doc("Max tokens per input; 0 = the model's own limit.", ge=0)] = 0
     normalize: Annotated[
         bool | None, _doc("L2-normalise embeddings; unset = as the model's sentence-transformers config says.")

@@ -12,6 +12,7 @@ SCENARIOS = {
     "encoding": "bench.encoding",
     "faults": "bench.faults",
     "jobs": "bench.jobs",
+    "restart": "bench.restart",
 }
 
 

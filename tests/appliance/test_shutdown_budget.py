@@ -1,14 +1,15 @@
 """The one shutdown budget (``appliance/serving.py``) holds when a worker never answers ``Drain``.
 
-A real appliance with one real worker, which the test freezes with SIGSTOP: it cannot read its
-ring, answer ``Drain`` or exit by itself, exactly like a worker hung in the middle of a batch. On
-SIGTERM the gateway must still be gone within ``shutdown_grace``, plus aiohttp's rounding of its
-deadlines and the supervisor's wait after SIGKILL (``KILL_WAIT_S``): the total ``TimeoutStopSec`` in ``systemd/appliance.service`` is sized
-for, with exit status 0 (a drain that had to kill is still a requested stop), no worker left and
-no ``/dev/shm`` segment left. Two stalls, each spending the budget in a different stage: idle
-(the supervisor's wait for the drain) and holding a request (aiohttp's wait for the handler, after
-which the router's and the supervisor's waits must get only what is left). A stage granted the
-whole budget again would take two graces, which is more than the bound allows.
+A real appliance with one real worker, which the test freezes with SIGSTOP: it cannot read its ring,
+answer ``Drain`` or exit by itself, exactly like a worker hung in the middle of a batch. On SIGTERM
+the gateway must still be gone within ``shutdown_grace``, plus aiohttp's rounding of its deadlines
+and the supervisor's wait after SIGKILL (``KILL_WAIT_S``): the total ``TimeoutStopSec`` in
+``systemd/appliance.service`` is sized for, with exit status 0 (a drain that had to kill is still a
+requested stop), no worker left and no ``/dev/shm`` segment left. Two stalls, each spending the
+budget in a different stage: idle (the supervisor's wait for the drain) and holding a request
+(aiohttp's wait for the handler, after which the router's and the supervisor's waits must get only
+what is left). A stage granted the whole budget again would take two graces, which is more than the
+bound allows.
 """
 
 from __future__ import annotations
