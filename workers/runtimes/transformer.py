@@ -8,9 +8,9 @@ Measured with MiniLM on a quiet Xeon (2 threads, fp32): a static-shape frozen gr
 eager but costs ~90 s to compile *per shape*; the dynamic graph compiles once (~20-70 s) and gains
 only ~10-15% frozen, because the frozen weight prepacking needs a static row count. It is not
 frozen: torch's caches cannot hold frozen CPU weights, and an unfrozen graph's cached artefacts let
-a respawned worker skip the compile (``workers/compile_cache.py``). On the loaded 2-core dev box,
-b32 MiniLM batches ran 1.15x and 1.40x eager unfrozen in two runs, 1.31x frozen. With bf16 weights
-on a CPU with AVX-512 BF16/AMX, compiling adds ~25%.
+a respawned worker skip most of the compile (``workers/compile_cache.py``, ``bench/restart.py``),
+which is worth more to a service than what freezing gained. With bf16 weights on a CPU with
+AVX-512 BF16/AMX, compiling adds ~25%.
 
 What it shares with the cross-encoder runtime (dtype, tokenizer loading, padding, compiling) is
 in ``hf``.
