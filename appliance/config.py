@@ -74,7 +74,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         _doc("Weights dtype; auto = fp16 on CUDA, bf16 on CPUs with native bf16 (AVX-512 BF16, AMX) when it agrees"
              " with fp32 (cosine >= 0.9999 on a probe set, else fp32), fp32 on other CPUs."),
     ] = "auto"
-    compile: Annotated[bool, _doc("torch.compile (with inductor freezing on CPU) during warm-up.")] = False
+    compile: Annotated[bool, _doc("torch.compile during warm-up; the artefacts are cached under state_dir.")] = False
     max_length: Annotated[int, _doc("Max tokens per input; 0 = the model's own limit.", ge=0)] = 0
     normalize: Annotated[
         bool | None, _doc("L2-normalise embeddings; unset = as the model's sentence-transformers config says.")

@@ -22,7 +22,11 @@
 Step 5 also runs when any of steps 3-4 fails, for the contexts entered so far (aiohttp's
 ``CleanupContext`` keeps them), so a failed start leaves no worker and no ``/dev/shm`` segment
 behind and exits non-zero with one line that says why. One shutdown budget
-(``shutdown_grace``) is shared by the stages of step 5 rather than granted to each.
+(``shutdown_grace``) is shared by the stages of step 5 rather than granted to each: aiohttp's
+wait for running handlers gets it first (``handler_wait``), the drain and the workers' stop get
+what is left (``Parts.remaining``), and the supervisor adds at most ``KILL_WAIT_S`` after SIGKILL.
+A worker that never answers ``Drain`` (hung in a batch, stopped) costs that total and no more:
+``systemd/appliance.service``'s ``TimeoutStopSec`` is sized above it.
 """
 
 from __future__ import annotations
@@ -152,7 +156,17 @@ def make_runner(parts: Parts) -> web.AppRunner:
     # handler_cancellation: a client that disconnects cancels its handler (aiohttp >= 3.9 leaves
     # handlers running by default): a rerank's parts are withdrawn from the workers at once; an
     # embedding computation runs on for whoever joined it and fills the cache (gateway/coalesce.py)
-    return parts.runner_factory(parts.app, shutdown_timeout=parts.config.shutdown_grace, handler_cancellation=True)
+    wait = handler_wait(parts.config.shutdown_grace)
+    return parts.runner_factory(parts.app, shutdown_timeout=wait, handler_cancellation=True)
+
+
+def handler_wait(grace: float) -> float:
+    """aiohttp's ``shutdown_timeout`` that keeps its stage within ``grace``. Its per-connection
+    shutdown waits ``shutdown_timeout`` for a running handler, then fails the request's body read
+    and waits as long again before it cancels the handler: a handler stuck on a worker that never
+    answers would take twice the timeout. Half each, so a handler gets the whole grace in total
+    and the stages after it (``Parts.remaining``) find the budget spent once, not twice."""
+    return grace / 2
 
 
 async def run(parts: Parts, runner: web.AppRunner, sock: socket.socket) -> int:

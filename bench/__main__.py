@@ -13,6 +13,7 @@ SCENARIOS = {
     "faults": "bench.faults",
     "jobs": "bench.jobs",
     "telemetry": "bench.telemetry",
+    "restart": "bench.restart",
 }
 
 

@@ -140,7 +140,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                              "'none' to skip)")  # fmt: skip
     parser.add_argument("--static-seconds", type=float, default=None, help="per static point (default: seconds / 3)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile (inductor freezing on CPU) in warm-up")
+    parser.add_argument("--compile", action="store_true", help="torch.compile in warm-up")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N for the transformer (default: %(default)s)")
     parser.add_argument("--sentences", type=int, default=CORPUS_SIZE, help="corpus size (default: %(default)s)")
     return parser.parse_args(list(argv))

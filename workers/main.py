@@ -30,11 +30,9 @@ from appliance import logs
 from appliance.ipc.channel import Channel
 from appliance.protocol import EXIT_BOOT_ERROR, EXIT_LOAD_ERROR, EXIT_OK, EXIT_PARENT_GONE, WorkerSpec
 from appliance.slots import Slot
-from workers import liveness, pinning, signals
+from workers import compile_cache, liveness, pinning, signals
 
 log = logging.getLogger("appliance.worker")
-
-COMPILE_CACHE = "compile-cache"  # inductor's cache, under state_dir
 
 
 def main(argv: list[str]) -> int:
@@ -62,20 +60,9 @@ def attach(spec: WorkerSpec) -> Channel:
     """Pin the process, keep compiled artefacts under state_dir, install the signal record, attach
     the channel."""
     pinning.apply_in_child(slot_of(spec))  # order matters: before torch is imported
-    use_compile_cache(spec)  # order matters: inductor reads the cache switch when torch imports it
+    compile_cache.use(spec.state_dir)  # order matters: inductor reads the cache switches when torch imports it
     signals.install()
     return Channel.attach(spec.channel)
-
-
-def use_compile_cache(spec: WorkerSpec) -> None:
-    """Keep inductor's compiled graphs and kernels under ``state_dir`` (``COMPILE_CACHE``), shared
-    by every worker and kept across respawns and restarts, so a respawned ``compile = true`` worker
-    reuses the C++ kernels its predecessor built (on CPU the frozen graph itself is still traced
-    again: inductor's FX graph cache skips graphs with frozen weights). Inductor's default, a folder in
-    /tmp, is lost at reboot. Set, not defaulted: a parent that imported torch exports that default
-    into our environment (inductor writes the folder it chose back into ``os.environ``)."""
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(os.path.join(spec.state_dir, COMPILE_CACHE))
-    os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "1"
 
 
 def start_torch(spec: WorkerSpec) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ from appliance.protocol import (
     Vectors,
     WorkerSpec,
 )
+from workers.compile_cache import CACHE_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -367,12 +369,47 @@ def wait_until(condition: Callable[[], bool], timeout: float, message: str) -> N
         time.sleep(0.05)
 
 
-def test_compiled_artefacts_are_kept_under_state_dir(tmp_path: Path, tiny_transformer: Path) -> None:
-    """A respawned compile = true worker finds the kernels its predecessor compiled."""
-    from workers.main import COMPILE_CACHE
+COMPILED_READY_S = 600  # a compile of even the tiny model takes minutes on a loaded 2-core box
+CACHE_LINE = re.compile(r"model 'tiny' compiled: fx graph cache (\d+) hit, (\d+) miss, (\d+) bypass; "
+                        r"autograd cache (\d+) hit, (\d+) miss, (\d+) bypass")  # fmt: skip
 
-    models = [ModelConfig(name="tiny", path=str(tiny_transformer), main=True, compile=True)]
-    with running_worker(models, "primary", tmp_path) as worker:
-        worker.wait_for(Ready, timeout=300)
-        kernels = list((tmp_path / COMPILE_CACHE).rglob("*.so"))
-        assert kernels, f"no compiled kernel under {tmp_path / COMPILE_CACHE}"
+
+def compiled_start(model: ModelConfig, tmp_path: Path) -> tuple[list[int], np.ndarray]:
+    """One compile = true worker on ``tmp_path`` as state_dir, up to Ready and one answer, then
+    killed as a crash would: (torch's cache counters from its log line, the vectors it gave)."""
+    texts = [f"compiled sentence {i} " * (i % 5 + 1) for i in range(9)]
+    with running_worker([model], "primary", tmp_path) as worker:
+        worker.wait_for(Ready, timeout=COMPILED_READY_S)
+        worker.send(Embed(1, "tiny", texts))
+        vectors = worker.wait_for(Vectors, id=1).array()
+    log = (tmp_path / "worker-primary.log").read_text()
+    found = CACHE_LINE.search(log)
+    assert found, f"no cache counters in the worker's log:\n{log[-3000:]}"
+    np.testing.assert_allclose(vectors, reference_vectors(model, texts), atol=1e-4)
+    return [int(n) for n in found.groups()], vectors
+
+
+def test_a_compiled_workers_second_start_reuses_its_artefacts(tmp_path: Path, tiny_transformer: Path) -> None:
+    """The first start compiles and stores; the second (a respawn or a restart on the same
+    state_dir) hits torch's FX graph and AOTAutograd caches, and misses nothing."""
+    model = ModelConfig(name="tiny", path=str(tiny_transformer), main=True, compile=True)
+    first, _ = compiled_start(model, tmp_path)
+    assert list((tmp_path / CACHE_DIR).rglob("*.so")), f"no compiled kernel under {tmp_path / CACHE_DIR}"
+    assert first[0] == 0 and first[2] == 0 and first[1] >= 1, f"first start: {first}"
+    second, _ = compiled_start(model, tmp_path)
+    graph_hits, graph_misses, graph_bypasses, aot_hits, _, aot_bypasses = second
+    assert graph_hits >= 1 and aot_hits >= 1, f"second start reused nothing: {second}"
+    assert graph_misses == graph_bypasses == aot_bypasses == 0, f"second start: {second}"
+
+
+def test_a_compiled_worker_with_corrupt_artefacts_compiles_afresh(tmp_path: Path, tiny_transformer: Path) -> None:
+    """Every cached file overwritten (graphs, traced forwards, kernel libraries cut short): the
+    next start compiles again, reuses none of it, and answers as the eager model does."""
+    model = ModelConfig(name="tiny", path=str(tiny_transformer), main=True, compile=True)
+    compiled_start(model, tmp_path)
+    spoiled = [path for path in (tmp_path / CACHE_DIR).rglob("*") if path.is_file() and path.parent.name != "locks"]
+    assert spoiled
+    for path in spoiled:
+        path.write_bytes(path.read_bytes()[:64] + b"\x00corrupt")
+    again, _ = compiled_start(model, tmp_path)
+    assert again[0] == again[3] == 0, f"corrupt artefacts were reused: {again}"

@@ -18,6 +18,7 @@ import numpy as np
 
 from appliance.config import ModelKind
 from appliance.protocol import ModelInfo
+from workers.compile_cache import compile_afresh
 from workers.runtimes.base import Tokenized, model_info
 from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, forward_in_chunks, measure_overhead_tokens
 from workers.runtimes.tokenizer import TextTokenizer
@@ -102,13 +103,15 @@ def _to(array: np.ndarray, device: str) -> torch.Tensor:
 COMPILED_MIN_SHAPE = 2
 
 
-def compile_module(module: nn.Module, device: str) -> Callable[..., torch.Tensor]:
-    """torch.compile with dynamic shapes (batches vary in rows and width); freezing on CPU."""
-    if device == "cpu":
-        import torch._inductor.config as inductor
-
-        # freezing folds the weights into the graph as constants, which lets inductor prepack them
-        inductor.freezing = True
+def compile_module(module: nn.Module) -> Callable[..., torch.Tensor]:
+    """torch.compile with dynamic shapes (batches vary in rows and width). Not frozen: a frozen
+    CPU graph holds mkldnn-prepacked weights, which torch's caches cannot store, so every respawn
+    would compile it again (``workers/compile_cache.py``)."""
+    # Python floats computed inside the forward stay constants: traced as symbols, they made dynamo
+    # throw its first trace of the encoder away and start again ("Restarting analysis due to
+    # _tensorify_python_scalars"), a wasted trace on every start, cached or not. They are the same
+    # on every call, so nothing is lost.
+    torch._dynamo.config.specialize_float = True
     return torch.compile(module, dynamic=True)  # type: ignore[return-value]
 
 
@@ -176,9 +179,9 @@ class TorchRuntime:
         """Compile (if asked: the first forward compiles), run real batches of one and of several
         rows, and measure the pass overhead that decides batch splitting."""
         if self.compile:
-            self._run = compile_module(self.module, self.device)
-            self._min_shape = COMPILED_MIN_SHAPE
-        self.forward(self.sample(["warm up"]))
+            compile_afresh(self.compile_now, self.name)  # reuses what an earlier start compiled
+        else:
+            self.forward(self.sample(["warm up"]))
         self.forward(self.sample(["warm up", "a somewhat longer text to warm up the model with padding"] * 2))
         self.overhead_tokens = calibrate(self.forward_padded, self.sample(["word " * 100])[0], self.device)
 
@@ -186,6 +189,12 @@ class TorchRuntime:
         """Serve at ``dtype`` from now on (the precision guard casts a model it has checked)."""
         self.module.to(dtype)
         self.dtype = dtype_name(dtype)
+
+    def compile_now(self) -> None:
+        """Compile the module: its first forward compiles (or loads what the cache holds)."""
+        self._run = compile_module(self.module)
+        self._min_shape = COMPILED_MIN_SHAPE
+        self.forward(self.sample(["warm up"]))
 
     def info(self) -> ModelInfo:
         return model_info(self)

@@ -2,12 +2,15 @@
 sentence-transformers files ask for (``modules.json``, ``1_Pooling/config.json``, ``Normalize``).
 
 The encoder and its pooling are one ``nn.Module`` (``Encoder``), so that ``compile=True`` hands
-the whole forward pass to ``torch.compile`` (on CPU with inductor freezing). Compiling happens in
-``warmup()``, before the worker says Ready. The graph is compiled once with dynamic shapes, since
-batches vary in rows and width. Measured with MiniLM on a quiet Xeon (2 threads, fp32): a
-static-shape frozen graph runs ~1.75x eager but costs ~90 s to compile *per shape*; the dynamic
-graph compiles once (~20-70 s) and gains only ~10-15%, because the frozen weight prepacking
-needs a static row count. With bf16 weights on a CPU with AVX-512 BF16/AMX, compiling adds ~25%.
+the whole forward pass to ``torch.compile``. Compiling happens in ``warmup()``, before the worker
+says Ready. The graph is compiled once with dynamic shapes, since batches vary in rows and width.
+Measured with MiniLM on a quiet Xeon (2 threads, fp32): a static-shape frozen graph runs ~1.75x
+eager but costs ~90 s to compile *per shape*; the dynamic graph compiles once (~20-70 s) and gains
+only ~10-15% frozen, because the frozen weight prepacking needs a static row count. It is not
+frozen: torch's caches cannot hold frozen CPU weights, and an unfrozen graph's cached artefacts let
+a respawned worker skip most of the compile (``workers/compile_cache.py``, ``bench/restart.py``),
+which is worth more to a service than what freezing gained. With bf16 weights on a CPU with
+AVX-512 BF16/AMX, compiling adds ~25%.
 
 What it shares with the cross-encoder runtime (dtype, tokenizer loading, padding, compiling) is
 in ``hf``.
