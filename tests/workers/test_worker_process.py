@@ -385,6 +385,7 @@ def compiled_start(model: ModelConfig, tmp_path: Path) -> tuple[list[int], np.nd
     log = (tmp_path / "worker-primary.log").read_text()
     found = CACHE_LINE.search(log)
     assert found, f"no cache counters in the worker's log:\n{log[-3000:]}"
+    # float32 (the callers say so): compiled and eager agree to float32 rounding, which bf16 would blur
     np.testing.assert_allclose(vectors, reference_vectors(model, texts), atol=1e-4)
     return [int(n) for n in found.groups()], vectors
 
@@ -392,7 +393,7 @@ def compiled_start(model: ModelConfig, tmp_path: Path) -> tuple[list[int], np.nd
 def test_a_compiled_workers_second_start_reuses_its_artefacts(tmp_path: Path, tiny_transformer: Path) -> None:
     """The first start compiles and stores; the second (a respawn or a restart on the same
     state_dir) hits torch's FX graph and AOTAutograd caches, and misses nothing."""
-    model = ModelConfig(name="tiny", path=str(tiny_transformer), main=True, compile=True)
+    model = ModelConfig(name="tiny", path=str(tiny_transformer), main=True, compile=True, dtype="float32")
     first, _ = compiled_start(model, tmp_path)
     assert list((tmp_path / CACHE_DIR).rglob("*.so")), f"no compiled kernel under {tmp_path / CACHE_DIR}"
     assert first[0] == 0 and first[2] == 0 and first[1] >= 1, f"first start: {first}"
@@ -405,7 +406,7 @@ def test_a_compiled_workers_second_start_reuses_its_artefacts(tmp_path: Path, ti
 def test_a_compiled_worker_with_corrupt_artefacts_compiles_afresh(tmp_path: Path, tiny_transformer: Path) -> None:
     """Every cached file overwritten (graphs, traced forwards, kernel libraries cut short): the
     next start compiles again, reuses none of it, and answers as the eager model does."""
-    model = ModelConfig(name="tiny", path=str(tiny_transformer), main=True, compile=True)
+    model = ModelConfig(name="tiny", path=str(tiny_transformer), main=True, compile=True, dtype="float32")
     compiled_start(model, tmp_path)
     spoiled = [path for path in (tmp_path / CACHE_DIR).rglob("*") if path.is_file() and path.parent.name != "locks"]
     assert spoiled
