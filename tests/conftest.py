@@ -7,8 +7,6 @@ test runs under."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,6 +24,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import tiny_models  # noqa: E402
 from harness import Appliance, start_appliance  # noqa: E402
+from system_tools import debian_tool  # noqa: E402
 
 # Derandomized: the same examples on every run and every machine, so a failure reproduces and a
 # pass means the same thing twice; no example database, which would make runs differ again. No
@@ -90,32 +89,8 @@ def chromium_installed() -> str:
     return debian_tool("chromium")
 
 
-def debian_tool(name: str) -> str:
-    """The path of the Debian package ``name``'s command of the same name, installed when missing;
-    fails the test (never skips it) when it cannot be had."""
-    path = shutil.which(name) or install_debian_package(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed and could not be installed (apt-get install {name}, as root)")
-    return path
-
-
 @pytest.fixture(scope="session")
 def promtool_installed() -> str:
     """Prometheus's ``promtool`` (Debian's ``prometheus`` package), installed here when missing and
     the machine allows; a test that needs it fails rather than skips when it cannot be had."""
-    path = shutil.which("promtool") or (install_debian_package("prometheus") and shutil.which("promtool"))
-    if not path:
-        pytest.fail("promtool is not installed and could not be installed (apt-get install prometheus, as root)")
-    return path
-
-
-def install_debian_package(name: str) -> str | None:
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return None
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", name]):
-        try:
-            subprocess.run(command, env=env, capture_output=True, timeout=600, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return None
-    return shutil.which(name)
+    return debian_tool("promtool", "prometheus")

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 import pytest
 
 from appliance.install import unit_text
-from conftest import install_debian_package
+from system_tools import debian_tool
 from harness import Appliance, assert_clean_exit
 
 MODEL = "tiny"
@@ -176,10 +176,7 @@ def test_the_pings_stop_when_the_supervisor_is_broken(launch: Callable[..., Appl
 def systemd_analyze() -> str:
     """Debian's ``systemd-analyze`` (package systemd), installed when missing and the machine
     allows; the tests fail rather than skip when it cannot be had."""
-    path = shutil.which("systemd-analyze") or (install_debian_package("systemd") and shutil.which("systemd-analyze"))
-    if not path:
-        pytest.fail("systemd-analyze is not installed and could not be (apt-get install systemd, as root)")
-    return path
+    return debian_tool("systemd-analyze", "systemd")
 
 
 @pytest.fixture

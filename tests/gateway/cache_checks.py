@@ -1,5 +1,5 @@
 """What the caching tests share (``tests/gateway/test_cached_backend.py`` and
-``tests/gateway/test_preload.py``): the models of the in-test backend (``conftest.FakeBackend``,
+``tests/gateway/test_preload.py``): the models of the in-test backend (``fake_backend.FakeBackend``,
 whose fixture ``backend`` stands in for the router), a cache-enabled config, and ``run``.
 """
 

@@ -1,7 +1,7 @@
 """What the HTTP contract tests share (``tests/gateway/test_app.py`` and ``tests/gateway/routes/``):
-the limits of ``conftest.TEST_CONFIG`` (64 KiB bodies, 16 inputs, 1000 characters, 2 s deadline),
+the limits of ``fake_backend.TEST_CONFIG`` (64 KiB bodies, 16 inputs, 1000 characters, 2 s deadline),
 a small valid body for every work route, the check of the JSON error shape, and the readers of
-each embedding route's vectors. The backend behind the server is ``conftest.FakeBackend``: unit
+each embedding route's vectors. The backend behind the server is ``fake_backend.FakeBackend``: unit
 vectors seeded by a hash of each input, so every number that comes back can be checked exactly.
 """
 

@@ -33,7 +33,7 @@ from gateway.admission import (
 from gateway.app import build_app
 from harness import Reply
 
-# The contract tests' limits (tests/gateway/conftest.py TEST_CONFIG): 64 KiB bodies, 16 inputs,
+# The contract tests' limits (tests/gateway/fake_backend.py TEST_CONFIG): 64 KiB bodies, 16 inputs,
 # 1000 characters.
 CONFIG = Config(max_body_bytes=64 * 1024, max_inputs=16, max_input_chars=1000, request_timeout=2.0)
 

@@ -1,5 +1,5 @@
 """``gateway/app.py`` and the checks every route shares (``gateway/routes/checks.py``), over a real
-server against the in-test backend (``conftest.FakeBackend``): malformed and mistyped bodies,
+server against the in-test backend (``fake_backend.FakeBackend``): malformed and mistyped bodies,
 the body, input and ``dimensions`` limits, unknown models, backend errors mapped to statuses (and
 a 500 without a traceback), the deadline, request ids, the ``Server-Timing``, ``X-Worker-ID`` and
 ``X-Cache`` headers, and aiohttp's own 404 and 405 answered as JSON errors.

@@ -16,7 +16,7 @@ import pytest
 import schemathesis
 from aiohttp import web
 
-from conftest import TEST_CONFIG, FakeBackend
+from fake_backend import TEST_CONFIG, FakeBackend
 from gateway import responses, schemas, stats
 from gateway.admission import OPEN_PATHS
 from gateway.app import build_app

@@ -12,7 +12,7 @@ from gateway.admission import Admission
 from gateway.backend import WorkerCard
 from gateway.context import Context
 from gateway.telemetry import Served, Telemetry
-from conftest import MAIN, TEST_CONFIG, FakeBackend
+from fake_backend import MAIN, TEST_CONFIG, FakeBackend
 
 GIB = 2**30
 

@@ -2,7 +2,7 @@
 shapes that are cheap to send and dear to decode: arrays and objects counted before decoding
 (against the exact count of random JSON documents), groups against ``max_inputs``, Ollama's
 ``options`` and ``keep_alive``; and the decoder's edge cases over a real server (the in-test
-backend, ``conftest.FakeBackend``): deep nesting, token ids past 2**32, bodies that are not UTF-8.
+backend, ``fake_backend.FakeBackend``): deep nesting, token ids past 2**32, bodies that are not UTF-8.
 Every one is a JSON error with a stable type, and nothing reaches the backend.
 """
 

@@ -31,16 +31,13 @@ from playwright.sync_api import BrowserContext, Page, sync_playwright
 from gateway.backend import CacheReport, WorkerCard
 from gateway.stats import Advice, HistoryPoint, MemoryView, SystemStats, Traffic, TrafficWindow
 from harness import Appliance, get, post, serving
+from system_tools import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
 
 MAIN = "tiny"
 KEY = "sk-page-right"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-# Debian's chromium in a container: no sandbox (no user namespaces), no GPU, and nothing that
-# reaches out on its own (the test box may have no network at all).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]  # fmt: skip
 RENDER_TIMEOUT_MS = 20_000
 SETTLE_S = 15.0  # the page and the test each read /stats; figures must agree within this long
 TEXTS = ["status page one", "status page two", "status page three"]

@@ -5,20 +5,18 @@ open when API keys are configured while the data routes still want a key.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from conftest import TEST_CONFIG, ServerThread
+from fake_backend import TEST_CONFIG, ServerThread
 from gateway.admission import Admission
 from gateway.openapi import package_version
 from gateway.routes.docs import FILES, STATIC
 from http_checks import error_of
+from system_tools import CHROMIUM_ARGS
 
 KEY = "sk-docs-test"
 # any absolute or scheme-relative URL: the page must load only what the appliance serves
@@ -69,23 +67,8 @@ def test_docs_stay_open_when_keys_are_configured(start_server, tmp_path: Path) -
     assert server.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status == 200
 
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """Debian's chromium, installed when missing (root, apt-get); the test fails, never skips,
-    when it cannot be had."""
-    path = shutil.which("chromium")
-    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-            subprocess.run(command, env=env, capture_output=True, timeout=900, check=False)
-        path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("chromium is not installed and could not be installed (apt-get install chromium, as root)")
-    return path
-
-
 @pytest.mark.slow
-def test_the_page_renders_every_operation_in_a_browser(server: ServerThread, chromium: str) -> None:
+def test_the_page_renders_every_operation_in_a_browser(server: ServerThread, chromium_installed: str) -> None:
     from playwright.sync_api import sync_playwright
 
     doc = server.get("/openapi.json").json()
@@ -93,7 +76,7 @@ def test_the_page_renders_every_operation_in_a_browser(server: ServerThread, chr
     requested: list[str] = []
     problems: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium_installed, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.on("request", lambda r: requested.append(r.url))

@@ -12,7 +12,7 @@ from typing import Iterator
 import msgspec
 import pytest
 
-from conftest import TEST_CONFIG, FakeBackend, ServerThread
+from fake_backend import TEST_CONFIG, FakeBackend, ServerThread
 from gateway.app import build_app
 from gateway.jobs.service import Jobs
 from gateway.routes.jobs import OFFSET_MAX

@@ -24,7 +24,7 @@ from appliance.protocol import BATCH_SIZE_BOUNDS, BATCH_TOKEN_BOUNDS
 from gateway.admission import Admission, ApiKeys
 from gateway.app import build_app
 from gateway.backend import WorkerCard
-from conftest import MAIN, TEST_CONFIG, FakeBackend, ServerThread
+from fake_backend import MAIN, TEST_CONFIG, FakeBackend, ServerThread
 
 Start = Callable[..., tuple[ServerThread, FakeBackend]]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from conftest import CROSS, MAIN, STATIC, TEST_CONFIG
+from fake_backend import CROSS, MAIN, STATIC, TEST_CONFIG
 from http_checks import error_of
 
 # Hand-written HTML, CSS and script: growing past this means something else crept in.
