@@ -125,10 +125,12 @@ def running_worker(models: list[ModelConfig], role: str, tmp_path: Path, command
 
 @pytest.fixture
 def models(tiny_transformer: Path, tiny_static: Path, tiny_cross_encoder: Path) -> list[ModelConfig]:
+    # float32: the worker's answers are held to an in-process runtime's to float32 rounding, though
+    # they batch the texts differently; bf16 (what auto may pick here) rounds differently per batch
     return [
-        ModelConfig(name="tiny", path=str(tiny_transformer), main=True),
+        ModelConfig(name="tiny", path=str(tiny_transformer), main=True, dtype="float32"),
         ModelConfig(name="tiny-static", path=str(tiny_static), kind="static"),
-        ModelConfig(name="tiny-ce", path=str(tiny_cross_encoder), kind="cross_encoder"),
+        ModelConfig(name="tiny-ce", path=str(tiny_cross_encoder), kind="cross_encoder", dtype="float32"),
     ]
 
 

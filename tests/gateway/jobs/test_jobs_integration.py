@@ -37,9 +37,11 @@ def texts(n: int, seed: int = 7) -> list[str]:
 
 
 def models(tiny_transformer: Path, tiny_cross_encoder: Path | None = None) -> list[dict[str, Any]]:
-    chosen: list[dict[str, Any]] = [{"name": MAIN, "path": str(tiny_transformer), "main": True}]
+    # float32: a job's rows must equal the synchronous route's, computed in other batches; bf16
+    # (what dtype auto may pick on this CPU) rounds differently per batch composition
+    chosen: list[dict[str, Any]] = [{"name": MAIN, "path": str(tiny_transformer), "main": True, "dtype": "float32"}]
     if tiny_cross_encoder is not None:
-        chosen.append({"name": CROSS, "path": str(tiny_cross_encoder), "kind": "cross_encoder"})
+        chosen.append({"name": CROSS, "path": str(tiny_cross_encoder), "kind": "cross_encoder", "dtype": "float32"})
     return chosen
 
 
