@@ -39,7 +39,8 @@ import numpy as np
 from bench import wrk
 from bench.corpus import sentences
 from bench.floor import http_floor
-from bench.load import Texts, closed_loop, corpus_texts
+from bench.loadgen import Texts, corpus_texts
+from bench.loadgen import closed_loop_point as closed_loop
 from bench.points import Point, show, table
 from bench.raw import measure_raw
 from bench.target import add_options, appliance, auth_headers
