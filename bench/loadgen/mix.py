@@ -49,7 +49,8 @@ class Mix:
         if self.repeat and rng.random() < self.repeat:
             return f"{corpus[int(rng.integers(min(self.hot_set, len(corpus))))]} (hot)"
         position = (i * self.batch + k) % len(corpus)
-        text = long_text(corpus, position, self.long_words) if self.long and rng.random() < self.long else corpus[position]
+        long = self.long and rng.random() < self.long
+        text = long_text(corpus, position, self.long_words) if long else corpus[position]
         return f"{text} ({self.seed}-{i}-{k})" if self.repeat else text
 
 

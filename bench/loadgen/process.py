@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 from typing import Literal, NamedTuple, Sequence
 
 from bench.loadgen.drive import LoadResult, Target, closed_loop, open_loop
-from bench.loadgen.mix import Mix
+from bench.loadgen.mix import Mix, Request
 
 MIN_CPUS_TO_SPLIT = 4
 SPAWN_BOUND_S = 60.0  # starting the process and importing aiohttp, numpy: seconds on a loaded box
@@ -60,14 +60,13 @@ class LoadSpec:
 
 
 async def drive(spec: LoadSpec) -> LoadResult:
-    def requests(i: int) -> object:
+    def requests(i: int) -> Request:
         return spec.mix.request(spec.corpus, i)
 
     if spec.mode == "open":
-        return await open_loop(spec.target, requests, rate=spec.rate, seconds=spec.seconds,  # type: ignore[arg-type]
-                               warmup=spec.warmup, seed=spec.mix.seed, scenario=spec.scenario,
-                               timeout=spec.timeout)  # fmt: skip
-    return await closed_loop(spec.target, requests, concurrency=spec.concurrency, seconds=spec.seconds,  # type: ignore[arg-type]
+        return await open_loop(spec.target, requests, rate=spec.rate, seconds=spec.seconds, warmup=spec.warmup,
+                               seed=spec.mix.seed, scenario=spec.scenario, timeout=spec.timeout)  # fmt: skip
+    return await closed_loop(spec.target, requests, concurrency=spec.concurrency, seconds=spec.seconds,
                              warmup=spec.warmup, scenario=spec.scenario, timeout=spec.timeout)  # fmt: skip
 
 
