@@ -85,6 +85,18 @@ def wrk_installed() -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def bible_installed() -> str:
+    """Debian's ``bible`` program (package ``bible-kjv``, the bench corpus's source), installed
+    here when missing; a test that needs it fails rather than skips when it cannot be had."""
+    if shutil.which("bible") is None:
+        install_debian_package("bible-kjv")
+    path = shutil.which("bible")
+    if path is None:
+        pytest.fail("the bible program is missing and could not be installed (apt-get install bible-kjv, as root)")
+    return path
+
+
 def install_debian_package(name: str) -> str | None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         return None

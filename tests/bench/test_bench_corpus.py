@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import install_debian_package
 
 from bench.corpus import CORPUS_FILE
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "data" / "build_corpus.py"
-
-
-@pytest.fixture(scope="session")
-def bible_installed() -> str:
-    """Debian's ``bible`` program (package ``bible-kjv``), installed when missing; fail if it cannot be."""
-    path = shutil.which("bible") or (install_debian_package("bible-kjv") and shutil.which("bible"))
-    if not path:
-        pytest.fail("the bible program is missing and could not be installed (apt-get install bible-kjv, as root)")
-    return path
 
 
 def load_script() -> ModuleType:
