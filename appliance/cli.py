@@ -1,4 +1,4 @@
-"""`appliance` command line: serve, check, models distill, install-systemd.
+"""`appliance` command line: serve, check, models distill, install-systemd, bench.
 
 The composition root: the one module of ``appliance/`` that imports ``gateway`` and ``workers``
 (``compose`` wires them together); every other module of ``appliance/`` depends only on
@@ -54,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     systemd.add_argument("--prefix", default="/", help="staging root (systemctl runs only when it is /)")
     systemd.add_argument("--dry-run", action="store_true", help="print every step, change nothing")
     systemd.set_defaults(run=cmd_install_systemd)
+    bench = commands.add_parser("bench", add_help=False, help="benchmarks: the same as `python -m bench`")
+    bench.add_argument("argv", nargs=argparse.REMAINDER, help="scenario and its options")
+    bench.set_defaults(run=cmd_bench)
     return root
 
 
@@ -97,6 +100,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"appliance: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+# ---- bench ----------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.__main__ import main as bench_main  # here: the bench harness is not needed to serve
+
+    return bench_main(list(args.argv))
 
 
 # ---- distill --------------------------------------------------------------------------------

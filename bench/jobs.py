@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import aiohttp
 
 from bench.corpus import sentences
-from bench.load import closed_loop
+from bench.loadgen import closed_loop_point as closed_loop
 from bench.points import Point, show
 from bench.raw import measure_raw
 from bench.target import add_options, appliance, auth_headers

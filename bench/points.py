@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 
 @dataclass
 class Point:
@@ -29,11 +27,11 @@ class Point:
 
 def summarize(scenario: str, batch: int, concurrency: int, latencies: list[float], errors: int,
               seconds: float) -> Point:  # fmt: skip
-    """A point from the successful requests' latencies (seconds) over a ``seconds`` window."""
-    ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
-    rps = len(latencies) / seconds
-    return Point(scenario, batch, concurrency, len(latencies), errors, seconds, round(rps, 1),
-                 round(rps * batch, 1), *(round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)))  # fmt: skip
+    """A point from the successful requests' latencies (seconds) over a ``seconds`` window: the load
+    generator's, imported here and not at the top because ``bench.loadgen`` imports ``Point``."""
+    from bench.loadgen.stats import summarize as loadgen_summarize
+
+    return loadgen_summarize(scenario, batch, concurrency, latencies, errors, seconds)
 
 
 def table(points: list[Point]) -> str:

@@ -19,7 +19,7 @@ import time
 
 import aiohttp
 
-from bench.load import Texts, closed_loop, corpus_texts
+from bench.loadgen import Texts, closed_loop_point, corpus_texts
 from bench.points import Point, show
 from bench.target import auth_headers
 
@@ -52,7 +52,7 @@ async def scraped_point(args: argparse.Namespace, url: str, texts: Texts, scenar
     stop = asyncio.Event()
     scraper = asyncio.create_task(scrape_loop(url, headers, stop)) if scrape else None
     try:
-        point = await closed_loop(url, args.model, texts, CONCURRENCY, args.seconds, args.warmup,
+        point = await closed_loop_point(url, args.model, texts, CONCURRENCY, args.seconds, args.warmup,
                                   scenario=scenario, headers=headers)  # fmt: skip
     finally:
         stop.set()

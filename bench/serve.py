@@ -21,6 +21,7 @@ Scenarios (``--scenarios``, all by default):
   same load against ``bench/floor.py``, a bare aiohttp app answering the same bytes: the
   ``http-floor`` row, and the hit rate's ratio to it, say how much of the hit path is HTTP itself.
 
+With ``--url URL --api openai|tei`` (any running server, a peer) only ``throughput`` runs.
 Each point prints p50/p95/p99. Last line: one JSON object with every figure.
 """
 
@@ -42,7 +43,9 @@ import numpy as np
 from bench import wrk
 from bench.corpus import sentences
 from bench.floor import http_floor
-from bench.load import Texts, closed_loop, corpus_texts
+from bench.loadgen import Texts, corpus_texts
+from bench.loadgen.apis import APIS
+from bench.loadgen import closed_loop_point as closed_loop
 from bench.points import Point, show, table
 from bench.raw import measure_raw
 from bench.scrape import run_scrape_points
@@ -68,6 +71,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--hit-concurrency", type=int, default=64)
     p.add_argument("--scrape-metrics", action="store_true",
                    help="only the c=32 point without and with a 1 s /metrics scraper, interleaved, twice each")  # fmt: skip
+    p.add_argument("--api", choices=APIS, default="ollama",
+                   help="API of the server (with --url, any peer's): openai or tei run the throughput sweep only")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -86,6 +91,8 @@ def main(argv: Sequence[str]) -> int:
     if args.scrape_metrics:
         return scrape_metrics(args)
     scenarios = set(args.scenarios.split(","))
+    if args.api != "ollama":
+        scenarios &= {"throughput"}  # repeat and hit rely on the appliance's cache and its /api/embed
     corpus = sentences(4000)
     raws = [] if args.no_raw or "throughput" not in scenarios else [measure_raw(args, corpus, args.raw_seconds)]
     points: list[Point] = []
@@ -153,7 +160,7 @@ def run_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> list[Poi
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             texts = corpus_texts(corpus, batch)
             points.append(show(asyncio.run(closed_loop(url, args.model, texts, concurrency, args.seconds, args.warmup,
-                                                               headers=auth_headers(args.api_key)))))  # fmt: skip
+                                                       headers=auth_headers(args.api_key), api=args.api))))  # fmt: skip
     return points
 
 

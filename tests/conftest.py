@@ -94,3 +94,10 @@ def promtool_installed() -> str:
     """Prometheus's ``promtool`` (Debian's ``prometheus`` package), installed here when missing and
     the machine allows; a test that needs it fails rather than skips when it cannot be had."""
     return debian_tool("promtool", "prometheus")
+
+
+@pytest.fixture(scope="session")
+def bible_installed() -> str:
+    """Debian's ``bible`` program (package ``bible-kjv``, the bench corpus's source), installed
+    when missing; a test that needs it fails rather than skips when it cannot be had."""
+    return debian_tool("bible", "bible-kjv")

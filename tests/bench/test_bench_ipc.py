@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"ring_median_us", "pipe_median_us", "queue_median_us", "ring_rps", "pipe_rps", "queue_rps"}
 
 
-def test_quick_run_prints_a_table_and_the_json_line_last() -> None:
+def test_quick_run_prints_a_table_and_the_json_line_last(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "bench", "ipc", "--rounds", "2", "--latency-trips", "50",
-            "--throughput-trips", "300", "--window", "8", "--ring-bytes", "65536"]  # fmt: skip
+            "--throughput-trips", "300", "--window", "8", "--ring-bytes", "65536",
+            "--results", str(tmp_path)]  # the results folder, not the checkout's bench/results  # fmt: skip
     run = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = run.communicate(timeout=120)
     assert run.returncode == 0, err
