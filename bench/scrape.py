@@ -53,7 +53,7 @@ async def scraped_point(args: argparse.Namespace, url: str, texts: Texts, scenar
     scraper = asyncio.create_task(scrape_loop(url, headers, stop)) if scrape else None
     try:
         point = await closed_loop_point(url, args.model, texts, CONCURRENCY, args.seconds, args.warmup,
-                                  scenario=scenario, headers=headers)  # fmt: skip
+                                        scenario=scenario, headers=headers)  # fmt: skip
     finally:
         stop.set()
     return point, (await scraper if scraper is not None else [])
