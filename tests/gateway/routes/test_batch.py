@@ -1,5 +1,5 @@
 """``gateway/routes/batch.py``: ``POST /api/embed/batch`` over a real server against the in-test
-backend (``conftest.FakeBackend``): all groups go to the backend as one call and come back
+backend (``fake_backend.FakeBackend``): all groups go to the backend as one call and come back
 regrouped, with ``cache_stats`` and ``X-Cache``, and the input limits count every group together.
 With ``on_error: "skip"`` each input the backend refuses (as a worker does, naming its index) is
 answered as an error in its place and the rest are served; request errors still fail it.

@@ -1,5 +1,5 @@
 """``GET /metrics`` (``gateway/routes/metrics.py``, ``gateway/prometheus.py``) and the traffic parts
-of ``GET /stats`` over a real server against the in-test backend (``conftest.FakeBackend``):
+of ``GET /stats`` over a real server against the in-test backend (``fake_backend.FakeBackend``):
 the exposition parses with prometheus-client's own parser and passes ``promtool check metrics``,
 every request is counted under its route template, the worker cards are exported as they are,
 and the access rule is ``/stats``'s.

@@ -1,5 +1,5 @@
 """``gateway/routes/ollama.py``: Ollama's ``POST /api/embed`` over a real server against the in-test
-backend (``conftest.FakeBackend``): the answer's shape, the single-string and ``truncate`` forms,
+backend (``fake_backend.FakeBackend``): the answer's shape, the single-string and ``truncate`` forms,
 vectors printed as float32, the main model when none is named, and the real ``ollama`` client,
 unchanged. The model list ``/api/tags`` is in ``test_system.py``.
 """

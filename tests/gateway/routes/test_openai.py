@@ -1,5 +1,5 @@
 """``gateway/routes/openai.py``: OpenAI's ``POST /v1/embeddings`` over a real server against the
-in-test backend (``conftest.FakeBackend``): the float and base64 answers, every input form
+in-test backend (``fake_backend.FakeBackend``): the float and base64 answers, every input form
 (text, texts, token ids), which mixes are refused, and the real ``openai`` SDK, unchanged. The
 model list ``/v1/models`` is in ``test_system.py``; ``dimensions`` on both embed routes in
 ``tests/gateway/test_app.py``.

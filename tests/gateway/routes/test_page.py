@@ -1,7 +1,7 @@
 """``gateway/routes/page.py``: ``GET /`` is the status page, one static HTML file that carries no
 data and names no other host, stays small, revalidates by ETag, allows only its own inline
 script and style, and stays open when API keys are configured while ``/stats`` does not. Over a
-real server against the in-test backend (``conftest.FakeBackend``); the page as a browser renders
+real server against the in-test backend (``fake_backend.FakeBackend``); the page as a browser renders
 it is ``tests/gateway/test_status_page.py``'s.
 """
 

@@ -1,5 +1,5 @@
 """``gateway/routes/rerank.py``: ``POST /api/rerank`` and Cohere's ``POST /v1/rerank`` over a real
-server against the in-test backend (``conftest.FakeBackend``): results sorted by score and cut
+server against the in-test backend (``fake_backend.FakeBackend``): results sorted by score and cut
 by ``top_k``/``top_n``, both answer shapes, the limits on query and documents, and reranking with
 a cross-encoder.
 """

@@ -1,5 +1,5 @@
 """``gateway/routes/stream.py``: ``POST /api/embed/stream`` over a real server against the in-test
-backend (``conftest.FakeBackend``), with small chunks (``CHUNK_INPUTS`` patched) so that the
+backend (``fake_backend.FakeBackend``), with small chunks (``CHUNK_INPUTS`` patched) so that the
 16 inputs the test config allows make several: the event order, every index exactly once,
 results in completion order, at most ``CHUNKS_IN_FLIGHT`` chunks at once, failures as ``error``
 events while the stream goes on, heartbeats, and the ordinary JSON errors before it starts.

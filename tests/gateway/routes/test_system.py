@@ -1,7 +1,7 @@
 """``gateway/routes/system.py``: liveness and readiness (``/health`` stays 200 while the process is
 up, ``/ready`` and every work route answer 503 with ``Retry-After`` while loading or draining) and
 the model lists, OpenAI's ``/v1/models`` and Ollama's ``/api/tags``, over a real server against
-the in-test backend (``conftest.FakeBackend``).
+the in-test backend (``fake_backend.FakeBackend``).
 """
 
 from __future__ import annotations
