@@ -6,16 +6,13 @@ open when API keys are configured (``OPEN_PATHS`` in ``gateway/admission.py``).
 
 from __future__ import annotations
 
-import functools
-from importlib import resources
-
 from aiohttp import web
 
 from gateway.openapi import API_DESCRIPTION
 from gateway.route_docs import CSS, HTML, JAVASCRIPT, TEXT, RouteDoc, json_answer
-from gateway.routes.answers import AddRoute, Handler, respond
+from gateway.routes.answers import AddRoute, respond
+from gateway.static_files import read_static, serving, static_file
 
-STATIC = resources.files("gateway") / "static"
 # The page may load only what this appliance serves: a stray external URL would be refused.
 PAGE_POLICY = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:"
 # path -> (file under gateway/static, media type)
@@ -30,25 +27,9 @@ async def openapi(request: web.Request) -> web.Response:
     return respond(request.app[API_DESCRIPTION].encoded())
 
 
-@functools.cache
-def read_static(name: str) -> bytes:
-    return (STATIC / name).read_bytes()
-
-
-def static_file(name: str, media: str) -> Handler:
-    """A handler for one static file, read once per process."""
-    body = read_static(name)
-    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_POLICY}
-
-    async def serve(request: web.Request) -> web.Response:
-        return web.Response(body=body, content_type=media, charset="utf-8", headers=headers)
-
-    return serve
-
-
 def register(add: AddRoute) -> None:
     add("GET", "/openapi.json", openapi, RouteDoc(
         "This description (OpenAPI 3.1)", "docs", content=json_answer(dict)))  # fmt: skip
     for path, (name, media) in FILES.items():
-        add("GET", path, static_file(name, media), RouteDoc(
+        add("GET", path, serving(static_file(read_static(name), media, PAGE_POLICY)), RouteDoc(
             f"The API docs page: {name}", "docs", content={media: TEXT}))  # fmt: skip

@@ -22,23 +22,14 @@ import base64
 import functools
 import hashlib
 import re
-from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
 from gateway.route_docs import HTML, TEXT, RouteDoc
 from gateway.routes.answers import AddRoute
+from gateway.static_files import StaticFile, read_static, respond_static, static_file
 
-PAGE_FILE = Path(__file__).resolve().parent.parent / "static" / "status.html"
 INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class StaticPage:
-    body: bytes
-    etag: str
-    headers: dict[str, str]
 
 
 def content_security_policy(html: str) -> str:
@@ -59,31 +50,14 @@ def content_security_policy(html: str) -> str:
 
 
 @functools.cache
-def status_page(path: Path = PAGE_FILE) -> StaticPage:
+def status_page() -> StaticFile:
     """The page as served, built on first use (it never changes while the process runs)."""
-    body = path.read_bytes()
-    etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-    headers = {
-        "ETag": etag,
-        "Cache-Control": "no-cache",  # revalidate every load: cheap (304), and an upgrade shows at once
-        "Content-Security-Policy": content_security_policy(body.decode()),
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-    }
-    return StaticPage(body=body, etag=etag, headers=headers)
-
-
-def is_fresh(request: web.Request, etag: str) -> bool:
-    """The client's cached copy is this one (``If-None-Match`` names our ETag, or ``*``)."""
-    sent = request.headers.get("If-None-Match", "")
-    return any(tag.strip().removeprefix("W/") in (etag, "*") for tag in sent.split(",") if tag.strip())
+    body = read_static("status.html")
+    return static_file(body, HTML, content_security_policy(body.decode()))
 
 
 async def page(request: web.Request) -> web.Response:
-    static = status_page()
-    if is_fresh(request, static.etag):
-        return web.Response(status=304, headers=static.headers)
-    return web.Response(body=static.body, content_type="text/html", charset="utf-8", headers=static.headers)
+    return respond_static(request, status_page())
 
 
 def register(add: AddRoute) -> None:

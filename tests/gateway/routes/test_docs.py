@@ -14,7 +14,8 @@ import pytest
 from fake_backend import TEST_CONFIG, ServerThread
 from gateway.admission import Admission
 from gateway.openapi import package_version
-from gateway.routes.docs import FILES, STATIC
+from gateway.routes.docs import FILES
+from gateway.static_files import STATIC
 from http_checks import error_of
 from system_tools import CHROMIUM_ARGS
 
