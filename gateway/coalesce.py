@@ -26,7 +26,6 @@ cache's key, so coalescing and the cache agree on what "the same input" means.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections import Counter
 from typing import Any, Awaitable, Callable, Generic, Hashable, Sequence, TypeVar
 
@@ -51,8 +50,11 @@ class Flight:
             self.task.cancel()
 
 
-# Each launched future's flight, for ``settle``: weak, so a settled future takes its entry with it.
-_FLIGHTS: weakref.WeakKeyDictionary[asyncio.Future[Any], Flight] = weakref.WeakKeyDictionary()
+# Each launched future's flight, for ``settle``. Entries are removed when the flight's task ends
+# (a done callback, which runs even for a task cancelled before it started). Not a
+# WeakKeyDictionary: a Flight refers to its futures (``abandon``), a value holding its own key, so
+# no entry would ever have left and every computation's futures, task and values with it.
+_FLIGHTS: dict[asyncio.Future[Any], Flight] = {}
 
 
 class InFlight(Generic[K, V]):
@@ -82,11 +84,21 @@ class InFlight(Generic[K, V]):
             self._flights[key] = future
         task = loop.create_task(self._run(keys, futures, compute))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._landed(done, keys, futures))
         flight = Flight(task, lambda: self._forget(keys, futures))
         for future in futures:
             _FLIGHTS[future] = flight
         return futures
+
+    def _landed(self, task: asyncio.Task[None], keys: Sequence[K], futures: list[asyncio.Future[V]]) -> None:
+        """The task ended: it is no longer held, and its futures have no flight to count waiters
+        in. A task cancelled before it first ran never reached ``_run``'s own clean-up, so its
+        keys are released and its futures failed here too (no-ops after ``_run``)."""
+        self._tasks.discard(task)
+        self._forget(keys, futures)
+        self._fail(futures, asyncio.CancelledError())
+        for future in futures:
+            _FLIGHTS.pop(future, None)
 
     async def _run(self, keys: Sequence[K], futures: list[asyncio.Future[V]],
                    compute: Callable[[], Awaitable[Sequence[V]]]) -> None:  # fmt: skip

@@ -177,3 +177,31 @@ def test_a_failure_nobody_waits_for_is_not_reported_as_unretrieved() -> None:
 
     run(main())
     assert reported == []
+
+
+def test_a_finished_flight_leaves_nothing_behind() -> None:
+    """Every way a flight ends (a value, an error, withdrawn by its last waiter, cancelled before
+    it ran) drops its bookkeeping: the futures, task, values and flight are freed, not kept by
+    the flight table for the life of the process."""
+    from gateway import coalesce
+
+    async def main() -> None:
+        flights: InFlight[str, str] = InFlight()
+        ok, bad, left = Computation(["v"]), Computation(["v"], ValueError("bad")), Computation(["v"])
+        ok.release.set()
+        bad.release.set()
+        assert await get(flights, "ok", ok) == "v"
+        with pytest.raises(ValueError):
+            await get(flights, "bad", bad)
+        with pytest.raises(TimeoutError):
+            await get(flights, "left", left, deadline=asyncio.get_running_loop().time() + 0.05)
+        flights.launch(["never"], Computation(["v"]))  # its task is cancelled before it first runs
+        for task in list(flights._tasks):
+            task.cancel()
+        await asyncio.sleep(0.01)
+        assert not flights._tasks and len(flights) == 0
+        assert coalesce._FLIGHTS == {}
+
+    run(main())
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, coalesce.Flight)]
