@@ -21,6 +21,7 @@ SCENARIOS = {
     "jobs": "bench.jobs",
     "telemetry": "bench.telemetry",
     "restart": "bench.restart",
+    "gateway-cpu": "bench.gateway_cpu",
     "compare": "bench.compare",
     "all": "bench.everything",
     "diff": "bench.diff",

@@ -55,6 +55,13 @@ def main() -> None:
 @contextlib.contextmanager
 def http_floor(answer: bytes) -> Iterator[str]:
     """The floor in its own process, answering ``answer`` to every POST; its URL."""
+    with floor_process(answer) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def floor_process(answer: bytes) -> Iterator[tuple[str, int]]:
+    """As ``http_floor``, with the process id too (``bench gateway-cpu`` reads its CPU time)."""
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         body = Path(tmp) / "body.json"
         body.write_bytes(answer)
@@ -65,7 +72,7 @@ def http_floor(answer: bytes) -> Iterator[str]:
             assert process.stdout is not None
             if process.stdout.readline().strip() != b"ready":
                 raise SystemExit(f"bench.floor did not start (exit code {process.wait(READY_S)})")
-            yield f"http://127.0.0.1:{port}"
+            yield f"http://127.0.0.1:{port}", process.pid
         finally:
             process.kill()
             process.wait(10)

@@ -207,8 +207,9 @@ def child_env(port: int, workdir: Path, models: list[dict[str, Any]] | None, wor
 
 def start(models: list[dict[str, Any]] | None, *, workdir: Path, workers: int | str = 2,
           env: Mapping[str, str] | None = None, config: Path | None = None, headers: Mapping[str, str] | None = None,
-          wait: bool = True, ready_timeout: float = READY_S) -> Appliance:  # fmt: skip
-    """``python -m appliance.cli serve`` on a free port, logging to ``workdir``. ``models`` goes
+          wait: bool = True, ready_timeout: float = READY_S, cwd: Path | None = None) -> Appliance:  # fmt: skip
+    """``python -m appliance.cli serve`` on a free port, logging to ``workdir``; ``cwd``: another
+    checkout of the appliance to run instead of this one (``python -m`` imports from it first). ``models`` goes
     to ``APPLIANCE_MODELS`` (None: the config's or the defaults). With ``wait``, returns once it
     serves with every worker up; if it does not, it is closed before ``LaunchError`` is raised.
     An ``APPLIANCE_PORT`` in ``env`` is used as given (a test of a port in use needs that)."""
@@ -221,7 +222,7 @@ def start(models: list[dict[str, Any]] | None, *, workdir: Path, workers: int | 
         # its own session: a Ctrl-C at the terminal reaches only this process, whose ``finally``
         # stops the appliance with ONE signal (a second would mean "stop now, no drain")
         process = subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                   stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)  # fmt: skip
     appliance = Appliance(process, f"http://127.0.0.1:{port}", log_path, dict(headers or {}))
     if wait:
         try:

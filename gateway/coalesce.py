@@ -96,7 +96,8 @@ class InFlight(Generic[K, V]):
         keys are released and its futures failed here too (no-ops after ``_run``)."""
         self._tasks.discard(task)
         self._forget(keys, futures)
-        self._fail(futures, asyncio.CancelledError())
+        if not all(future.done() for future in futures):
+            self._fail(futures, asyncio.CancelledError())
         for future in futures:
             _FLIGHTS.pop(future, None)
 
