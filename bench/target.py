@@ -27,6 +27,8 @@ def add_options(parser: argparse.ArgumentParser, *, workers: str) -> None:
     parser.add_argument("--model-path", default=MODEL_PATH, help="its directory or package: ref")
     parser.add_argument("--dtype", default="auto",
                         help="model dtype of the appliance this bench starts (and of serve's raw limit)")  # fmt: skip
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the served model in warm-up (and serve's raw limit with it)")  # fmt: skip
     parser.add_argument("--workers", default=workers, help="worker count of the appliance this bench starts")
     parser.add_argument("--env", action="append", default=[],
                         help="KEY=VALUE for the appliance this bench starts; it sees no GPU unless "
@@ -39,7 +41,8 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
 
 
 def served_model(args: argparse.Namespace) -> dict[str, object]:
-    return {"name": args.model, "path": args.model_path, "main": True, "dtype": args.dtype}
+    return {"name": args.model, "path": args.model_path, "main": True, "dtype": args.dtype,
+            "compile": bool(getattr(args, "compile", False))}  # fmt: skip
 
 
 @contextlib.contextmanager
