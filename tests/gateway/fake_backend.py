@@ -75,8 +75,10 @@ class FakeBackend:
 
     def models(self) -> list[ModelCard]:
         return [
-            ModelCard(name=MAIN, kind="transformer", dim=DIMS[MAIN], max_length=128, main=True, workers=[0, 1]),
-            ModelCard(name=STATIC, kind="static", dim=DIMS[STATIC], max_length=512, main=False, workers=[0]),
+            ModelCard(name=MAIN, kind="transformer", dim=DIMS[MAIN], max_length=128, main=True, workers=[0, 1],
+                      normalize=True),  # its vectors are unit vectors (``vector_for``)
+            ModelCard(name=STATIC, kind="static", dim=DIMS[STATIC], max_length=512, main=False, workers=[0],
+                      normalize=True),
             ModelCard(name=CROSS, kind="cross_encoder", dim=0, max_length=256, main=False, workers=[0]),
         ]
 
