@@ -396,8 +396,15 @@ def describe(config: Config) -> str:
         for key in ModelConfig.__struct_fields__:
             value = getattr(model, key)
             if value is not None:
-                lines.append(f"{key} = {json.dumps(value)}")
+                lines.append(f"{key} = {_toml_value(value)}")
     return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    """A model key's value as TOML: JSON's scalars are TOML's, a table (``prompts``) is inline."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
 
 
 def _description(t: msgspec.inspect.Type) -> str:

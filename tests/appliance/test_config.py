@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,10 @@ def test_model_prompts_from_a_file_table(tmp_path: Path) -> None:
     (model,) = load_config(path, environ={}).models
     assert model.prompts == {"query": "query: ", "document": "passage: "} and model.default_prompt_name == "query"
     assert cfg.ModelConfig(name="b", path="/m/b").prompts is None  # unset: the model's own files decide
+    described = cfg.describe(load_config(path, environ={}))
+    assert "\n[[models]]\n" in described  # `appliance check` prints them back as TOML
+    (printed,) = tomllib.loads(described[described.index("[[models]]"):])["models"]
+    assert printed["prompts"] == model.prompts and printed["default_prompt_name"] == "query"
 
 
 BAD_VALUES = [
