@@ -117,7 +117,6 @@ class Rerank(msgspec.Struct, kw_only=True):
     top_k: Count | None = None
     truncate: bool = True
     truncation_direction: Direction = "right"
-    # our extension: a cross-encoder's raw logits instead of their sigmoid (a bi-encoder's cosine is the same either way)
     raw_scores: Annotated[bool, Meta(description="A cross-encoder's raw logits instead of sigmoid probabilities; "
                                                  "an embedding model's cosines are the same either way.")] = False
 

@@ -1,10 +1,10 @@
 """One job chunk computed into per-item results: an item that cannot be served fails alone.
 
 A chunk goes to the backend as one call (so the workers batch it, and it uses the result cache
-and coalescing like any request), at background priority, with the options the job was submitted
-with (resolved then: the prompt put before each text, the normalisation, the truncation side). An item the backend refuses on its
-own (blank, too long with ``truncate: false``, an invalid token id) gets its error and the rest
-are served without it (``gateway/items.py``). Any other error (a worker lost twice, no holder
+and coalescing like any request), at background priority, with the options the job was
+submitted with (resolved then: the prompt put before each text, the normalisation, the
+truncation side). An item the backend refuses on its own (blank, too long with ``truncate:
+false``, an invalid token id) gets its error and the rest are served without it (``gateway/items.py``). Any other error (a worker lost twice, no holder
 within the deadline, a full queue) is about the chunk, not an item, and is raised for the runner
 to retry the whole chunk later.
 """

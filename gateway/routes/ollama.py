@@ -46,6 +46,7 @@ async def embed(request: web.Request) -> web.Response:
 
 def register(add: AddRoute) -> None:
     add("POST", "/api/embed", embed, RouteDoc(
-        "Embed a text or texts (Ollama)", "embeddings", body=documented(OllamaEmbed), example={"input": ["hello world"]},
+        "Embed a text or texts (Ollama)", "embeddings", body=documented(OllamaEmbed),
+        example={"input": ["hello world"]},
         content=json_answer(OllamaEmbedResponse), headers=EMBED_HEADERS, errors=WORK_ERRORS,
         description="`model` left out means the main model. Durations are nanoseconds. " + OPTIONS_DOC))

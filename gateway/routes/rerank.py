@@ -40,7 +40,8 @@ def check_query(query: str, config: Config) -> None:
 
 
 async def score(ctx: Context, request: web.Request, model: str | None, query: str, documents: list[str],
-                truncate: bool, direction: str = "right", raw_scores: bool = False) -> tuple[str, RerankOutcome]:  # fmt: skip
+                truncate: bool, direction: str = "right",
+                raw_scores: bool = False) -> tuple[str, RerankOutcome]:  # fmt: skip
     """Resolve the model, check the query and documents, admit the documents (the inputs a rate
     limit counts), score: (model name, outcome)."""
     card = ctx.model(model)

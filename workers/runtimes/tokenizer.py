@@ -116,7 +116,8 @@ class TextTokenizer:
             return self.full
         return self.cut_left if direction == "left" else self.cut
 
-    def encode_batch(self, texts: list[str], truncate: bool, direction: TruncationDirection = "right") -> list[Encoding]:
+    def encode_batch(self, texts: list[str], truncate: bool,
+                     direction: TruncationDirection = "right") -> list[Encoding]:  # fmt: skip
         if not texts:
             return []
         tokenizer = self.tokenizer_for(truncate, direction)
