@@ -79,6 +79,16 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     normalize: Annotated[
         bool | None, _doc("L2-normalise embeddings; unset = as the model's sentence-transformers config says.")
     ] = None
+    prompts: Annotated[
+        dict[str, str] | None,
+        _doc("Named prompts (name -> text put before an input), added to and overriding those of the model's "
+             "config_sentence_transformers.json; unset = the file's only."),
+    ] = None
+    default_prompt_name: Annotated[
+        str | None,
+        _doc("Prompt used when a request names none (one of the prompts); \"\" = none; unset = the file's "
+             "default_prompt_name."),
+    ] = None
 
 
 def default_models() -> list[ModelConfig]:
@@ -386,8 +396,15 @@ def describe(config: Config) -> str:
         for key in ModelConfig.__struct_fields__:
             value = getattr(model, key)
             if value is not None:
-                lines.append(f"{key} = {json.dumps(value)}")
+                lines.append(f"{key} = {_toml_value(value)}")
     return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    """A model key's value as TOML: JSON's scalars are TOML's, a table (``prompts``) is inline."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
 
 
 def _description(t: msgspec.inspect.Type) -> str:

@@ -117,6 +117,9 @@ class OpenAIModel(msgspec.Struct, kw_only=True):
     max_length: int
     main: bool
     workers: list[int]
+    normalize: bool = False  # its vectors are L2-normalised when a request does not say
+    prompts: dict[str, str] = msgspec.field(default_factory=dict)  # what `prompt_name` may name
+    default_prompt_name: str = ""  # the prompt a request gets when it names none; "" = none
 
 
 class OpenAIModelList(msgspec.Struct, kw_only=True):

@@ -44,10 +44,31 @@ OptionScalar = Union[str, int, float, bool, None]
 OptionValue = Union[OptionScalar, Annotated[list[Union[str, int, float, bool]], Meta(max_length=OPTIONS_MAX)]]
 Options = Annotated[dict[OptionName, OptionValue], Meta(max_length=OPTIONS_MAX)]
 KeepAlive = Annotated[str, Meta(max_length=OPTIONS_MAX)]  # "5m", "-1"; or a number of seconds
+# Which end of a too-long input is cut off; TEI clients spell them capitalised.
+Direction = Annotated[Literal["right", "left", "Right", "Left"], Meta(
+    description="Which end a too-long input loses when `truncate` is on: `right` keeps the beginning, `left` the "
+                "end (`Right`/`Left` too).")]  # fmt: skip
+InputType = Annotated[Literal["query", "document", "search_query", "search_document"], Meta(
+    description="What the texts are: picks the model's `query` or `document` (else `passage`) prompt; none if it has "
+                "no such prompt.")]  # fmt: skip
+
+
+# ---- request options ------------------------------------------------------------------------
+class EmbedOptions(msgspec.Struct, kw_only=True):
+    """How every embedding body may ask for its vectors (``gateway/routes/options.py`` resolves
+    them against the model). At most one of ``prompt_name``, ``instruction``, ``input_type``."""
+
+    normalize: Annotated[bool | None, Meta(
+        description="L2-normalise the vectors; left out: as the model does by default (`/v1/models`).")] = None
+    truncation_direction: Direction = "right"
+    prompt_name: Annotated[str | None, Meta(
+        description="One of the model's prompts (`/v1/models` lists them), put before each text.")] = None
+    instruction: Annotated[str | None, Meta(description="Free text put before each text, verbatim.")] = None
+    input_type: InputType | None = None
 
 
 # ---- requests -------------------------------------------------------------------------------
-class OllamaEmbed(msgspec.Struct, kw_only=True):
+class OllamaEmbed(EmbedOptions, kw_only=True):
     """``POST /api/embed``. ``keep_alive`` and ``options`` are accepted (bounded: ``Options``) and
     ignored: models stay loaded, and runtime options are the operator's, not the client's."""
 
@@ -59,7 +80,7 @@ class OllamaEmbed(msgspec.Struct, kw_only=True):
     options: Options | None = None
 
 
-class OpenAIEmbed(msgspec.Struct, kw_only=True):
+class OpenAIEmbed(EmbedOptions, kw_only=True):
     """``POST /v1/embeddings``. ``input``: a text, texts, one token-id list, or token-id lists,
     not a mix (``OpenAIInput``). ``truncate`` is our extension (default on, as OpenAI's
     server refuses rather than truncates, but most local servers truncate)."""
@@ -72,7 +93,7 @@ class OpenAIEmbed(msgspec.Struct, kw_only=True):
     truncate: bool = True
 
 
-class BatchEmbed(msgspec.Struct, kw_only=True):
+class BatchEmbed(EmbedOptions, kw_only=True):
     """``POST /api/embed/batch`` (groups of texts, as the original batch API had them). ``batch_size`` is accepted for
     compatibility; forward batches are the workers' business (token budget), not the client's."""
 
@@ -95,6 +116,9 @@ class Rerank(msgspec.Struct, kw_only=True):
     documents: list[str]
     top_k: Count | None = None
     truncate: bool = True
+    truncation_direction: Direction = "right"
+    raw_scores: Annotated[bool, Meta(description="A cross-encoder's raw logits instead of sigmoid probabilities; "
+                                                 "an embedding model's cosines are the same either way.")] = False
 
 
 class Document(msgspec.Struct):
@@ -110,12 +134,14 @@ class CohereRerank(msgspec.Struct, kw_only=True):
     top_n: Count | None = None
     return_documents: bool = False
     truncate: bool = True
+    truncation_direction: Direction = "right"
 
 
-class JobSubmit(msgspec.Struct, kw_only=True):
+class JobSubmit(EmbedOptions, kw_only=True):
     """``POST /v1/jobs`` (and ``POST /jobs``): the batch body plus ``task``. ``inputs`` are texts;
     an element that is a list of texts is a group, flattened in order (item indices count the
-    flattened texts). A rerank job scores ``inputs`` as documents against ``query``."""
+    flattened texts). A rerank job scores ``inputs`` as documents against ``query`` (of the
+    options, only ``truncation_direction`` applies to it)."""
 
     model: str | None = None
     task: Literal["embed", "rerank"] = "embed"

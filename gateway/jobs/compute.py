@@ -1,9 +1,10 @@
 """One job chunk computed into per-item results: an item that cannot be served fails alone.
 
 A chunk goes to the backend as one call (so the workers batch it, and it uses the result cache
-and coalescing like any request), at background priority. An item the backend refuses on its
-own (blank, too long with ``truncate: false``, an invalid token id) gets its error and the rest
-are served without it (``gateway/items.py``). Any other error (a worker lost twice, no holder
+and coalescing like any request), at background priority, with the options the job was
+submitted with (resolved then: the prompt put before each text, the normalisation, the
+truncation side). An item the backend refuses on its own (blank, too long with ``truncate:
+false``, an invalid token id) gets its error and the rest are served without it (``gateway/items.py``). Any other error (a worker lost twice, no holder
 within the deadline, a full queue) is about the chunk, not an item, and is raised for the runner
 to retry the whole chunk later.
 """
@@ -15,10 +16,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from appliance.protocol import BACKGROUND, Input
+from appliance.protocol import BACKGROUND, Input, TruncationDirection
 from gateway import encoding, errors
 from gateway.backend import Backend
 from gateway.items import blank_error, is_blank, renamed_message, serve_isolating
+from gateway.prompts import apply_prompt
 from gateway.jobs.model import ItemResult
 
 Maker = Callable[[int], ItemResult]  # a served item's result, given its index in the job
@@ -49,13 +51,19 @@ async def serve(backend: Backend, task: str, model: str, options: dict[str, Any]
     """One backend call; a result maker per item (it takes the item's job index)."""
     deadline = asyncio.get_running_loop().time() + timeout
     truncate = bool(options.get("truncate", True))
+    left = options.get("truncation_direction") == "left"  # a job from before the option has no key
+    direction: TruncationDirection = "left" if left else "right"
     if task == "rerank":
         outcome = await backend.rerank(model, str(options["query"]), [str(item) for item in items],
-                                       truncate=truncate, deadline=deadline, priority=BACKGROUND)  # fmt: skip
+                                       truncate=truncate, deadline=deadline, priority=BACKGROUND,
+                                       truncation_direction=direction)  # fmt: skip
         return [score_maker(float(score), tokens) for score, tokens in zip(outcome.scores, outcome.tokens)]
-    outcome = await backend.embed(model, items, truncate=truncate, deadline=deadline,
-                                  use_cache=bool(options.get("use_cache", True)), priority=BACKGROUND)  # fmt: skip
-    vectors = encoding.shorten(np.asarray(outcome.vectors, dtype=np.float32), options.get("dimensions"))
+    normalize = options.get("normalize")  # None for a job submitted before the options existed
+    outcome = await backend.embed(model, apply_prompt(str(options.get("prompt", "")), items), truncate=truncate,
+                                  deadline=deadline, use_cache=bool(options.get("use_cache", True)),
+                                  priority=BACKGROUND, normalize=normalize, truncation_direction=direction)  # fmt: skip
+    vectors = encoding.shorten(np.asarray(outcome.vectors, dtype=np.float32), options.get("dimensions"),
+                               normalize is not False)  # fmt: skip
     return [vector_maker(vector.astype("<f4").tobytes(), tokens) for vector, tokens in zip(vectors, outcome.tokens)]
 
 

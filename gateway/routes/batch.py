@@ -33,6 +33,7 @@ from gateway.responses import BatchEmbedResponse, CacheStats, FailedItem, ItemEr
 from gateway.route_docs import EMBED_HEADERS, RouteDoc, WORK_ERRORS, json_answer
 from gateway.routes.answers import AddRoute, respond_served
 from gateway.routes.checks import check_groups, check_inputs, read_json
+from gateway.routes.options import OPTIONS_DOC, EmbedChoice, documented, embed_choice
 from gateway.schemas import BatchEmbed
 
 _decoder = msgspec.json.Decoder(BatchEmbed)
@@ -55,10 +56,13 @@ class Items:
         self.live = [i for i in range(len(texts)) if i not in self.failures]  # after embed: the served
         self.outcome = NOTHING_SERVED  # the served texts' vectors, in the order of ``live``
 
-    async def embed(self, ctx: Context, model: str, truncate: bool, *, use_cache: bool = True,
+    async def embed(self, ctx: Context, model: str, truncate: bool, choice: EmbedChoice, *, use_cache: bool = True,
                     json: bool = False) -> None:  # fmt: skip
+        """Serve the live texts with ``choice``'s options (its prompt goes before each; a blank text
+        was set aside on what the client sent)."""
         async def call(live: list[int]) -> EmbedOutcome:
-            return await ctx.embed(model, [self.texts[i] for i in live], truncate, use_cache=use_cache, json=json)
+            return await ctx.embed(model, choice.inputs([self.texts[i] for i in live]), truncate, use_cache=use_cache,
+                                   json=json, normalize=choice.normalize, truncation_direction=choice.direction)
 
         set_aside: dict[int, errors.ApiError] = {}
         deadline = asyncio.get_running_loop().time() + ctx.config.request_timeout
@@ -79,9 +83,10 @@ class Items:
         return encoding.rows_json(self.outcome.vectors, self.outcome.json_rows) if self.live else []
 
 
-async def read_batch(request: web.Request) -> tuple[Context, BatchEmbed, str, list[str]]:
+async def read_batch(request: web.Request) -> tuple[Context, BatchEmbed, str, list[str], EmbedChoice]:
     """The door of this route and of the stream: admitted, the body read, the model resolved, the
-    texts (every group, in order) checked and admitted. (context, body, model name, texts)"""
+    texts (every group, in order) and the options checked, the texts admitted. (context, body,
+    model name, texts as sent, the options)"""
     ctx = request.app[CONTEXT]
     ctx.admit(request)
     body = await read_json(request, _decoder, ctx.config.max_inputs)
@@ -89,19 +94,21 @@ async def read_batch(request: web.Request) -> tuple[Context, BatchEmbed, str, li
     card = ctx.embedding_model(body.model)
     texts = list(chain.from_iterable(body.inputs))
     check_inputs(texts, ctx.config, field="inputs")
+    choice = embed_choice(card, body, ctx.config.max_input_chars)
     ctx.admit_inputs(request, len(texts))
-    return ctx, body, card.name, texts
+    return ctx, body, card.name, texts, choice
 
 
 async def embed_batch(request: web.Request) -> web.Response:
-    ctx, body, model, texts = await read_batch(request)
+    ctx, body, model, texts, choice = await read_batch(request)
     sizes = [len(group) for group in body.inputs]
     if body.on_error == "skip":
         items = Items(texts)
-        await items.embed(ctx, model, body.truncate, use_cache=body.use_cache, json=True)
+        await items.embed(ctx, model, body.truncate, choice, use_cache=body.use_cache, json=True)
         outcome, batches = items.outcome, encoding.groups_json(items.outcome.vectors, sizes, item_rows(items))
     else:
-        outcome = await ctx.embed(model, texts, body.truncate, use_cache=body.use_cache, json=True)
+        outcome = await ctx.embed(model, choice.inputs(texts), body.truncate, use_cache=body.use_cache, json=True,
+                                  normalize=choice.normalize, truncation_direction=choice.direction)  # fmt: skip
         batches = encoding.groups_json(outcome.vectors, sizes, outcome.json_rows)
     served = len(outcome.tokens)
     answer = BatchEmbedResponse(model=model, batches=batches, cache_stats=cache_stats(outcome.cache_hits, served))
@@ -129,8 +136,9 @@ def cache_stats(hits: int, served: int) -> CacheStats:
 
 def register(add: AddRoute) -> None:
     add("POST", "/api/embed/batch", embed_batch, RouteDoc(
-        "Embed groups of texts in one call", "embeddings", body=BatchEmbed,
+        "Embed groups of texts in one call", "embeddings", body=documented(BatchEmbed),
         example={"inputs": [["hello world", "a second text"], ["another group"]]},
         content=json_answer(BatchEmbedResponse), headers=EMBED_HEADERS, errors=WORK_ERRORS, refs=(FailedItem,),
         description="`batches` has the groups of `inputs`, each a list of vectors. With `on_error: skip` an input "
-                    "that cannot be served answers as a `FailedItem` in its place and the others are served."))
+                    "that cannot be served answers as a `FailedItem` in its place and the others are served. "
+                    + OPTIONS_DOC))

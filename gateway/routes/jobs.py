@@ -34,6 +34,7 @@ from gateway.responses import ItemError, JobAccepted, JobItem, JobList, JobProgr
 from gateway.route_docs import BINARY, JSON, NDJSON, NPY, Lines, Param, RouteDoc, json_answer
 from gateway.routes.answers import AddRoute, respond
 from gateway.routes.checks import check_dimensions, read_json
+from gateway.routes.options import OPTIONS_DOC, direction_of, documented, embed_choice
 from gateway.schemas import JobSubmit
 
 _submit = msgspec.json.Decoder(JobSubmit)
@@ -62,14 +63,18 @@ async def submit(request: web.Request) -> web.Response:
 
 def job_target(ctx: Context, body: JobSubmit) -> tuple[str, dict[str, Any]]:
     """The model and the options the runner needs, checked now (a job fails at submit, not later)."""
+    direction = direction_of(body.truncation_direction)
     if body.task == "rerank":
         if body.query is None:
             raise errors.InvalidField("a rerank job needs `query` - at `$.query`")
         card = ctx.model(body.model)
-        return card.name, {"truncate": body.truncate, "query": body.query}
+        return card.name, {"truncate": body.truncate, "query": body.query, "truncation_direction": direction}
     card = ctx.embedding_model(body.model)
     check_dimensions(body.dimensions, card)
-    return card.name, {"truncate": body.truncate, "dimensions": body.dimensions, "use_cache": body.use_cache}
+    # resolved now, so the whole job is computed alike even if the model's defaults change meanwhile
+    choice = embed_choice(card, body, ctx.config.max_input_chars)
+    return card.name, {"truncate": body.truncate, "dimensions": body.dimensions, "use_cache": body.use_cache,
+                       "prompt": choice.prefix, "normalize": choice.normalized, "truncation_direction": direction}
 
 
 # ---- status, list, cancel --------------------------------------------------------------------------
@@ -111,12 +116,13 @@ async def results(request: web.Request) -> web.StreamResponse:
     form = request.query.get("format")
     if form is not None and form not in FORMATS:
         raise errors.InvalidField(f"`format` must be one of {', '.join(FORMATS)} - at `?format`")
+    # checked whatever the form: the whole-job downloads do not use them, but a bad one is still a 422
+    offset = query_int(request, "offset", 0, 0, OFFSET_MAX)
+    limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
     if form == "npy" or (form is None and NPY in accept):
         return await npy_results(request, ctx, job_id)
     if form == "ndjson" or (form is None and NDJSON in accept):
         return await ndjson_results(request, ctx, job_id)
-    offset = query_int(request, "offset", 0, 0, OFFSET_MAX)
-    limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
     job, items = await jobs_of(ctx).results(job_id, offset, limit)
     last = items[-1].index + 1 if items else offset
     more = len(items) == limit and last < job.total
@@ -215,11 +221,12 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
 
 LIMIT = {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}
 SUBMIT_DOC = RouteDoc(
-    "Submit a bulk job: 202 at once, computed in the background", "jobs", body=JobSubmit,
+    "Submit a bulk job: 202 at once, computed in the background", "jobs", body=documented(JobSubmit),
     example={"inputs": ["first text", "second text"]}, status=202, content=json_answer(JobAccepted),
     headers=("Location",), errors=(404, 429, 503),
     description="Bounded by `max_job_body_bytes` (413), `max_job_inputs` (422) and `max_queued_jobs` (429). "
-                "404 also when bulk jobs are off.")
+                "404 also when bulk jobs are off. An embed job: " + OPTIONS_DOC + " A rerank job takes "
+                "`truncation_direction` only.")
 RESULTS_PARAMS = (
     Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": OFFSET_MAX},
           "JSON pages: the first item index"),

@@ -14,6 +14,7 @@ from gateway.responses import OllamaEmbedResponse
 from gateway.route_docs import EMBED_HEADERS, RouteDoc, WORK_ERRORS, json_answer
 from gateway.routes.answers import AddRoute, respond_served
 from gateway.routes.checks import check_dimensions, check_inputs, read_json
+from gateway.routes.options import OPTIONS_DOC, documented, embed_choice
 from gateway.schemas import OllamaEmbed
 
 _decoder = msgspec.json.Decoder(OllamaEmbed)
@@ -28,12 +29,14 @@ async def embed(request: web.Request) -> web.Response:
     texts = [body.input] if isinstance(body.input, str) else body.input
     check_inputs(texts, ctx.config)
     dims = check_dimensions(body.dimensions, card)
+    choice = embed_choice(card, body, ctx.config.max_input_chars)
     ctx.admit_inputs(request, len(texts))
-    outcome = await ctx.embed(card.name, texts, body.truncate, json=True)
+    outcome = await ctx.embed(card.name, choice.inputs(texts), body.truncate, json=True, normalize=choice.normalize,
+                              truncation_direction=choice.direction)  # fmt: skip
     encoded = encoding.full_width(outcome.json_rows, outcome.vectors, dims)
     answer = OllamaEmbedResponse(
         model=card.name,
-        embeddings=encoding.matrix_json(encoding.shorten(outcome.vectors, dims), encoded),
+        embeddings=encoding.matrix_json(encoding.shorten(outcome.vectors, dims, choice.normalized), encoded),
         total_duration=time.perf_counter_ns() - started,
         load_duration=0,
         prompt_eval_count=sum(outcome.tokens),
@@ -43,6 +46,7 @@ async def embed(request: web.Request) -> web.Response:
 
 def register(add: AddRoute) -> None:
     add("POST", "/api/embed", embed, RouteDoc(
-        "Embed a text or texts (Ollama)", "embeddings", body=OllamaEmbed, example={"input": ["hello world"]},
+        "Embed a text or texts (Ollama)", "embeddings", body=documented(OllamaEmbed),
+        example={"input": ["hello world"]},
         content=json_answer(OllamaEmbedResponse), headers=EMBED_HEADERS, errors=WORK_ERRORS,
-        description="`model` left out means the main model. Durations are nanoseconds."))
+        description="`model` left out means the main model. Durations are nanoseconds. " + OPTIONS_DOC))

@@ -15,6 +15,7 @@ from gateway.responses import OpenAIEmbedResponse, OpenAIEmbedding, OpenAIUsage
 from gateway.route_docs import EMBED_HEADERS, RouteDoc, WORK_ERRORS, json_answer
 from gateway.routes.answers import AddRoute, respond_served
 from gateway.routes.checks import check_dimensions, check_inputs, read_json
+from gateway.routes.options import OPTIONS_DOC, documented, embed_choice
 from gateway.schemas import OpenAIEmbed
 
 _decoder = msgspec.json.Decoder(OpenAIEmbed)
@@ -43,10 +44,13 @@ async def embeddings(request: web.Request) -> web.Response:
     items = inputs_of(body.input)
     check_inputs(items, ctx.config)
     dims = check_dimensions(body.dimensions, card)
+    choice = embed_choice(card, body, ctx.config.max_input_chars)
+    items = choice.inputs(items)
     ctx.admit_inputs(request, len(items))
     as_json = body.encoding_format != "base64"
-    outcome = await ctx.embed(card.name, items, body.truncate, json=as_json)
-    vectors = encoding.shorten(outcome.vectors, dims)
+    outcome = await ctx.embed(card.name, items, body.truncate, json=as_json, normalize=choice.normalize,
+                              truncation_direction=choice.direction)  # fmt: skip
+    vectors = encoding.shorten(outcome.vectors, dims, choice.normalized)
     encoded = encoding.full_width(outcome.json_rows, outcome.vectors, dims)
     rows = encoding.rows_json(vectors, encoded) if as_json else encoding.rows_base64(vectors)
     tokens = sum(outcome.tokens)
@@ -60,8 +64,8 @@ async def embeddings(request: web.Request) -> web.Response:
 
 def register(add: AddRoute) -> None:
     add("POST", "/v1/embeddings", embeddings, RouteDoc(
-        "Embed texts or token-id lists (OpenAI)", "embeddings", body=OpenAIEmbed,
+        "Embed texts or token-id lists (OpenAI)", "embeddings", body=documented(OpenAIEmbed),
         example={"input": ["hello world", "a second text"]}, content=json_answer(OpenAIEmbedResponse),
         headers=EMBED_HEADERS, errors=WORK_ERRORS,
         description="`input` is a text, texts, one token-id list or token-id lists (not a mix). "
-                    "`encoding_format: base64` answers little-endian float32 bytes as base64."))
+                    "`encoding_format: base64` answers little-endian float32 bytes as base64. " + OPTIONS_DOC))

@@ -42,6 +42,7 @@ from gateway.responses import StreamComplete, StreamError, StreamItem, StreamPro
 from gateway.route_docs import EVENT_STREAM, WORK_ERRORS, Events, RouteDoc
 from gateway.routes.answers import AddRoute
 from gateway.routes.batch import Items, read_batch
+from gateway.routes.options import OPTIONS_DOC, EmbedChoice, documented
 from gateway.schemas import BatchEmbed
 from gateway.telemetry import SERVED, Served
 
@@ -62,8 +63,9 @@ class Stream:
     """One request's stream: its chunks in flight, what has been sent, the response."""
 
     def __init__(self, ctx: Context, response: web.StreamResponse, model: str, texts: Sequence[str],
-                 body: BatchEmbed) -> None:  # fmt: skip
+                 body: BatchEmbed, choice: EmbedChoice) -> None:  # fmt: skip
         self.ctx = ctx
+        self.choice = choice
         self.response = response
         self.model = model
         self.texts = texts
@@ -99,7 +101,8 @@ class Stream:
         """One chunk; a request error (429, 503, 504, ...) fails every input it had left."""
         items = Items(self.texts[offset : offset + CHUNK_INPUTS], offset)
         try:
-            await items.embed(self.ctx, self.model, self.body.truncate, use_cache=self.body.use_cache, json=True)
+            await items.embed(self.ctx, self.model, self.body.truncate, self.choice, use_cache=self.body.use_cache,
+                              json=True)  # fmt: skip
         except errors.ApiError as exc:
             items.fail_rest(exc)
         except Exception:  # a bug: logged, and its inputs fail; the stream still ends with `complete`
@@ -131,9 +134,9 @@ class Stream:
 
 
 async def embed_stream(request: web.Request) -> web.StreamResponse:
-    ctx, body, model, texts = await read_batch(request)  # its errors are JSON: nothing is sent yet
+    ctx, body, model, texts, choice = await read_batch(request)  # its errors are JSON: nothing is sent yet
     response = await open_stream(request)
-    stream = Stream(ctx, response, model, texts, body)
+    stream = Stream(ctx, response, model, texts, body, choice)
     try:
         await stream.run()
     except ConnectionResetError:  # the client left mid-stream; nothing is left to tell it
@@ -158,10 +161,10 @@ async def open_stream(request: web.Request) -> web.StreamResponse:
 
 def register(add: AddRoute) -> None:
     add("POST", "/api/embed/stream", embed_stream, RouteDoc(
-        "Embed groups of texts as server-sent events, as they are computed", "embeddings", body=BatchEmbed,
+        "Embed groups of texts as server-sent events, as they are computed", "embeddings", body=documented(BatchEmbed),
         example={"inputs": [["a", "b", "c"]]}, errors=WORK_ERRORS,
         content={EVENT_STREAM: Events({"result": list[StreamItem], "error": StreamError, "progress": StreamProgress,
                                        "complete": StreamComplete})},
         description="Errors before the stream starts are JSON with their status; after the 200, a failed input "
                     "is an `error` event and the stream goes on. Events come in completion order; `complete` "
-                    "is always last; `: keep-alive` comments come every 15 s of silence."))
+                    "is always last; `: keep-alive` comments come every 15 s of silence. " + OPTIONS_DOC))

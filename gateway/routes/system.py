@@ -61,6 +61,9 @@ def openai_model(card: ModelCard, created: int) -> OpenAIModel:
         max_length=card.max_length,
         main=card.main,
         workers=card.workers,
+        normalize=card.normalize,
+        prompts=card.prompts,
+        default_prompt_name=card.default_prompt_name,
     )
 
 

@@ -16,6 +16,13 @@ Checks run (``CHECKS``) and those left out, each for a reason:
   computed stay readable until ``job_ttl``, by design.
 - ``object_level_authorization``: every key is the same tenant; the appliance has no owners.
 
+Warnings shown (and so failing the run, which must say "No issues found"): all but
+``validation_mismatch`` and ``low_valid_rate`` (``WARNINGS``), which flag an operation that
+accepted none, or few, of its generated bodies. The work routes' likeliest generated values are
+refused by design (a blank ``input``, ``query`` or document, a ``prompt_name`` the tiny model has
+no prompt for: prompts are the served model's, which a static schema cannot list), so which
+operation trips them depends on the draw, and the draw shifts with any change to the schema.
+
 No operation is excluded: none streams forever (the event stream ends with ``complete``).
 """
 
@@ -36,6 +43,9 @@ pytestmark = pytest.mark.slow
 KEY = "sk-schemathesis"
 MAX_EXAMPLES = 25
 RUN_TIMEOUT_S = 240
+WARNINGS = ("missing_auth", "missing_test_data", "base_url_mismatch", "missing_deserializer", "unused_openapi_auth",
+            "unsupported_regex", "method_not_allowed", "unmatched_filter", "unresolvable_reference", "rate_limited",
+            "dictionary_mismatch", "timeout_units")  # fmt: skip
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
@@ -77,6 +87,7 @@ def test_every_answer_is_as_documented(appliance: Appliance, tmp_path: Path) -> 
         sys.executable, "-m", "schemathesis.cli", "run", appliance.url + "/openapi.json",
         "--header", f"Authorization: Bearer {KEY}",
         "--checks", ",".join(CHECKS),
+        "--warnings", ",".join(WARNINGS),
         "--phases", "examples,coverage,fuzzing,stateful",
         "--max-examples", str(MAX_EXAMPLES),
         "--generation-deterministic",

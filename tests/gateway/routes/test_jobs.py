@@ -47,6 +47,12 @@ def test_an_offset_past_the_stores_integers_is_a_422_not_a_500(server: ServerThr
     assert page.status == 200 and page.json()["data"] == [] and page.json()["next_offset"] is None
 
 
+def test_a_bad_offset_or_limit_is_a_422_for_every_form(server: ServerThread, job_id: str) -> None:
+    for form in ("json", "ndjson", "npy"):  # the whole-job forms do not page, but take no nonsense either
+        error_of(server.get(f"/v1/jobs/{job_id}/results?format={form}&limit=-1e-05"), 422, "invalid_field")
+        error_of(server.get(f"/v1/jobs/{job_id}/results?format={form}&offset=x"), 422, "invalid_field")
+
+
 def test_an_unknown_format_is_a_422(server: ServerThread, job_id: str) -> None:
     reply = server.get(f"/v1/jobs/{job_id}/results?format=null")
     error_of(reply, 422, "invalid_field")
