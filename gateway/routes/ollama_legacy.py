@@ -1,0 +1,47 @@
+"""Ollama's older embedding route, ``POST /api/embeddings``, which clients written before
+``/api/embed`` still call (the ``ollama`` library's ``embeddings()``): ``{model, prompt, options?,
+keep_alive?}`` -> ``{"embedding": [...]}``, one vector.
+
+As in Ollama, an empty ``prompt`` answers ``{"embedding": []}`` once the model is known (Ollama
+only loads the model on it): nothing is computed, and no input is charged to the rate limit. The
+vector is the model's own (normalised when the model normalises), as the cache holds it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from gateway import encoding
+from gateway.context import CONTEXT
+from gateway.responses import OllamaEmbeddingResponse
+from gateway.route_docs import EMBED_HEADERS, RouteDoc, WORK_ERRORS, json_answer
+from gateway.routes.answers import AddRoute, respond, respond_served
+from gateway.routes.checks import check_inputs, read_json
+from gateway.schemas import OllamaEmbeddings
+
+_decoder = msgspec.json.Decoder(OllamaEmbeddings)
+EMPTY = encoding.encode(OllamaEmbeddingResponse(embedding=msgspec.Raw(b"[]")))
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    ctx.admit(request)
+    body = await read_json(request, _decoder, ctx.config.max_inputs)
+    card = ctx.embedding_model(body.model)
+    if not body.prompt:
+        return respond(EMPTY)
+    check_inputs([body.prompt], ctx.config, field="prompt")
+    ctx.admit_inputs(request, 1)
+    outcome = await ctx.embed(card.name, [body.prompt], body.truncate, json=True)
+    (row,) = encoding.rows_json(outcome.vectors, outcome.json_rows)
+    return respond_served(request, encoding.encode(OllamaEmbeddingResponse(embedding=row)), outcome, 1)
+
+
+def register(add: AddRoute) -> None:
+    add("POST", "/api/embeddings", embeddings, RouteDoc(
+        "Embed one prompt (Ollama's older route)", "embeddings", body=OllamaEmbeddings,
+        example={"prompt": "hello world"}, content=json_answer(OllamaEmbeddingResponse), headers=EMBED_HEADERS,
+        errors=WORK_ERRORS,
+        description="`model` left out means the main model. An empty `prompt` answers an empty embedding, "
+                    "as Ollama does."))
