@@ -56,7 +56,7 @@ async def rerank_v2(request: web.Request) -> web.Response:
     ctx.admit(request)
     body = await read_json(request, _decoder, ctx.config.max_inputs)
     check_tokens_per_doc(body.max_tokens_per_doc, ctx.model(body.model))
-    _, outcome = await score(ctx, request, body.model, body.query, body.documents, True)
+    _, outcome = await score(ctx, request, body.model, body.query, body.documents, truncate=True)
     order, scores = ranking(outcome.scores, body.top_n)
     meta = CohereV2Meta(api_version=CohereApiVersion(), billed_units=CohereBilled(search_units(len(body.documents))),
                         tokens=CohereTokens(input_tokens=sum(outcome.tokens)))  # fmt: skip
