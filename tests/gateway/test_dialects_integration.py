@@ -16,7 +16,7 @@ from harness import Appliance, post, serving
 
 pytestmark = pytest.mark.slow
 
-MAIN, CROSS = "tiny", "tiny-ce"
+MAIN, CROSS, PROMPTED = "tiny", "tiny-ce", "tiny-prompted"
 DOCS = ["Paris is the capital of France", "bananas are yellow", "the river runs through the city", "a lazy dog"]
 
 
@@ -26,6 +26,9 @@ def appliance(tmp_path_factory: pytest.TempPathFactory, tiny_transformer: Path,
     models = [
         {"name": MAIN, "path": str(tiny_transformer), "main": True, "dtype": "float32"},
         {"name": CROSS, "path": str(tiny_cross_encoder), "kind": "cross_encoder", "dtype": "float32"},
+        # the same model given prompts, and a default one, by the config
+        {"name": PROMPTED, "path": str(tiny_transformer), "dtype": "float32",
+         "prompts": {"query": "query: ", "document": "passage: "}, "default_prompt_name": "query"},
     ]
     with serving(tmp_path_factory.mktemp("dialects"), models, workers=1) as running:
         yield running
@@ -74,3 +77,17 @@ def test_quantised_openai_answers_are_the_float_answer_quantised(appliance: Appl
     assert status == 200, ints
     expected = quantize(np.array([d["embedding"] for d in floats["data"]], dtype=np.float32), precision)  # type: ignore[arg-type]
     np.testing.assert_array_equal(np.array([d["embedding"] for d in ints["data"]]), expected)
+
+
+def test_ollama_embeddings_puts_the_prompt_before_the_text(appliance: Appliance) -> None:
+    def embedding(body: dict) -> list[float]:
+        status, _, answer = post(appliance.url + "/api/embeddings", {"model": PROMPTED, **body})
+        assert status == 200, answer
+        return answer["embedding"]
+
+    default = embedding({"prompt": "the quick brown fox"})
+    assert default == embedding({"prompt": "query: the quick brown fox", "instruction": ""})  # "" = no prompt
+    assert default == embedding({"prompt": "the quick brown fox", "input_type": "search_query"})
+    assert embedding({"prompt": "the quick brown fox", "prompt_name": "document"}) == embedding(
+        {"prompt": "passage: the quick brown fox", "instruction": ""})  # fmt: skip
+    assert default != embedding({"prompt": "the quick brown fox", "instruction": ""})

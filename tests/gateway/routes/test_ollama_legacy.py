@@ -57,3 +57,26 @@ def test_ollama_client_embeddings(server, backend):
     result = client.embeddings(model="mini", prompt="alpha beta")
     np.testing.assert_array_equal(f32(result.embedding), backend.vectors_for("mini", ["alpha beta"])[0])
     assert list(client.embeddings(model="mini", prompt="").embedding) == []
+
+
+# ---- the request options (gateway/prompts.py, normalize, truncation direction) ----------------
+def test_options_reach_the_backend(server, backend):
+    r = server.post("/api/embeddings", {"prompt": "alpha", "instruction": "Represent: ", "normalize": False,
+                                        "truncation_direction": "Left"})  # fmt: skip
+    assert r.status == 200, r.body
+    assert backend.calls[-1].inputs == ["Represent: alpha"]
+    assert backend.options[-1] == {"normalize": False, "truncation_direction": "left"}
+    server.post("/api/embeddings", {"prompt": "alpha"})
+    assert backend.calls[-1].inputs == ["alpha"]  # the fake models have no default prompt
+    assert backend.options[-1] == {"normalize": None, "truncation_direction": "right"}
+
+
+@pytest.mark.parametrize("prompt", ["alpha", ""])  # a bad option is refused even with nothing to embed
+@pytest.mark.parametrize("options, words", [
+    ({"prompt_name": "query"}, "is not a prompt of model 'mini'"),
+    ({"instruction": "x", "input_type": "query"}, "at most one of"),
+    ({"input_type": "question"}, "`input_type` must be one of"),
+])  # fmt: skip
+def test_bad_options_are_refused(server, backend, prompt, options, words):
+    assert words in error_of(server.post("/api/embeddings", {"prompt": prompt, **options}), 422, "invalid_field")
+    assert backend.calls == []
