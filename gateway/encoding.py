@@ -9,16 +9,19 @@ noise), msgspec on float32-rounded doubles (~40x slower) and a hand-written join
 that module holds the candidates and the correctness check.
 
 Base64 (the OpenAI SDK's default) is raw little-endian float32; msgspec writes a ``bytes`` field
-as base64 in C, faster than ``base64.b64encode`` plus a str field.
+as base64 in C, faster than ``base64.b64encode`` plus a str field. The quantised encodings
+(``gateway/quantize.py``) are JSON integer arrays, computed from the float32 rows at answer time.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import msgspec
 import numpy as np
 import orjson
+
+from gateway.quantize import Quantization, quantize
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _encoder = msgspec.json.Encoder()
@@ -95,3 +98,18 @@ def shorten(vectors: np.ndarray, dims: int | None, normalized: bool = True) -> n
 def encode(body: Any) -> bytes:
     """Any response Struct (with ``msgspec.Raw`` vectors spliced in) to JSON bytes."""
     return _encoder.encode(body)
+
+
+def rows_integers(vectors: np.ndarray, encoding: Quantization) -> list[msgspec.Raw]:
+    """One JSON integer array per row, quantised (``gateway/quantize.py``) from the float rows."""
+    return [msgspec.Raw(orjson.dumps(row, option=_NUMPY)) for row in quantize(vectors, encoding)]
+
+
+def rows_as(encoding_format: str, vectors: np.ndarray, encoded: Sequence[bytes] | None = None) -> list[Any]:
+    """The rows in OpenAI's ``encoding_format``: ``float`` (JSON numbers, ``encoded`` spliced when
+    given), ``base64`` (float32 bytes) or one of the quantised integer encodings."""
+    if encoding_format == "float":
+        return rows_json(vectors, encoded)
+    if encoding_format == "base64":
+        return rows_base64(vectors)
+    return rows_integers(vectors, cast(Quantization, encoding_format))

@@ -101,6 +101,30 @@ class CohereRerankResponse(msgspec.Struct):
     meta: CohereMeta
 
 
+class OllamaEmbeddingResponse(msgspec.Struct):
+    """``POST /api/embeddings``: one vector (empty for an empty prompt)."""
+
+    embedding: Vector
+
+
+class CohereApiVersion(msgspec.Struct):
+    version: str = "2"
+
+
+class CohereV2Meta(msgspec.Struct):
+    api_version: CohereApiVersion
+    billed_units: CohereBilled
+    tokens: CohereTokens
+
+
+class CohereV2RerankResponse(msgspec.Struct):
+    """``POST /v2/rerank``: results best first, without the documents (v2 does not return them)."""
+
+    id: str
+    results: list[CohereResult]
+    meta: CohereV2Meta
+
+
 class Status(msgspec.Struct):
     status: str
 

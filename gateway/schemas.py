@@ -87,7 +87,9 @@ class OpenAIEmbed(EmbedOptions, kw_only=True):
 
     model: str | None = None
     input: OpenAIInput
-    encoding_format: Literal["float", "base64"] = "float"
+    # ``int8``/``uint8``/``binary``/``ubinary`` are our extension: JSON integer arrays
+    # (``gateway/quantize.py``; the binary ones pack 8 dimensions a byte, after ``dimensions``)
+    encoding_format: Literal["float", "base64", "int8", "uint8", "binary", "ubinary"] = "float"
     dimensions: Dimensions | None = None
     user: str | None = None
     truncate: bool = True
@@ -150,6 +152,38 @@ class JobSubmit(EmbedOptions, kw_only=True):
     truncate: bool = True
     dimensions: Dimensions | None = None
     use_cache: bool = True
+
+
+class OllamaEmbeddings(msgspec.Struct, kw_only=True):
+    """``POST /api/embeddings``, the Ollama API older clients still call: one ``prompt``. An empty
+    prompt answers an empty embedding, as Ollama's does (it only loads the model there).
+    ``keep_alive`` and ``options`` as in ``OllamaEmbed``. Our extensions: ``truncate``, and the
+    request options (``gateway/prompts.py``): at most one of ``prompt_name``, ``instruction`` and
+    ``input_type``; ``normalize`` (null: the model's default); ``truncation_direction`` (TEI's
+    capitalised spellings too)."""
+
+    model: str | None = None
+    prompt: str = ""
+    truncate: bool = True
+    keep_alive: KeepAlive | float | None = None
+    options: Options | None = None
+    prompt_name: str | None = None
+    instruction: str | None = None
+    input_type: str | None = None
+    normalize: bool | None = None
+    truncation_direction: Literal["right", "left", "Right", "Left"] = "right"
+
+
+class CohereRerankV2(msgspec.Struct, kw_only=True):
+    """``POST /v2/rerank`` (Cohere's v2): documents are strings. Documents are cut at the model's
+    max length, as Cohere cuts them at ``max_tokens_per_doc`` (its default 4096); a value below the
+    model's max length is refused (``gateway/routes/cohere_v2.py``)."""
+
+    model: str | None = None
+    query: str
+    documents: list[str]
+    top_n: Count | None = None
+    max_tokens_per_doc: Count | None = None
 
 
 # ---- decoding -------------------------------------------------------------------------------

@@ -141,3 +141,73 @@ def make_tiny_cross_encoder(dir: Path, *, max_length: int = 128, seed: int = SEE
     BertForSequenceClassification(bert_config(max_length, num_labels=1)).eval().save_pretrained(out)
     _write_hf_tokenizer(out, max_length)
     return out
+
+
+# ---- one tiny model per architecture the transformer runtime serves ----------------------------
+# Extra config fields per HF model_type over the shared tiny shape (2 layers, hidden 32, 2 heads).
+# RoBERTa-style position ids start after the padding id, hence the 2 spare positions.
+_ARCHITECTURES: dict[str, dict[str, object]] = {
+    "bert": {"type_vocab_size": 2},
+    "roberta": {"type_vocab_size": 1, "position_slack": 2},
+    "xlm-roberta": {"type_vocab_size": 1, "position_slack": 2},
+    "camembert": {"type_vocab_size": 1, "position_slack": 2},
+    "distilbert": {},
+    "electra": {"type_vocab_size": 2, "embedding_size": 32},
+    "mpnet": {"position_slack": 2},
+    "deberta-v2": {"type_vocab_size": 0, "relative_attention": True, "position_buckets": 16,
+                   "pos_att_type": ["p2c", "c2p"]},  # fmt: skip
+    "modernbert": {"global_attn_every_n_layers": 2, "local_attention": 16, "cls_token_id": 2, "sep_token_id": 3},
+    "qwen2": {"num_key_value_heads": 1},
+    "qwen3": {"num_key_value_heads": 1, "head_dim": 16},
+    "gemma3_text": {"num_key_value_heads": 1, "head_dim": 16, "sliding_window": 16},
+}
+ARCHITECTURES = tuple(_ARCHITECTURES)
+DECODERS = ("qwen2", "qwen3", "gemma3_text")  # causal models: last-token pooling, as their embedders use
+
+
+def architecture_config(model_type: str, max_length: int) -> "transformers.PretrainedConfig":  # noqa: F821
+    from transformers import CONFIG_MAPPING
+
+    extra = dict(_ARCHITECTURES[model_type])
+    positions = max_length + int(extra.pop("position_slack", 0))  # type: ignore[call-overload]
+    if model_type == "distilbert":
+        shape: dict[str, object] = {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}
+    else:
+        shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    ids = {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}  # [PAD], [CLS], [SEP]
+    return CONFIG_MAPPING[model_type](vocab_size=len(vocabulary()), max_position_embeddings=positions,
+                                      **shape, **ids, **extra)  # fmt: skip
+
+
+def make_tiny_architecture(dir: Path, model_type: str, *, max_length: int = 64, pooling: str | list[str] | None = None,
+                           normalize: bool = False, seed: int = SEED) -> Path:  # fmt: skip
+    """A random 2-layer model of ``model_type`` (one of ``ARCHITECTURES``) with the shared WordPiece
+    tokenizer and sentence-transformers modules; pooling defaults to mean for encoders and last
+    token for decoders."""
+    import torch
+    from transformers import AutoModel
+
+    _quiet_transformers()
+    out = Path(dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    AutoModel.from_config(architecture_config(model_type, max_length)).eval().save_pretrained(out)
+    _write_hf_tokenizer(out, max_length)
+    # only BERT-style models take segment ids; the others' forward refuses them
+    names = ["input_ids", "attention_mask", *(["token_type_ids"] if model_type in ("bert", "electra") else [])]
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    _write_json(out / "tokenizer_config.json", {**config, "model_input_names": names})
+    mode = pooling or ("lasttoken" if model_type in DECODERS else "mean")
+    _write_sentence_modules(out, mode, normalize, max_length)
+    return out
+
+
+def _write_sentence_modules(out: Path, pooling: str | list[str], normalize: bool, max_length: int) -> None:
+    kinds = ["Transformer", "Pooling", *(["Normalize"] if normalize else [])]
+    paths = {"Transformer": "", "Pooling": "1_Pooling", "Normalize": "2_Normalize"}
+    _write_json(out / "modules.json", [{"idx": i, "name": str(i), "path": paths[k],
+                                        "type": f"sentence_transformers.models.{k}"} for i, k in enumerate(kinds)])  # fmt: skip
+    if normalize:
+        (out / "2_Normalize").mkdir(exist_ok=True)
+    _write_json(out / "1_Pooling" / "config.json", {"embedding_dimension": 32, "pooling_mode": pooling})
+    _write_json(out / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})

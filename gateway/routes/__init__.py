@@ -10,14 +10,18 @@ response helpers they share. Routes raise ``gateway.errors`` types; only the wra
 into responses.
 
 ``page`` serves the status page at ``/``: a static file whose script reads ``/stats``.
+
+``ollama_legacy`` serves Ollama's older ``/api/embeddings`` and ``cohere_v2`` Cohere's ``/v2/rerank``.
 """
 
 from __future__ import annotations
 
 from gateway.routes import batch, docs, jobs, metrics, ollama, openai, page, rerank, stream, system
+from gateway.routes import cohere_v2, ollama_legacy
 from gateway.routes.answers import AddRoute
 
 FAMILIES = (system, ollama, openai, batch, stream, rerank, jobs, metrics, docs, page)
+FAMILIES += (ollama_legacy, cohere_v2)
 
 
 def register(add: AddRoute) -> None:

@@ -1,5 +1,6 @@
 """OpenAI's ``POST /v1/embeddings``: text, texts, one token-id list or token-id lists in;
-``float`` (JSON numbers) or ``base64`` (raw little-endian float32, the SDK's default) out."""
+``float`` (JSON numbers) or ``base64`` (raw little-endian float32, the SDK's default) out, or, as an
+extension, ``int8``/``uint8``/``binary``/``ubinary`` integer arrays (``gateway/quantize.py``)."""
 
 from __future__ import annotations
 
@@ -47,12 +48,12 @@ async def embeddings(request: web.Request) -> web.Response:
     choice = embed_choice(card, body, ctx.config.max_input_chars)
     items = choice.inputs(items)
     ctx.admit_inputs(request, len(items))
-    as_json = body.encoding_format != "base64"
+    as_json = body.encoding_format == "float"  # the cached JSON rows serve float answers only
     outcome = await ctx.embed(card.name, items, body.truncate, json=as_json, normalize=choice.normalize,
                               truncation_direction=choice.direction)  # fmt: skip
     vectors = encoding.shorten(outcome.vectors, dims, choice.normalized)
     encoded = encoding.full_width(outcome.json_rows, outcome.vectors, dims)
-    rows = encoding.rows_json(vectors, encoded) if as_json else encoding.rows_base64(vectors)
+    rows = encoding.rows_as(body.encoding_format, vectors, encoded)
     tokens = sum(outcome.tokens)
     answer = OpenAIEmbedResponse(
         data=[OpenAIEmbedding(index=i, embedding=row) for i, row in enumerate(rows)],
@@ -68,4 +69,6 @@ def register(add: AddRoute) -> None:
         example={"input": ["hello world", "a second text"]}, content=json_answer(OpenAIEmbedResponse),
         headers=EMBED_HEADERS, errors=WORK_ERRORS,
         description="`input` is a text, texts, one token-id list or token-id lists (not a mix). "
-                    "`encoding_format: base64` answers little-endian float32 bytes as base64. " + OPTIONS_DOC))
+                    "`encoding_format: base64` answers little-endian float32 bytes as base64; `int8`, "
+                    "`uint8`, `binary` and `ubinary` (an extension) answer integer arrays, quantised with a "
+                    "fixed scale after `dimensions` (binary: 8 dimensions a byte). " + OPTIONS_DOC))

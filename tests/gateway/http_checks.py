@@ -19,6 +19,8 @@ POST_BODIES: dict[str, dict[str, Any]] = {
     "/api/embed/batch": {"model": "mini", "inputs": [["alpha"]]},
     "/api/rerank": {"model": "mini", "query": "q", "documents": ["alpha"]},
     "/v1/rerank": {"model": "mini", "query": "q", "documents": ["alpha"]},
+    "/v2/rerank": {"model": "mini", "query": "q", "documents": ["alpha"]},
+    "/api/embeddings": {"model": "mini", "prompt": "alpha"},
 }
 
 

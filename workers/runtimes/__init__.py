@@ -9,6 +9,7 @@ worker at boot, right after pinning, so its thread pools are sized to the slot).
     chunking.py       splitting a batch into length-sorted passes when padding costs more
     hf.py             what the two torch runtimes share (dtype, padding, compiling, HF loading)
     transformer.py    sentence embedding models (transformers + sentence-transformers pooling)
+    architectures.py  the HF model_types the transformer runtime loads, and the refusal of the rest
     cross_encoder.py  (query, document) pair scoring for rerank
     static.py         Model2Vec-style static embeddings (numpy only)
     prompts.py        a model's named prompts (config_sentence_transformers.json + config overrides)

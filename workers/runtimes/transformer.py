@@ -14,8 +14,9 @@ a respawned worker skip most of the compile (``workers/compile_cache.py``, ``ben
 which is worth more to a service than what freezing gained. With bf16 weights on a CPU with
 AVX-512 BF16/AMX, compiling adds ~25%.
 
-What it shares with the cross-encoder runtime (dtype, tokenizer loading, padding, compiling) is
-in ``hf``.
+The architectures it loads (HF ``model_type``) are listed in ``architectures``; any other is a
+``ModelLoadError`` at load. What it shares with the cross-encoder runtime (dtype, tokenizer
+loading, padding, compiling) is in ``hf``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch import nn
 
 from appliance.config import ModelConfig, ModelKind
 from appliance.protocol import Input, TruncationDirection
-from workers.runtimes import hf, precision
+from workers.runtimes import architectures, hf, precision
 from workers.runtimes.base import Tokenized, loading, not_a_cross_encoder
 from workers.runtimes.hf import NO_LIMIT, TorchRuntime
 from workers.runtimes.tokenizer import TextTokenizer
@@ -164,8 +165,10 @@ def _load(model: ModelConfig, path: Path, device: str, dtype: torch.dtype) -> Tr
 
     hf.quiet_transformers()
     layout = read_layout(path)
-    network = AutoModel.from_pretrained(str(layout.transformer_dir), dtype=dtype, attn_implementation="sdpa",
-                                        local_files_only=True).to(device).eval()  # fmt: skip
+    model_type = architectures.model_type_of(model.name, path, layout.transformer_dir)
+    network = AutoModel.from_pretrained(str(layout.transformer_dir), dtype=dtype, local_files_only=True,
+                                        attn_implementation=architectures.SUPPORTED.get(model_type, "sdpa"),
+                                        ).to(device).eval()  # fmt: skip
     hf_tokenizer = hf.load_tokenizer(layout.transformer_dir)
     max_length = hf.max_length_of(network.config, hf_tokenizer, model.max_length, layout.max_seq_length)
     tokenizer = TextTokenizer(hf_tokenizer.backend_tokenizer, max_length=max_length, lowercase=layout.lowercase,
