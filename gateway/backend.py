@@ -49,6 +49,7 @@ class ModelCard(msgspec.Struct):
     max_length: int
     main: bool
     workers: list[int]  # ids of the workers that hold it (and are up)
+    dtype: str = ""  # the weights' dtype as the workers loaded them ("float32", "bfloat16"); "" before any did
 
 
 class WorkerCard(WorkerCounters, kw_only=True):

@@ -149,7 +149,8 @@ class Router:
             info = holders[0].models[name] if holders else self.known.get(name)  # a respawn keeps its card
             cards.append(ModelCard(name=name, kind=model.kind, dim=info.dim if info else 0,
                                    max_length=info.max_length if info else 0, main=model.main,
-                                   workers=[w.index for w in holders]))  # fmt: skip
+                                   workers=[w.index for w in holders],
+                                   dtype=info.dtype if info else ""))  # fmt: skip
         return cards
 
     def workers(self) -> list[WorkerCard]:
