@@ -34,7 +34,8 @@ from gateway.route_docs import JSON, SCHEMA_REF, Events, Lines, Param, RouteDoc
 
 DISTRIBUTION = "inference-appliance"
 TITLE = "Inference appliance"
-SUMMARY = "Text embeddings and reranking over HTTP (OpenAI, Ollama, TEI and Cohere/Jina dialects), bulk jobs and streams."
+SUMMARY = ("Text embeddings and reranking over HTTP (OpenAI, Ollama, TEI and Cohere/Jina dialects), bulk jobs and "
+           "streams.")
 # What holds for every path and so belongs to no one operation.
 DESCRIPTION = (
     "Every error is JSON `{\"error\": {\"message\", \"type\", \"code\"}}`, `type` a stable word a client may "

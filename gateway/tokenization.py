@@ -66,7 +66,8 @@ class ModelTokenizer:
         return [tokens_of(encoding, shown(text, given)) for encoding, text, given in zip(encodings, texts, prepared)]
 
     def decode(self, batches: Sequence[Sequence[int]], *, skip_special_tokens: bool = True) -> list[str]:
-        return list(self.tokenizer.decode_batch([list(ids) for ids in batches], skip_special_tokens=skip_special_tokens))
+        lists = [list(ids) for ids in batches]
+        return list(self.tokenizer.decode_batch(lists, skip_special_tokens=skip_special_tokens))
 
     def unknown_id(self, batches: Sequence[Sequence[int]]) -> int | None:
         """The first id outside the vocabulary, if any (the library would silently drop it)."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
-from appliance.config import Config
 from fake_backend import TEST_CONFIG
 from gateway import errors
 from gateway.admission import Admission
@@ -163,7 +163,7 @@ def test_other_dialects_keep_their_error_shape(server, backend):
 def test_post_root_needs_the_key_and_get_root_stays_the_page(tmp_path: Path, start_server):
     keys = tmp_path / "keys"
     keys.write_text("sk-tei\n")
-    config = Config(**{**{f: getattr(TEST_CONFIG, f) for f in TEST_CONFIG.__struct_fields__}, "api_keys_file": str(keys)})
+    config = msgspec.structs.replace(TEST_CONFIG, api_keys_file=str(keys))
     server, _ = start_server(config, Admission.from_config(config))
     error_of(server.post("/", {"inputs": "alpha"}), 401, "unauthorized")
     error_of(server.post("/embed", {"inputs": "alpha"}), 401, "unauthorized")
