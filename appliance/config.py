@@ -79,6 +79,16 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     normalize: Annotated[
         bool | None, _doc("L2-normalise embeddings; unset = as the model's sentence-transformers config says.")
     ] = None
+    prompts: Annotated[
+        dict[str, str] | None,
+        _doc("Named prompts (name -> text put before an input), added to and overriding those of the model's "
+             "config_sentence_transformers.json; unset = the file's only."),
+    ] = None
+    default_prompt_name: Annotated[
+        str | None,
+        _doc("Prompt used when a request names none (one of the prompts); \"\" = none; unset = the file's "
+             "default_prompt_name."),
+    ] = None
 
 
 def default_models() -> list[ModelConfig]:

@@ -29,6 +29,9 @@ from appliance.config import ModelConfig, ModelKind
 # The one definition: the gateway, the cache and the runtimes all import it from here.
 Input = Union[str, list[int]]
 WorkerRole = Literal["primary", "light"]  # the primary loads every model, a light worker the main one
+# Which end of an over-long input is cut off: "right" keeps its beginning, "left" its end (the
+# special tokens stay either way).
+TruncationDirection = Literal["right", "left"]
 
 
 def can_embed(kind: ModelKind) -> bool:
@@ -51,6 +54,8 @@ class Embed(msgspec.Struct, tag="embed", array_like=True, gc=False):
     truncate: bool = True
     deadline: float = 0.0  # time.monotonic() (CLOCK_MONOTONIC, shared by every process); 0 = none
     priority: int = INTERACTIVE  # or BACKGROUND
+    normalize: bool | None = None  # L2-normalise the vectors; None: as the model does by default
+    truncation_direction: TruncationDirection = "right"
 
 
 class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
@@ -63,6 +68,10 @@ class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
     truncate: bool = True
     deadline: float = 0.0  # as Embed.deadline
     priority: int = INTERACTIVE  # as Embed.priority
+    truncation_direction: TruncationDirection = "right"
+    # a cross-encoder's logits as they are, not through the sigmoid; a bi-encoder's cosine is
+    # the same either way
+    raw_scores: bool = False
 
 
 class Cancel(msgspec.Struct, tag="cancel", array_like=True, gc=False):
@@ -86,6 +95,9 @@ class ModelInfo(msgspec.Struct, array_like=True, gc=False):
     max_length: int
     device: str = "cpu"
     dtype: str = "float32"
+    normalize: bool = False  # whether its vectors are L2-normalised when a request does not say
+    prompts: dict[str, str] = {}  # prompt name -> the text put before an input (sentence-transformers')
+    default_prompt_name: str = ""  # the prompt used when a request names none; "" = no prompt
 
 
 class Ready(msgspec.Struct, tag="ready", array_like=True, gc=False):

@@ -13,7 +13,7 @@ from typing import Protocol, Sequence
 import msgspec
 import numpy as np
 
-from appliance.protocol import INTERACTIVE, Input, ModelKind, WorkerCounters
+from appliance.protocol import INTERACTIVE, Input, ModelKind, TruncationDirection, WorkerCounters
 
 
 class Timings(msgspec.Struct, gc=False):
@@ -25,7 +25,7 @@ class Timings(msgspec.Struct, gc=False):
 
 
 class EmbedOutcome(msgspec.Struct, gc=False):
-    vectors: np.ndarray  # (n, dim) float32, in input order, normalised as the model says
+    vectors: np.ndarray  # (n, dim) float32, in input order, normalised as the request (else the model) says
     tokens: list[int]  # tokens per input (after truncation), for `usage`
     workers: str = ""  # worker ids that served it, "0" or "0,1"; "" when all were cache hits
     timings: Timings = msgspec.field(default_factory=Timings)
@@ -49,6 +49,9 @@ class ModelCard(msgspec.Struct):
     max_length: int
     main: bool
     workers: list[int]  # ids of the workers that hold it (and are up)
+    normalize: bool = False  # its vectors are L2-normalised when a request does not say
+    prompts: dict[str, str] = msgspec.field(default_factory=dict)  # name -> text put before an input
+    default_prompt_name: str = ""  # the prompt used when a request names none; "" = none
     dtype: str = ""  # the weights' dtype as the workers loaded them ("float32", "bfloat16"); "" before any did
 
 
@@ -111,20 +114,23 @@ class UncachedBackend(Protocol):
 
     async def embed(
         self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float, use_cache: bool = True,
-        priority: int = INTERACTIVE,
+        priority: int = INTERACTIVE, normalize: bool | None = None, truncation_direction: TruncationDirection = "right",
     ) -> EmbedOutcome:
         """``deadline`` is an absolute ``loop.time()``; past it the call raises DeadlineExceeded.
         ``use_cache=False`` bypasses the result cache (the batch route's per-request switch).
         ``priority=BACKGROUND`` (``appliance.protocol``; bulk jobs) runs below interactive work
-        and waits for room instead of getting 429 (``gateway/router.py``)."""
+        and waits for room instead of getting 429 (``gateway/router.py``). ``normalize``: L2-normalise
+        the vectors (None: as the model does by default); ``truncation_direction``: the side a
+        too-long input loses with ``truncate``."""
         ...
 
     async def rerank(
         self, model: str, query: str, documents: Sequence[str], *, truncate: bool, deadline: float,
-        priority: int = INTERACTIVE,
+        priority: int = INTERACTIVE, raw_scores: bool = False, truncation_direction: TruncationDirection = "right",
     ) -> RerankOutcome:
-        """Cross-encoder scores for a cross_encoder model, else query/document cosine; ``priority``
-        as for ``embed``."""
+        """Cross-encoder scores for a cross_encoder model (its raw logits with ``raw_scores``, else
+        their sigmoid), else query/document cosine (``raw_scores`` changes nothing there);
+        ``priority`` and ``truncation_direction`` as for ``embed``."""
         ...
 
 
@@ -132,10 +138,11 @@ class Backend(UncachedBackend, Protocol):
     """What the routes call: an ``UncachedBackend`` plus the result cache's counters."""
 
     def lookup(self, model: str, inputs: Sequence[Input], *, truncate: bool, use_cache: bool = True,
-               json: bool = False) -> EmbedOutcome | None:  # fmt: skip
+               json: bool = False, normalize: bool | None = None,
+               truncation_direction: TruncationDirection = "right") -> EmbedOutcome | None:  # fmt: skip
         """The pure-hit fast path, synchronous: the outcome when EVERY input is in the result
         cache (with ``json_rows`` when ``json``), else None having counted nothing, and the
-        caller goes on to ``embed``."""
+        caller goes on to ``embed`` (with the same ``normalize`` and ``truncation_direction``)."""
         ...
 
     def cache_stats(self) -> CacheReport:

@@ -3,7 +3,9 @@
 
 One ``embed`` call, in steps:
 
-1. **Key** every input: ``item_key(model, truncate, input)``.
+1. **Key** every input: ``item_key(model, truncate, input, variant)``; the variant names the
+   request options that change a vector (``key_variant``: a normalisation other than the model's,
+   a cut from the left), so a vector computed one way is never served, or joined, for another.
 2. **Look up** the cacheable ones (``use_cache`` and at most ``cache_max_text_chars`` long):
    hits are served here and never reach a worker.
 3. **Coalesce** the misses: a key already in flight (another request's, or an earlier duplicate
@@ -30,7 +32,7 @@ Choices worth knowing:
   it wait at background priority, behind all the interactive work that keeps that chunk waiting
   (up to the chunk's deadline under load). It computes its own copy instead; the duplicate costs a
   few items of work. The two kinds are kept apart in two ``InFlight`` tables.
-- Rerank is passed through untouched (with its priority).
+- Rerank is passed through untouched (with its priority and options).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from typing import Any, Iterable, Sequence, TypeVar
 import numpy as np
 
 from appliance.config import Config
-from appliance.protocol import INTERACTIVE, Input
+from appliance.protocol import INTERACTIVE, Input, TruncationDirection, can_embed
 from gateway import errors
 from gateway.backend import (
     CacheCounts,
@@ -54,7 +56,7 @@ from gateway.backend import (
     UncachedBackend,
     WorkerCard,
 )
-from gateway.result_cache import Entry, ModelCounters, ResultCache, item_key
+from gateway.result_cache import Entry, ModelCounters, ResultCache, item_key, key_variant
 from gateway.coalesce import InFlight, settle
 
 C = TypeVar("C", bound=CacheCounts)
@@ -73,6 +75,16 @@ class Row:
     tokens: int
     workers: str
     timings: Timings
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How one embed request wants its vectors computed (all but ``priority`` are in its keys)."""
+
+    truncate: bool
+    priority: int
+    normalize: bool | None
+    direction: TruncationDirection
 
 
 @dataclass(slots=True)
@@ -109,21 +121,39 @@ class CachedBackend:
         return self.inner.workers()
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool,
-                     deadline: float, priority: int = INTERACTIVE) -> RerankOutcome:  # fmt: skip
+                     deadline: float, priority: int = INTERACTIVE, raw_scores: bool = False,
+                     truncation_direction: TruncationDirection = "right") -> RerankOutcome:  # fmt: skip
         return await self.inner.rerank(model, query, documents, truncate=truncate, deadline=deadline,
-                                       priority=priority)  # fmt: skip
+                                       priority=priority, raw_scores=raw_scores,
+                                       truncation_direction=truncation_direction)  # fmt: skip
+
+    def variant(self, model: str, truncate: bool, normalize: bool | None, direction: TruncationDirection) -> bytes:
+        """The key variant of a request's options (``key_variant``), against the model's default."""
+        if normalize is None and direction == "right":
+            return b""  # the common case: no card lookup
+        return key_variant(normalize=normalize, model_normalizes=self.model_normalizes(model), truncate=truncate,
+                           direction=direction)  # fmt: skip
+
+    def model_normalizes(self, model: str) -> bool | None:
+        """The model's default normalisation, None until a worker holding it has reported it."""
+        card = next((c for c in self.inner.models() if c.name == model), None)
+        if card is None or (card.dim == 0 and can_embed(card.kind)):  # no worker has described it yet
+            return None
+        return card.normalize
 
     # ---- Backend: embed ----------------------------------------------------------------
     def lookup(self, model: str, inputs: Sequence[Input], *, truncate: bool, use_cache: bool = True,
-               json: bool = False) -> EmbedOutcome | None:  # fmt: skip
+               json: bool = False, normalize: bool | None = None,
+               truncation_direction: TruncationDirection = "right") -> EmbedOutcome | None:  # fmt: skip
         """Every input a hit: the outcome now, with no task, timer or await (a pure-hit request
         costs what HTTP costs). The first miss returns None having counted and moved nothing."""
         if not (use_cache and self.cache.enabled):
             return None
         limit, peek = self.config.cache_max_text_chars, self.cache.peek
+        variant = self.variant(model, truncate, normalize, truncation_direction)
         keys, entries = [], []
         for item in inputs:
-            key = item_key(model, truncate, item)
+            key = item_key(model, truncate, item, variant)
             entry = peek(key) if len(item) <= limit else None
             if entry is None:
                 return None
@@ -136,21 +166,30 @@ class CachedBackend:
                             json_rows=[self.cache.json_of(e) for e in entries] if json else None)  # fmt: skip
 
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
-                    use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
-        plan = self.plan(model, inputs, truncate, use_cache, priority)
+                    use_cache: bool = True, priority: int = INTERACTIVE, normalize: bool | None = None,
+                    truncation_direction: TruncationDirection = "right") -> EmbedOutcome:  # fmt: skip
+        options = Options(truncate, priority, normalize, truncation_direction)
+        plan = self.plan(model, inputs, options, use_cache)
         if plan.lead or plan.joined:
             try:
-                await self.complete(model, plan, truncate, deadline, use_cache, priority)
+                await self.complete(model, plan, options, deadline, use_cache)
             except INPUT_ERRORS:
                 if len(plan.lead) == len(inputs):
                     raise  # computed exactly as sent: the error and its input index are this request's
-                return await self.inner.embed(model, inputs, truncate=truncate, deadline=deadline, priority=priority)
+                return await self.inner_embed(model, inputs, options, deadline)
         return assemble(plan.rows, plan.hits)
 
-    def plan(self, model: str, inputs: Sequence[Input], truncate: bool, use_cache: bool, priority: int) -> Plan:
+    async def inner_embed(self, model: str, inputs: Sequence[Input], options: Options, deadline: float) -> EmbedOutcome:
+        return await self.inner.embed(model, inputs, truncate=options.truncate, deadline=deadline,
+                                      priority=options.priority, normalize=options.normalize,
+                                      truncation_direction=options.direction)  # fmt: skip
+
+    def plan(self, model: str, inputs: Sequence[Input], options: Options, use_cache: bool) -> Plan:
         """Steps 1 to 3: key every input, serve the hits, sort each miss into "join" or "lead".
         The hot loop of a cache hit: kept free of allocations and attribute chains."""
-        keys = [item_key(model, truncate, item) for item in inputs]
+        truncate, priority = options.truncate, options.priority
+        variant = self.variant(model, truncate, options.normalize, options.direction)
+        keys = [item_key(model, truncate, item, variant) for item in inputs]
         plan = Plan(inputs, keys, [None] * len(inputs), 0, {}, {})
         lookup = use_cache and self.cache.enabled
         limit, get = self.config.cache_max_text_chars, self.cache.get
@@ -178,17 +217,16 @@ class CachedBackend:
         else:
             plan.lead[key] = item
 
-    async def complete(self, model: str, plan: Plan, truncate: bool, deadline: float, use_cache: bool,
-                       priority: int) -> None:  # fmt: skip
+    async def complete(self, model: str, plan: Plan, options: Options, deadline: float, use_cache: bool) -> None:
         """Step 4: launch this request's own computation, wait for it and for the joined ones
         (this request's deadline), and fill in the rows."""
         futures = dict(plan.joined)
         if plan.lead:
             lead_keys, items = list(plan.lead), list(plan.lead.values())
             store = [use_cache and self.cacheable(item) for item in items]
-            flights = self.inflight if priority == INTERACTIVE else self.background_inflight
+            flights = self.inflight if options.priority == INTERACTIVE else self.background_inflight
             launched = flights.launch(
-                lead_keys, lambda: self.compute(model, items, lead_keys, store, truncate, deadline, priority))
+                lead_keys, lambda: self.compute(model, items, lead_keys, store, options, deadline))
             futures.update(zip(lead_keys, launched))
         if not await settle(list(futures.values()), deadline):
             raise errors.DeadlineExceeded(
@@ -200,9 +238,9 @@ class CachedBackend:
             self.keep_joined(model, plan)
 
     async def compute(self, model: str, items: list[Input], keys: list[bytes], store: list[bool],
-                      truncate: bool, deadline: float, priority: int) -> list[Row]:  # fmt: skip
+                      options: Options, deadline: float) -> list[Row]:  # fmt: skip
         """The shared computation (runs in its own task): one router call, then the cache fill."""
-        outcome = await self.inner.embed(model, items, truncate=truncate, deadline=deadline, priority=priority)
+        outcome = await self.inner_embed(model, items, options, deadline)
         vectors = np.ascontiguousarray(outcome.vectors, dtype=np.float32)
         rows = [Row(vectors[j].tobytes(), outcome.tokens[j], outcome.workers, outcome.timings)
                 for j in range(len(items))]  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable, Sequence, TypeVar
 from aiohttp import web
 
 from appliance.config import Config
-from appliance.protocol import Input, can_embed
+from appliance.protocol import Input, TruncationDirection, can_embed
 from gateway import errors
 from gateway.admission import Admission
 from gateway.backend import Backend, EmbedOutcome, ModelCard, RerankOutcome
@@ -83,21 +83,30 @@ class Context:
             raise errors.Unsupported(f"model {card.name!r} is a cross-encoder: it can rerank, not embed")
         return card
 
-    async def embed(self, model: str, inputs: Sequence[Input], truncate: bool,
-                    use_cache: bool = True, json: bool = False) -> EmbedOutcome:  # fmt: skip
+    async def embed(self, model: str, inputs: Sequence[Input], truncate: bool, *, use_cache: bool = True,
+                    json: bool = False, normalize: bool | None = None,
+                    truncation_direction: TruncationDirection = "right") -> EmbedOutcome:  # fmt: skip
         """``json``: the route answers with JSON numbers, so full hits come with ``json_rows``.
-        A request that is all cache hits is answered without a deadline timer: nothing awaits."""
-        hit = self.backend.lookup(model, inputs, truncate=truncate, use_cache=use_cache, json=json)
+        A request that is all cache hits is answered without a deadline timer: nothing awaits.
+        ``normalize`` (None: the model's default) and ``truncation_direction`` go to the backend;
+        a prompt is already in front of each text (``gateway/prompts.py``)."""
+        hit = self.backend.lookup(model, inputs, truncate=truncate, use_cache=use_cache, json=json,
+                                  normalize=normalize, truncation_direction=truncation_direction)  # fmt: skip
         if hit is not None:
             return hit
         return await self._before_deadline(
             lambda deadline: self.backend.embed(model, inputs, truncate=truncate, deadline=deadline,
-                                                use_cache=use_cache)
+                                                use_cache=use_cache, normalize=normalize,
+                                                truncation_direction=truncation_direction)  # fmt: skip
         )
 
-    async def rerank(self, model: str, query: str, documents: Sequence[str], truncate: bool) -> RerankOutcome:
+    async def rerank(self, model: str, query: str, documents: Sequence[str], truncate: bool, *,
+                     raw_scores: bool = False, truncation_direction: TruncationDirection = "right") -> RerankOutcome:
+        """``raw_scores``: a cross-encoder's logits instead of their sigmoid (a bi-encoder's cosine
+        is the same either way)."""
         return await self._before_deadline(
-            lambda deadline: self.backend.rerank(model, query, documents, truncate=truncate, deadline=deadline)
+            lambda deadline: self.backend.rerank(model, query, documents, truncate=truncate, deadline=deadline,
+                                                 raw_scores=raw_scores, truncation_direction=truncation_direction)
         )
 
     async def _before_deadline(self, call: Callable[[float], Awaitable[R]]) -> R:

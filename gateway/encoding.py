@@ -77,13 +77,15 @@ def full_width(encoded: Sequence[bytes] | None, vectors: np.ndarray, dims: int |
     return encoded if dims is None or dims >= vectors.shape[1] else None
 
 
-def shorten(vectors: np.ndarray, dims: int | None) -> np.ndarray:
-    """Matryoshka-style ``dimensions``: keep the first ``dims`` and re-normalise, as OpenAI does.
-    Full width (or None) returns the vectors untouched, so a model that does not normalise is
-    not normalised behind its back."""
+def shorten(vectors: np.ndarray, dims: int | None, normalized: bool = True) -> np.ndarray:
+    """Matryoshka-style ``dimensions``: keep the first ``dims`` and, when the answer is
+    ``normalized`` (the request's, else the model's choice), re-normalise, as OpenAI does. An
+    unnormalised answer is only cut. Full width (or None) returns the vectors untouched."""
     if dims is None or dims >= vectors.shape[1]:
         return vectors
     cut = np.asarray(vectors[:, :dims], dtype=np.float32)
+    if not normalized:
+        return cut
     norms = np.linalg.norm(cut, axis=1, keepdims=True)
     out = np.zeros_like(cut)  # a zero row stays zero rather than becoming NaN
     np.divide(cut, norms, out=out, where=norms > 0)

@@ -1,9 +1,14 @@
 """The gateway's result cache: an LRU of full embedding vectors, bounded by bytes.
 
-- **Key**: a 16-byte blake2b digest of (model, truncate, input) (``item_key``). Texts and
-  token-id lists are tagged apart, so the text ``"[1, 2]"`` and the ids ``[1, 2]`` never meet;
+- **Key**: a 16-byte blake2b digest of (model, truncate, variant, input) (``item_key``). Texts
+  and token-id lists are tagged apart, so the text ``"[1, 2]"`` and the ids ``[1, 2]`` never meet;
   the model (length-prefixed) and the truncate flag are hashed in, so no hit crosses models or
   truncate settings. 128 bits: a collision is not a practical concern at any cache size.
+- **Variant** (``key_variant``): the request options that change a vector besides its text. It is
+  empty for what a request gets by default (the model's own normalisation, cut on the right), so
+  those keys are the ones the cache has always used; a normalisation other than the model's adds
+  ``|n0``/``|n1``, a cut from the left (with truncation on) adds ``|L``. A prompt needs nothing
+  here: the gateway puts it in front of the text, which is hashed.
 - **Value**: the FULL vector as raw float32 bytes plus its token count (so ``usage`` stays right
   on a hit). ``dimensions`` is cut by the routes from the full vector, hit or miss alike.
 - **Bound**: ``bytes`` = the sum over entries of (vector bytes + ``ENTRY_OVERHEAD``), never above
@@ -55,25 +60,43 @@ class Entry(msgspec.Struct, gc=False):
     json: bytes | None = None  # the vector as a JSON array, once a JSON route has hit it
 
 
-def item_key(model: str, truncate: bool, item: Input) -> bytes:
-    """The cache (and coalescing) key of one input."""
+def key_variant(*, normalize: bool | None, model_normalizes: bool | None, truncate: bool,
+                direction: str = "right") -> bytes:  # fmt: skip
+    """The key bytes for the options that change a vector; b"" for the defaults.
+
+    ``normalize`` is the request's (None: the model's default); ``model_normalizes`` the model's
+    default, None while no worker has told it. An explicit choice then always gets its tag (it may
+    differ from the default nobody knows yet); an explicit choice equal to a known default shares
+    the default's key, as it is the same vector. The direction matters only when cutting is allowed.
+    """
+    out = b""
+    if normalize is not None and normalize != model_normalizes:
+        out += b"|n1" if normalize else b"|n0"
+    if truncate and direction == "left":
+        out += b"|L"
+    return out
+
+
+def item_key(model: str, truncate: bool, item: Input, variant: bytes = b"") -> bytes:
+    """The cache (and coalescing) key of one input; ``variant`` from ``key_variant``."""
     if isinstance(item, str):
         # surrogatepass: JSON may carry lone surrogates; they must hash, not raise
         data = item.encode("utf-8", "surrogatepass")
-        digest = _prefix(model, truncate, b"s").copy()
+        digest = _prefix(model, truncate, b"s", variant).copy()
     else:
         data = repr(item).encode()  # ids may exceed 64 bits: repr is exact
-        digest = _prefix(model, truncate, b"i").copy()
+        digest = _prefix(model, truncate, b"i", variant).copy()
     digest.update(data)
     return digest.digest()
 
 
 @functools.lru_cache(maxsize=256)
-def _prefix(model: str, truncate: bool, form: bytes) -> hashlib.blake2b:
-    """The hash state after (model, truncate, input form): copying it is faster than rehashing
-    the prefix for every input. The model name is length-prefixed so no two prefixes run together."""
+def _prefix(model: str, truncate: bool, form: bytes, variant: bytes = b"") -> hashlib.blake2b:
+    """The hash state after (model, truncate, variant, input form): copying it is faster than
+    rehashing the prefix for every input. The model name is length-prefixed so no two prefixes run
+    together; a variant starts with "|", never the "s"/"i" of the form, so none runs into another."""
     name = model.encode()
-    return hashlib.blake2b(len(name).to_bytes(4, "little") + name + (b"T" if truncate else b"F") + form,
+    return hashlib.blake2b(len(name).to_bytes(4, "little") + name + (b"T" if truncate else b"F") + variant + form,
                            digest_size=16)  # fmt: skip
 
 

@@ -58,6 +58,7 @@ from appliance.protocol import (
     Scores,
     SlotStatus,
     Stats,
+    TruncationDirection,
     Vectors,
     WorkerCounters,
 )
@@ -149,7 +150,9 @@ class Router:
             info = holders[0].models[name] if holders else self.known.get(name)  # a respawn keeps its card
             cards.append(ModelCard(name=name, kind=model.kind, dim=info.dim if info else 0,
                                    max_length=info.max_length if info else 0, main=model.main,
-                                   workers=[w.index for w in holders],
+                                   workers=[w.index for w in holders], normalize=info.normalize if info else False,
+                                   prompts=dict(info.prompts) if info else {},
+                                   default_prompt_name=info.default_prompt_name if info else "",
                                    dtype=info.dtype if info else ""))  # fmt: skip
         return cards
 
@@ -168,13 +171,15 @@ class Router:
 
     # ---- Backend: work -------------------------------------------------------------------
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
-                    use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
+                    use_cache: bool = True, priority: int = INTERACTIVE, normalize: bool | None = None,
+                    truncation_direction: TruncationDirection = "right") -> EmbedOutcome:  # fmt: skip
         del use_cache  # the router computes everything it is given; the cache wraps it
         holders = await self.holders(model, deadline, background=priority > INTERACTIVE)
         dim = holders[0].models[model].dim
         slices = cut(inputs, answer_bytes=max(dim, 1) * 4, budget=self.record_budget, ways=len(holders))
         expires = monotonic_deadline(deadline)
-        parts = [self.part(model, Embed(0, model, list(inputs[a:b]), truncate, expires, priority), b - a,
+        parts = [self.part(model, Embed(0, model, list(inputs[a:b]), truncate, expires, priority, normalize,
+                                        truncation_direction), b - a,
                            sum(map(estimate_tokens, inputs[a:b])), a) for a, b in slices]  # fmt: skip
         results = await self.run_parts(parts, deadline)
         outcome = merge_vectors(results)
@@ -182,10 +187,12 @@ class Router:
         return outcome
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool,
-                     deadline: float, priority: int = INTERACTIVE) -> RerankOutcome:  # fmt: skip
+                     deadline: float, priority: int = INTERACTIVE, raw_scores: bool = False,
+                     truncation_direction: TruncationDirection = "right") -> RerankOutcome:  # fmt: skip
         await self.holders(model, deadline, background=priority > INTERACTIVE)
         tokens = estimate_tokens(query) * len(documents) + sum(map(estimate_tokens, documents))
-        message = Rerank(0, model, query, list(documents), truncate, monotonic_deadline(deadline), priority)
+        message = Rerank(0, model, query, list(documents), truncate, monotonic_deadline(deadline), priority,
+                         truncation_direction, raw_scores)  # fmt: skip
         part = self.part(model, message, len(documents) + 1, tokens, 0)
         (result,) = await self.run_parts([part], deadline)
         assert isinstance(result, Scores)

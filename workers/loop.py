@@ -10,6 +10,12 @@ histograms (``workers/histogram.py``): its size in inputs and its padded tokens,
 them. Both cost one bisect per batch; ``stats`` turns them into the cumulative counts ``Stats``
 carries, with the RSS and (on a GPU) torch's allocated CUDA memory, about once a second.
 
+Per-request choices: the runtimes answer unnormalised vectors and a cross-encoder's raw logits;
+``result`` applies each request's own choices when it assembles that request's answer: the L2
+norm (``Embed.normalize``, else the model's default) and the sigmoid (unless ``Rerank.raw_scores``).
+The truncation direction is the tokenizer's business, at ``admit``. A bi-encoder rerank answers
+cosines, which neither the norm nor ``raw_scores`` changes.
+
 Priority: each request's items join its model's batcher in the message's class (``Embed.priority``,
 ``Rerank.priority``), and each step runs the batch of the model with the most urgent queued work
 (round-robin among equals), so interactive work of one model never waits behind background work
@@ -58,7 +64,7 @@ from appliance.protocol import (
 from workers.batcher import Batch, Batcher
 from workers.histogram import Histogram
 from workers.models import device_for
-from workers.runtimes import InputTooLong, Runtime, Tokenized, cosine_scores
+from workers.runtimes import InputTooLong, Runtime, Tokenized, cosine_scores, l2_normalize, sigmoid
 from workers.signals import sigterm_received
 
 log = logging.getLogger("appliance.worker")
@@ -85,6 +91,8 @@ class Pending:
     tokenize_us: int
     first_batch_ns: int = 0
     compute_us: int = 0
+    normalize: bool = False  # embed: L2-normalise the rows (resolved: the request's, else the model's)
+    raw_scores: bool = False  # cross_rerank: the logits, not their sigmoid
 
 
 class WorkerLoop:
@@ -211,7 +219,10 @@ class WorkerLoop:
         runtime = self.runtime_for(message)
         if runtime is not None:
             # a cross-encoder's own tokenize refuses (TypeError), which fails the request as unsupported
-            self.admit(message, "embed", lambda: runtime.tokenize(message.inputs, truncate=message.truncate))
+            normalize = runtime.normalize if message.normalize is None else message.normalize
+            self.admit(message, "embed", lambda: runtime.tokenize(message.inputs, truncate=message.truncate,
+                                                                  direction=message.truncation_direction),
+                       normalize=normalize)  # fmt: skip
 
     def rerank(self, message: Rerank) -> None:
         runtime = self.runtime_for(message)
@@ -220,7 +231,8 @@ class WorkerLoop:
         if can_embed(runtime.kind):  # a bi-encoder compares embeddings; a cross-encoder scores the pairs
             self.admit(message, "bi_rerank", lambda: bi_rerank_items(runtime, message))
         else:
-            self.admit(message, "cross_rerank", lambda: cross_rerank_items(runtime, message))
+            self.admit(message, "cross_rerank", lambda: cross_rerank_items(runtime, message),
+                       raw_scores=message.raw_scores)  # fmt: skip
 
     def runtime_for(self, message: Embed | Rerank) -> Runtime | None:
         """The runtime that will serve ``message``; None once it has been answered with why not."""
@@ -235,8 +247,10 @@ class WorkerLoop:
                       f"{message.model!r} (it holds: {held})")  # fmt: skip
         return runtime
 
-    def admit(self, message: Embed | Rerank, mode: Mode, tokenize: Callable[[], list[Tokenized]]) -> None:
-        """Tokenize ``message`` and queue its items; a bad input fails only this request."""
+    def admit(self, message: Embed | Rerank, mode: Mode, tokenize: Callable[[], list[Tokenized]], *,
+              normalize: bool = False, raw_scores: bool = False) -> None:  # fmt: skip
+        """Tokenize ``message`` and queue its items; a bad input fails only this request.
+        ``normalize`` and ``raw_scores`` are kept for ``result``."""
         received = time.perf_counter_ns()
         try:
             items = tokenize()
@@ -258,7 +272,8 @@ class WorkerLoop:
             self.send(Failed(message.id, FailureKind.INVALID_INPUT, str(exc)))
             return
         self.counters.requests += 1
-        self.pending[message.id] = Pending(message.id, message.model, mode, lengths, received, tokenize_us)
+        self.pending[message.id] = Pending(message.id, message.model, mode, lengths, received, tokenize_us,
+                                           normalize=normalize, raw_scores=raw_scores)  # fmt: skip
         if message.deadline:
             heapq.heappush(self.deadlines, (message.deadline, message.id))
 
@@ -302,14 +317,16 @@ class WorkerLoop:
     def result(self, request: Pending, output: np.ndarray) -> Vectors | Scores:
         queue_us = max(0, (request.first_batch_ns - request.received_ns) // 1000 - request.tokenize_us)
         if request.mode == "embed":
-            return Vectors(request.id, int(output.shape[1]), f32_bytes(output), request.tokens,
+            vectors = l2_normalize(output) if request.normalize else output
+            return Vectors(request.id, int(output.shape[1]), f32_bytes(vectors), request.tokens,
                            request.compute_us, queue_us, request.tokenize_us)  # fmt: skip
         if request.mode == "bi_rerank":
             scores = cosine_scores(output[0], output[1:])
             return Scores(request.id, f32_bytes(scores), request.tokens[1:], request.compute_us, queue_us,
                           request.tokenize_us, query_tokens=request.tokens[0])  # fmt: skip
-        return Scores(request.id, f32_bytes(output.reshape(-1)), request.tokens, request.compute_us, queue_us,
-                      request.tokenize_us)  # fmt: skip
+        logits = output.reshape(-1)
+        return Scores(request.id, f32_bytes(logits if request.raw_scores else sigmoid(logits)), request.tokens,
+                      request.compute_us, queue_us, request.tokenize_us)  # fmt: skip
 
     # ---- output --------------------------------------------------------------------------
     def fail(self, request_id: int, kind: FailureKind, message: str, index: int = -1) -> None:
@@ -355,7 +372,7 @@ def bi_rerank_items(runtime: Runtime, message: Rerank) -> list[Tokenized]:
     """The query and then each document, embedded alike and compared by cosine afterwards."""
     texts: list[Input] = [message.query, *message.documents]
     try:
-        return runtime.tokenize(texts, truncate=message.truncate)
+        return runtime.tokenize(texts, truncate=message.truncate, direction=message.truncation_direction)
     except InputTooLong as exc:
         exc.index = exc.index - 1  # report the document's index; -1 means the query
         raise
@@ -363,7 +380,8 @@ def bi_rerank_items(runtime: Runtime, message: Rerank) -> list[Tokenized]:
 
 def cross_rerank_items(runtime: Runtime, message: Rerank) -> list[Tokenized]:
     """Each (query, document) pair as one sequence, scored by the cross-encoder itself."""
-    return runtime.tokenize_pairs(message.query, message.documents, truncate=message.truncate)
+    return runtime.tokenize_pairs(message.query, message.documents, truncate=message.truncate,
+                                  direction=message.truncation_direction)  # fmt: skip
 
 
 def forward_splitting_on_oom(forward: Callable[[Sequence[Tokenized]], np.ndarray],

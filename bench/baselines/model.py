@@ -1,7 +1,8 @@
 """The model a baseline serves, loaded as the appliance's workers load it, and one embed call.
 
 ``embed`` is the appliance worker's path for one request: batched tokenize (truncating, the
-HTTP default), then one padded forward pass; rows come back float32.
+HTTP default), then one padded forward pass, normalised as the model does by default; rows come
+back float32.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import msgspec
 import numpy as np
 
 from appliance.config import ModelConfig, resolve_model_path
-from workers.runtimes import Runtime, load_runtime
+from workers.runtimes import Runtime, l2_normalize, load_runtime
 
 STATE_DIR = ".state"
 
@@ -29,4 +30,5 @@ def load(name: str, path: str, *, dtype: str = "auto", device: str = "cpu", thre
 
 
 def embed(runtime: Runtime, texts: list[str]) -> np.ndarray:
-    return runtime.forward(runtime.tokenize(texts, truncate=True))
+    vectors = runtime.forward(runtime.tokenize(texts, truncate=True))
+    return l2_normalize(vectors) if runtime.normalize else vectors

@@ -58,6 +58,15 @@ def test_models_from_file_and_env(tmp_path: Path) -> None:
     assert [m.name for m in load_config(path, environ=env).models] == ["z"]
 
 
+def test_model_prompts_from_a_file_table(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[[models]]\nname = "a"\npath = "/m/a"\nmain = true\n'
+                                'default_prompt_name = "query"\n[models.prompts]\nquery = "query: "\n'
+                                'document = "passage: "\n')  # fmt: skip
+    (model,) = load_config(path, environ={}).models
+    assert model.prompts == {"query": "query: ", "document": "passage: "} and model.default_prompt_name == "query"
+    assert cfg.ModelConfig(name="b", path="/m/b").prompts is None  # unset: the model's own files decide
+
+
 BAD_VALUES = [
     ({"APPLIANCE_PORT": "0"}, "port"),
     ({"APPLIANCE_PORT": "http"}, "port"),
@@ -100,6 +109,12 @@ BAD_VALUES = [
     ({"APPLIANCE_MODELS": '[{"name": "a", "path": "/a", "main": true},{"name": "a", "path": "/b"}]'},
      "models[1].name"),
     ({"APPLIANCE_MODELS": '[{"name": "a", "path": "/a", "main": true, "kind": "cross_encoder"}]'}, "models"),
+    ({"APPLIANCE_MODELS": '[{"name": "a", "path": "/a", "main": true, "prompts": {"query": 1}}]'},
+     "models[0].prompts"),
+    ({"APPLIANCE_MODELS": '[{"name": "a", "path": "/a", "main": true, "prompts": ["query: "]}]'},
+     "models[0].prompts"),
+    ({"APPLIANCE_MODELS": '[{"name": "a", "path": "/a", "main": true, "default_prompt_name": 2}]'},
+     "models[0].default_prompt_name"),
 ]
 
 

@@ -65,6 +65,7 @@ class FakeBackend:
     served_by: str = "0"  # the outcome's `workers`
     calls: list[Call] = field(default_factory=list)
     priorities: list[int] = field(default_factory=list)  # each embed/rerank call's, in order
+    options: list[dict[str, Any]] = field(default_factory=list)  # each call's request options (normalize, ...)
 
     def is_ready(self) -> bool:
         return self.ready
@@ -87,7 +88,7 @@ class FakeBackend:
         return CacheReport()
 
     def lookup(self, model: str, inputs: Sequence[Input], *, truncate: bool, use_cache: bool = True,
-               json: bool = False) -> EmbedOutcome | None:  # fmt: skip
+               json: bool = False, **options: Any) -> EmbedOutcome | None:  # fmt: skip
         return None  # no cache here: every request takes the awaited path the tests steer
 
     def vectors_for(self, model: str, inputs: Sequence[Input]) -> np.ndarray:
@@ -103,8 +104,9 @@ class FakeBackend:
             raise self.fail
 
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
-                    use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
+                    use_cache: bool = True, priority: int = INTERACTIVE, **options: Any) -> EmbedOutcome:  # fmt: skip
         self.priorities.append(priority)
+        self.options.append(options)
         await self._arrive("embed", model, list(inputs), truncate, deadline, use_cache)
         hits = min(self.cache_hits, len(inputs))
         return EmbedOutcome(
@@ -116,8 +118,9 @@ class FakeBackend:
         )
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool, deadline: float,
-                     priority: int = INTERACTIVE) -> RerankOutcome:  # fmt: skip
+                     priority: int = INTERACTIVE, **options: Any) -> RerankOutcome:  # fmt: skip
         self.priorities.append(priority)
+        self.options.append(options)
         await self._arrive("rerank", model, [query, *documents], truncate, deadline)
         q = vector_for(model, query)
         scores = np.array([float(q @ vector_for(model, d)) for d in documents], dtype=np.float32)

@@ -221,7 +221,7 @@ class PickyBackend:
         return getattr(self.inner, name)
 
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
-                    use_cache: bool = True, priority: int = INTERACTIVE) -> EmbedOutcome:  # fmt: skip
+                    use_cache: bool = True, priority: int = INTERACTIVE, **options: Any) -> EmbedOutcome:  # fmt: skip
         bad = [i for i, item in enumerate(inputs) if "TOO LONG" in item]
         if bad:
             self.inner.calls.append(None)

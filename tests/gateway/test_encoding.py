@@ -95,6 +95,11 @@ def test_shorten_cuts_and_renormalises():
     assert cut[1].tolist() == [0.0, 0.0]  # a zero prefix stays zero, never NaN
 
 
+def test_shorten_only_cuts_an_unnormalised_answer():
+    v = np.array([[3.0, 4.0, 12.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    np.testing.assert_array_equal(encoding.shorten(v, 2, normalized=False), [[3.0, 4.0], [0.0, 0.0]])
+
+
 @pytest.mark.parametrize("dims", [None, 3, 5])
 def test_shorten_at_full_width_is_untouched(dims):
     v = np.array([[3.0, 4.0, 12.0]], dtype=np.float32)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.result_cache import ENTRY_OVERHEAD, ResultCache, item_key
+from gateway.result_cache import ENTRY_OVERHEAD, ResultCache, item_key, key_variant
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,3 +75,33 @@ def test_keys_separate_models_truncate_and_input_forms() -> None:
     ]
     assert len(set(keys)) == len(keys) and all(len(k) == 16 for k in keys)
     assert item_key("mini", True, [2**70]) == item_key("mini", True, [2**70])
+
+
+def test_default_options_keep_the_keys_the_cache_always_used() -> None:
+    import hashlib
+
+    old = hashlib.blake2b(b"\x04\x00\x00\x00mini" + b"T" + b"s" + b"hello", digest_size=16).digest()
+    default = key_variant(normalize=None, model_normalizes=True, truncate=True, direction="right")
+    assert default == b"" and item_key("mini", True, "hello", default) == item_key("mini", True, "hello") == old
+
+
+@pytest.mark.parametrize(("normalize", "model_normalizes", "truncate", "direction", "variant"), [
+    (True, True, True, "right", b""),  # the model's own choice, said out loud: the same vector
+    (False, False, True, "right", b""),
+    (False, True, True, "right", b"|n0"),
+    (True, False, True, "right", b"|n1"),
+    (True, None, True, "right", b"|n1"),  # the default is not known yet: an explicit choice is tagged
+    (False, None, True, "right", b"|n0"),
+    (None, None, True, "left", b"|L"),
+    (None, True, False, "left", b""),  # nothing is cut, so no side is either
+    (False, True, True, "left", b"|n0|L"),
+])  # fmt: skip
+def test_the_variant_names_only_what_changes_a_vector(normalize: bool | None, model_normalizes: bool | None,
+                                                      truncate: bool, direction: str, variant: bytes) -> None:  # fmt: skip
+    assert key_variant(normalize=normalize, model_normalizes=model_normalizes, truncate=truncate,
+                       direction=direction) == variant  # fmt: skip
+
+
+def test_variants_separate_keys() -> None:
+    keys = {item_key("mini", True, "hello", v) for v in (b"", b"|n0", b"|n1", b"|L", b"|n0|L", b"|n1|L")}
+    assert len(keys) == 6

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.config import ModelConfig
-from workers.runtimes import load_runtime
+from workers.runtimes import l2_normalize, load_runtime
 from workers.runtimes.base import Tokenized
 from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, forward_in_chunks, plan_chunks
 
@@ -69,4 +69,7 @@ def test_the_runtime_measures_its_overhead_and_chunking_changes_no_vector(tiny_t
     assert 1 <= runtime.overhead_tokens <= MAX_OVERHEAD_TOKENS
     batch = runtime.tokenize([("word " * n).strip() for n in (2, 90, 3, 85, 4, 60)], truncate=True)
     runtime.overhead_tokens = 1.0  # force several passes
-    np.testing.assert_allclose(runtime.forward(batch), runtime.forward_padded(batch), atol=1e-5)
+    # compared as served (normalised): the model's default dtype may be bf16, whose rounding on
+    # unnormalised rows is larger in absolute terms
+    np.testing.assert_allclose(l2_normalize(runtime.forward(batch)), l2_normalize(runtime.forward_padded(batch)),
+                               atol=1e-5)  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 
 from appliance.config import ModelConfig
 from workers.distill import INSTALL_HINT, DistillError, distill
-from workers.runtimes import load_runtime
+from workers.runtimes import l2_normalize, load_runtime
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "paris is the capital of france", "short"]
 
@@ -28,7 +28,8 @@ def test_distill_the_tiny_transformer_and_load_it_with_the_static_runtime(tiny_t
     assert not (out / "stale-file").exists(), "the old directory must be replaced, not merged"
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny-static"], "no temporary directories left"
     runtime = load_runtime(ModelConfig(name="tiny-static", path=str(out), kind="static"), out)
-    vectors = runtime.forward(runtime.tokenize(TEXTS, truncate=True))
+    assert runtime.normalize
+    vectors = l2_normalize(runtime.forward(runtime.tokenize(TEXTS, truncate=True)))
     assert runtime.dim == 16 and vectors.shape == (3, 16)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     reference = StaticModel.from_pretrained(str(out))

@@ -1,7 +1,8 @@
 """workers/runtimes: the three model runtimes against independent references.
 
 Tiny random models (built per session by ``tiny_models``) check the contract quickly; the real
-MiniLM is checked against sentence-transformers itself.
+MiniLM is checked against sentence-transformers itself. A runtime answers unnormalised vectors and
+raw logits; ``served`` applies the model's default norm as the worker loop does.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ import tiny_models
 from appliance.config import ModelConfig
 from appliance.protocol import ModelInfo
 from bench.corpus import sentences
-from workers.runtimes import InputTooLong, InvalidInput, ModelLoadError, Runtime, cosine_scores, load_runtime
+from workers.runtimes import (
+    InputTooLong,
+    InvalidInput,
+    ModelLoadError,
+    Runtime,
+    Tokenized,
+    cosine_scores,
+    l2_normalize,
+    load_runtime,
+    sigmoid,
+)
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -35,6 +46,12 @@ def load(path: Path, kind: str = "transformer", **fields: Any) -> Runtime:
     float32 answers (``auto`` may pick bf16 on this CPU; ``tests/workers/runtimes/test_precision.py``)."""
     fields.setdefault("dtype", "float32")
     return load_runtime(ModelConfig(name=f"test-{kind}", path=str(path), kind=kind, **fields), path)
+
+
+def served(runtime: Runtime, items: list[Tokenized]) -> np.ndarray:
+    """The vectors a request that leaves ``normalize`` out gets: the model's default applied."""
+    vectors = runtime.forward(items)
+    return l2_normalize(vectors) if runtime.normalize else vectors
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -66,7 +83,8 @@ def test_tiny_transformer_matches_sentence_transformers(tmp_path: Path, pooling:
     path = tiny_models.make_tiny_transformer(tmp_path, pooling=pooling, normalize=normalize)
     runtime = load(path)
     reference = SentenceTransformer(str(path), device="cpu").encode(TEXTS, convert_to_numpy=True)
-    ours = runtime.forward(runtime.tokenize(TEXTS, truncate=True))
+    assert runtime.normalize == normalize
+    ours = served(runtime, runtime.tokenize(TEXTS, truncate=True))
     assert ours.dtype == np.float32 and ours.shape == reference.shape == (len(TEXTS), runtime.dim)
     np.testing.assert_allclose(ours, reference, atol=2e-6)
     norms = np.linalg.norm(ours, axis=1)
@@ -148,7 +166,7 @@ def test_minilm_matches_sentence_transformers_on_100_sentences(minilm_path: Path
     assert (runtime.dim, runtime.max_length, runtime.dtype) == (384, 256, "float32")
     items = runtime.tokenize(texts, truncate=True)
     assert max(t.length for t in items) == 256 and min(t.length for t in items) == 2
-    ours = np.concatenate([runtime.forward(items[i : i + 16]) for i in range(0, len(items), 16)])
+    ours = np.concatenate([served(runtime, items[i : i + 16]) for i in range(0, len(items), 16)])
     reference = SentenceTransformer(str(minilm_path), device="cpu").encode(texts, batch_size=16)
     assert cosine_rows(ours, reference).min() >= 0.99999
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
@@ -172,9 +190,9 @@ def test_bfloat16_weights_stay_close_to_float32(tiny_transformer: Path, tiny: Ru
 
 
 def test_info_describes_the_runtime(tiny: Runtime, static: Runtime, cross: Runtime) -> None:
-    assert tiny.info() == ModelInfo("test-transformer", "transformer", 32, 128, "cpu", "float32")
-    assert static.info() == ModelInfo("test-static", "static", 16, 512, "cpu", "float32")
-    assert cross.info() == ModelInfo("test-cross_encoder", "cross_encoder", 0, 128, "cpu", "float32")
+    assert tiny.info() == ModelInfo("test-transformer", "transformer", 32, 128, "cpu", "float32", True)
+    assert static.info() == ModelInfo("test-static", "static", 16, 512, "cpu", "float32", True)
+    assert cross.info() == ModelInfo("test-cross_encoder", "cross_encoder", 0, 128, "cpu", "float32", False)
     for runtime in (tiny, static, cross):
         runtime.warmup()
 
@@ -189,20 +207,20 @@ def test_static_vector_is_the_normalised_mean_of_its_token_vectors(static: Runti
     texts = [t for t in TEXTS if t]
     expected = np.stack([table[tokenizer.encode(t, add_special_tokens=False).ids].mean(axis=0) for t in texts])
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
-    np.testing.assert_allclose(static.forward(static.tokenize(texts, truncate=True)), expected, atol=1e-6)
+    np.testing.assert_allclose(served(static, static.tokenize(texts, truncate=True)), expected, atol=1e-6)
 
 
 def test_static_drops_unknown_tokens_and_an_empty_input_is_a_zero_vector(static: Runtime) -> None:
     items = static.tokenize(["\u2713\u2713", "", "fox"], truncate=True)
     assert [t.length for t in items] == [0, 0, 1] and all(t.type_ids is None for t in items)
-    vectors = static.forward(items)
+    vectors = served(static, items)
     assert not vectors[:2].any() and math.isclose(float(np.linalg.norm(vectors[2])), 1.0, rel_tol=1e-6)
 
 
 def test_static_matches_model2vec(tiny_static: Path, static: Runtime) -> None:
     model2vec = pytest.importorskip("model2vec", reason="model2vec is the reference here; it is a build-time tool")
     reference = model2vec.StaticModel.from_pretrained(str(tiny_static)).encode(TEXTS)
-    np.testing.assert_allclose(static.forward(static.tokenize(TEXTS, truncate=True)), reference, atol=1e-6)
+    np.testing.assert_allclose(served(static, static.tokenize(TEXTS, truncate=True)), reference, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -214,27 +232,29 @@ def test_the_distilled_minilm_static(minilm_path: Path, tmp_path: Path) -> None:
 
         path = distill(minilm_path, tmp_path / "minilm-static", pca_dims=256)
     runtime = load(path, "static")
-    a, b, c = runtime.forward(runtime.tokenize(["The cat sat on the mat.", "A cat was sitting on a rug.",
+    a, b, c = served(runtime, runtime.tokenize(["The cat sat on the mat.", "A cat was sitting on a rug.",
                                                 "Quarterly revenue grew by four percent."], truncate=True))  # fmt: skip
     assert runtime.dim == 256 and float(a @ b) > float(a @ c)
 
 
 # ---- cross-encoder ----------------------------------------------------------------------------
-def test_cross_encoder_gives_one_sigmoid_score_per_pair(cross: Runtime, tiny_cross_encoder: Path) -> None:
+def test_cross_encoder_gives_one_logit_per_pair(cross: Runtime, tiny_cross_encoder: Path) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     query, documents = "a query about the capital of france", ["paris is the capital", "dogs", "x " * 300]
     items = cross.tokenize_pairs(query, documents, truncate=True)
     assert all(t.type_ids is not None and len(t.type_ids) == t.length for t in items)
-    scores = cross.forward(items)
-    assert scores.shape == (3,) and scores.dtype == np.float32 and ((scores > 0) & (scores < 1)).all()
+    logits = cross.forward(items)
+    scores = sigmoid(logits)
+    assert logits.shape == (3,) and logits.dtype == np.float32 and ((scores > 0) & (scores < 1)).all()
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_cross_encoder))
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_cross_encoder)).eval()
     features = tokenizer([query] * 3, documents, padding=True, truncation=True, max_length=128, return_tensors="pt")
     with torch.inference_mode():
-        expected = torch.sigmoid(model(**features).logits[:, 0]).numpy()
-    np.testing.assert_allclose(scores, expected, atol=1e-6)
+        expected = model(**features).logits[:, 0]
+    np.testing.assert_allclose(logits, expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(scores, torch.sigmoid(expected).numpy(), atol=1e-6)
 
 
 def test_cross_encoder_refuses_a_long_pair_and_embedding(cross: Runtime) -> None:

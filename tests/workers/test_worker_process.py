@@ -140,11 +140,14 @@ def primary(models: list[ModelConfig], tmp_path: Path) -> Iterator[WorkerUnderTe
         yield worker
 
 
-def reference_vectors(model: ModelConfig, texts: list[str]) -> np.ndarray:
-    from workers.runtimes import load_runtime
+def reference_vectors(model: ModelConfig, texts: list[str], *, normalize: bool | None = None,
+                      direction: str = "right") -> np.ndarray:  # fmt: skip
+    """In-process vectors, normalised as the request says (None: as the model does by default)."""
+    from workers.runtimes import l2_normalize, load_runtime
 
     runtime = load_runtime(model, Path(model.path), "cpu")
-    return runtime.forward(runtime.tokenize(texts, truncate=True))
+    vectors = runtime.forward(runtime.tokenize(texts, truncate=True, direction=direction))
+    return l2_normalize(vectors) if (runtime.normalize if normalize is None else normalize) else vectors
 
 
 def test_results_heartbeat_and_drain(primary: WorkerUnderTest, models: list[ModelConfig]) -> None:
@@ -172,6 +175,36 @@ def test_results_heartbeat_and_drain(primary: WorkerUnderTest, models: list[Mode
     primary.send(Drain("test"))
     primary.wait_for(Bye)
     assert primary.process.wait(30) == 0
+
+
+def test_each_request_gets_its_own_normalisation_direction_and_score_form(primary: WorkerUnderTest,
+                                                                          models: list[ModelConfig]) -> None:  # fmt: skip
+    """Requests that want different things share batches; each answer is still its own."""
+    from workers.runtimes import sigmoid
+
+    primary.wait_for(Ready)
+    texts = ["the quick brown fox " * 40, "short text"]  # the first is cut at 128 tokens
+    primary.send(Embed(1, "tiny", texts))
+    primary.send(Embed(2, "tiny", texts, normalize=False))
+    primary.send(Embed(3, "tiny", texts, truncation_direction="left"))
+    primary.send(Embed(4, "tiny-static", texts, normalize=False, truncation_direction="left"))
+    pairs = ("a query", ["doc one", "doc two", "doc three"])
+    primary.send(Rerank(5, "tiny-ce", *pairs))
+    primary.send(Rerank(6, "tiny-ce", *pairs, raw_scores=True))
+    tiny, static = models[0], models[1]
+    np.testing.assert_allclose(primary.wait_for(Vectors, id=1).array(), reference_vectors(tiny, texts), atol=1e-5)
+    raw = primary.wait_for(Vectors, id=2).array()
+    np.testing.assert_allclose(raw, reference_vectors(tiny, texts, normalize=False), atol=1e-5)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-3)
+    left = primary.wait_for(Vectors, id=3).array()
+    np.testing.assert_allclose(left, reference_vectors(tiny, texts, direction="left"), atol=1e-5)
+    assert not np.allclose(left[0], reference_vectors(tiny, texts)[0], atol=1e-3)  # another end was kept
+    np.testing.assert_allclose(left[1], reference_vectors(tiny, texts)[1], atol=1e-5)  # nothing to cut
+    np.testing.assert_allclose(primary.wait_for(Vectors, id=4).array(),
+                               reference_vectors(static, texts, normalize=False, direction="left"), atol=1e-5)
+    probabilities = primary.wait_for(Scores, id=5).array()
+    logits = primary.wait_for(Scores, id=6).array()
+    np.testing.assert_allclose(probabilities, sigmoid(logits), atol=1e-6)
 
 
 def test_stats_carry_batch_histograms_that_count_every_batch(models: list[ModelConfig], tmp_path: Path) -> None:

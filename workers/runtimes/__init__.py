@@ -11,6 +11,7 @@ worker at boot, right after pinning, so its thread pools are sized to the slot).
     transformer.py    sentence embedding models (transformers + sentence-transformers pooling)
     cross_encoder.py  (query, document) pair scoring for rerank
     static.py         Model2Vec-style static embeddings (numpy only)
+    prompts.py        a model's named prompts (config_sentence_transformers.json + config overrides)
 """
 
 from __future__ import annotations
@@ -19,7 +20,18 @@ import importlib
 from pathlib import Path
 
 from appliance.config import ModelConfig, ModelKind
-from workers.runtimes.base import InputTooLong, InvalidInput, ModelLoadError, Runtime, Tokenized, cosine_scores
+from workers.runtimes.base import (
+    InputTooLong,
+    InvalidInput,
+    ModelLoadError,
+    Runtime,
+    Tokenized,
+    cosine_scores,
+    l2_normalize,
+    loading,
+    sigmoid,
+)
+from workers.runtimes.prompts import read_prompts
 from workers.runtimes.tokenizer import TextTokenizer
 
 MODULES: dict[ModelKind, str] = {
@@ -36,6 +48,8 @@ __all__ = [
     "TextTokenizer",
     "Tokenized",
     "cosine_scores",
+    "l2_normalize",
+    "sigmoid",
     "load_runtime",
 ]
 
@@ -50,6 +64,8 @@ def load_runtime(model: ModelConfig, path: Path, device: str = "cpu") -> Runtime
         raise ModelLoadError(model.name, path, f"unknown model kind {model.kind!r} (known: {', '.join(MODULES)})")
     if not path.is_dir():
         raise ModelLoadError(model.name, path, "no such directory")
+    prompts, default_prompt = loading(model.name, path, lambda: read_prompts(path, model))  # cheap: before the weights
     module = importlib.import_module(MODULES[model.kind])
     runtime: Runtime = module.load(model, path, device)
+    runtime.prompts, runtime.default_prompt_name = prompts, default_prompt
     return runtime

@@ -2,10 +2,16 @@
 
 A runtime is one loaded model. The worker loop and the batcher only ever see this surface:
 
-    tokenize(inputs, truncate) -> [Tokenized]      batched, cheap, done when a request arrives
-    tokenize_pairs(query, documents, truncate)     a cross-encoder's (query, document) pairs
-    forward([Tokenized])       -> np.ndarray       one padded forward pass over a batch
+    tokenize(inputs, truncate, direction) -> [Tokenized]   batched, cheap, done when a request arrives
+    tokenize_pairs(query, documents, truncate, direction)  a cross-encoder's (query, document) pairs
+    forward([Tokenized])       -> np.ndarray               one padded forward pass over a batch
     warmup() / info()
+
+``forward`` answers what the model computes before any per-request choice: pooled vectors NOT
+L2-normalised, a cross-encoder's raw logits. The worker loop applies the request's choices when
+it assembles one request's answer (``l2_normalize`` unless the request or the model's default
+says not to, the sigmoid unless ``raw_scores``): a few rows of numpy, and one batch can then mix
+requests that want different things.
 
 Inputs (``appliance.protocol.Input``) are text or, in OpenAI's token-id form, lists of token ids.
 With ``truncate=False`` an input longer than the model's max length is refused (``InputTooLong``,
@@ -21,7 +27,7 @@ from typing import Callable, NamedTuple, Protocol, Sequence, TypeVar
 import numpy as np
 
 from appliance.config import ModelKind
-from appliance.protocol import Input, ModelInfo
+from appliance.protocol import Input, ModelInfo, TruncationDirection
 
 
 class Tokenized(NamedTuple):
@@ -84,7 +90,7 @@ def loading(model: str, path: Path, load: Callable[[], R]) -> R:
 
 
 class Runtime(Protocol):
-    """One loaded model. Embedders return (n, dim) float32 rows; a cross-encoder (n,) scores."""
+    """One loaded model. Embedders return (n, dim) float32 rows; a cross-encoder (n,) logits."""
 
     name: str
     kind: ModelKind
@@ -92,10 +98,15 @@ class Runtime(Protocol):
     max_length: int
     device: str
     dtype: str
+    normalize: bool  # the model's default: L2-normalise its vectors when a request does not say
+    prompts: dict[str, str]  # set by ``load_runtime`` from the model's files and its config
+    default_prompt_name: str
 
-    def tokenize(self, inputs: Sequence[Input], *, truncate: bool) -> list[Tokenized]: ...
+    def tokenize(self, inputs: Sequence[Input], *, truncate: bool,
+                 direction: TruncationDirection = "right") -> list[Tokenized]: ...  # fmt: skip
 
-    def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool) -> list[Tokenized]: ...
+    def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool,
+                       direction: TruncationDirection = "right") -> list[Tokenized]: ...  # fmt: skip
 
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray: ...
 
@@ -105,7 +116,21 @@ class Runtime(Protocol):
 
 
 def model_info(runtime: Runtime) -> ModelInfo:
-    return ModelInfo(runtime.name, runtime.kind, runtime.dim, runtime.max_length, runtime.device, runtime.dtype)
+    return ModelInfo(runtime.name, runtime.kind, runtime.dim, runtime.max_length, runtime.device, runtime.dtype,
+                     runtime.normalize, dict(runtime.prompts), runtime.default_prompt_name)  # fmt: skip
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Each row divided by its L2 norm, as float32; a zero row stays zero rather than NaN."""
+    rows = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """The logistic function in float32, stable for large logits of either sign."""
+    x = np.asarray(logits, dtype=np.float64)
+    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
 
 
 def cosine_scores(query_vec: np.ndarray, doc_vecs: np.ndarray) -> np.ndarray:

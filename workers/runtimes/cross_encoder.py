@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from appliance.config import ModelConfig, ModelKind
-from appliance.protocol import Input
+from appliance.protocol import Input, TruncationDirection
 from workers.runtimes import hf, precision
 from workers.runtimes.base import ModelLoadError, Tokenized, loading
 from workers.runtimes.hf import TorchRuntime
@@ -22,12 +22,13 @@ from workers.runtimes.tokenizer import TextTokenizer
 
 
 class Scorer(torch.nn.Module):
-    """Pair logits -> scores in 0..1.
+    """Pairs -> one relevance logit each, in float32.
 
     A one-label cross-encoder is trained with a binary (BCE) objective, so its logit is the
-    log-odds of relevance: the sigmoid turns it into a probability, which is what clients of
-    Cohere/Jina-style rerank APIs expect in ``relevance_score`` and what sentence-transformers'
-    ``CrossEncoder.predict`` returns. The order is the same either way.
+    log-odds of relevance. The worker loop turns it into a probability with the sigmoid (what
+    clients of Cohere/Jina-style rerank APIs expect in ``relevance_score`` and what
+    sentence-transformers' ``CrossEncoder.predict`` returns) unless the request asks for
+    ``raw_scores``. The order is the same either way.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -37,7 +38,7 @@ class Scorer(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-        return torch.sigmoid(logits.float()[:, 0])
+        return logits.float()[:, 0]
 
 
 class CrossEncoderRuntime(TorchRuntime):
@@ -45,11 +46,13 @@ class CrossEncoderRuntime(TorchRuntime):
 
     kind: ModelKind = "cross_encoder"
 
-    def tokenize(self, inputs: Sequence[Input], *, truncate: bool) -> list[Tokenized]:
+    def tokenize(self, inputs: Sequence[Input], *, truncate: bool,
+                 direction: TruncationDirection = "right") -> list[Tokenized]:  # fmt: skip
         raise TypeError(f"model {self.name!r} is a cross-encoder: it scores (query, document) pairs, it cannot embed")
 
-    def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool) -> list[Tokenized]:
-        return self.tokenizer.encode_pairs(query, documents, truncate=truncate)
+    def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool,
+                       direction: TruncationDirection = "right") -> list[Tokenized]:  # fmt: skip
+        return self.tokenizer.encode_pairs(query, documents, truncate=truncate, direction=direction)
 
     def sample(self, texts: list[str]) -> list[Tokenized]:
         return self.tokenize_pairs("warm up", texts, truncate=True)

@@ -143,7 +143,8 @@ class TorchRuntime:
     kind: ModelKind
 
     def __init__(self, name: str, module: nn.Module, tokenizer: TextTokenizer, *, dim: int, pad_id: int,
-                 device: str, dtype: torch.dtype, compile: bool, type_ids: bool = False) -> None:  # fmt: skip
+                 device: str, dtype: torch.dtype, compile: bool, type_ids: bool = False,
+                 normalize: bool = False) -> None:  # fmt: skip
         self.name = name
         self.dim = dim  # 0 for a cross-encoder, whose module answers one score per row
         self.max_length = tokenizer.max_length
@@ -154,6 +155,9 @@ class TorchRuntime:
         self.pad_id = pad_id
         self.compile = compile
         self.type_ids = type_ids
+        self.normalize = normalize  # the model's default; the worker loop applies it per request
+        self.prompts: dict[str, str] = {}  # set by runtimes.load_runtime
+        self.default_prompt_name = ""
         self._run: Callable[..., torch.Tensor] = module
         self._min_shape = 1
         self.overhead_tokens = float(MAX_OVERHEAD_TOKENS)  # no splitting until warm-up measures it

@@ -8,6 +8,8 @@ dependency):
     tokenizer.json      the tokenizer the vectors are indexed by
 
 Tokenization matches model2vec's: no special tokens, [UNK] dropped (it has no useful vector).
+``forward`` answers the plain mean; the config's ``normalize`` is the model's default, applied per
+request by the worker loop.
 ``weights``/``mapping`` exist only in vocabulary-quantized models: a token's vector is then
 ``embeddings[mapping[id]] * weights[id]``.
 """
@@ -22,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from appliance.config import ModelConfig, ModelKind
-from appliance.protocol import Input, ModelInfo
+from appliance.protocol import Input, ModelInfo, TruncationDirection
 from workers.runtimes.base import ModelLoadError, Tokenized, loading, model_info, not_a_cross_encoder
 from workers.runtimes.tokenizer import TextTokenizer
 
@@ -42,13 +44,17 @@ class StaticRuntime:
         self.vectors = vectors
         self.weights = weights
         self.mapping = mapping
-        self.normalize = normalize
+        self.normalize = normalize  # the model's default; the worker loop applies it per request
         self.tokenizer = tokenizer
+        self.prompts: dict[str, str] = {}  # set by runtimes.load_runtime
+        self.default_prompt_name = ""
 
-    def tokenize(self, inputs: Sequence[Input], *, truncate: bool) -> list[Tokenized]:
-        return self.tokenizer.encode(inputs, truncate=truncate)
+    def tokenize(self, inputs: Sequence[Input], *, truncate: bool,
+                 direction: TruncationDirection = "right") -> list[Tokenized]:  # fmt: skip
+        return self.tokenizer.encode(inputs, truncate=truncate, direction=direction)
 
-    def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool) -> list[Tokenized]:
+    def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool,
+                       direction: TruncationDirection = "right") -> list[Tokenized]:  # fmt: skip
         raise not_a_cross_encoder(self.name)
 
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
@@ -60,10 +66,7 @@ class StaticRuntime:
             rows = self.token_vectors(flat)
             starts = (np.cumsum(lengths) - lengths)[filled]
             out[filled] = np.add.reduceat(rows, starts, axis=0) / lengths[filled, None]
-        if self.normalize:
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            np.divide(out, norms, out=out, where=norms > 0)
-        return out
+        return out  # unnormalised: the worker loop normalises per request
 
     def token_vectors(self, ids: np.ndarray) -> np.ndarray:
         rows = self.vectors[ids if self.mapping is None else self.mapping[ids]]

@@ -6,14 +6,19 @@
   range check against the vocabulary.
 - **Too long**: with ``truncate=True`` an input is cut to the model's max length; with
   ``truncate=False`` it is refused (``InputTooLong``, naming its index) instead of silently cut.
-- **Pairs** (a cross-encoder's query and document) are one sequence, cut longest-first.
+- **Direction**: ``"right"`` (the default) cuts the end off and keeps the beginning; ``"left"``
+  cuts the beginning off and keeps the end (the latest turns of a chat, the end of a log). The
+  special tokens stay where they are either way: ``[CLS]`` first, ``[SEP]`` last. Token ids cut
+  left keep the last ``max_length`` ids.
+- **Pairs** (a cross-encoder's query and document) are one sequence, cut longest-first, from the
+  side the direction names.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from appliance.protocol import Input
+from appliance.protocol import Input, TruncationDirection
 from workers.runtimes.base import InputTooLong, InvalidInput, Tokenized
 
 if TYPE_CHECKING:  # imported at run time only by the constructor: a module import stays cheap
@@ -23,9 +28,10 @@ if TYPE_CHECKING:  # imported at run time only by the constructor: a module impo
 class TextTokenizer:
     """Batched tokenization with the appliance's rules: truncation, refusal, token-id input.
 
-    Holds two copies of the model's tokenizer: one that truncates at ``max_length`` (the library
-    keeps the special tokens when it cuts, so [SEP] stays last) and one that never truncates, to
-    measure an input before refusing it.
+    Holds three copies of the model's tokenizer: two that truncate at ``max_length``, one cutting
+    from the right and one from the left (the library keeps the special tokens when it cuts, so
+    [CLS] stays first and [SEP] last), and one that never truncates, to measure an input before
+    refusing it.
     """
 
     def __init__(self, tokenizer: Tokenizer, *, max_length: int, vocab_size: int,
@@ -42,17 +48,20 @@ class TextTokenizer:
         self.full.no_padding()  # padding is the forward pass's job, per batch
         self.cut = Tokenizer.from_str(self.full.to_str())
         self.cut.enable_truncation(max_length, strategy="longest_first")
+        self.cut_left = Tokenizer.from_str(self.full.to_str())
+        self.cut_left.enable_truncation(max_length, strategy="longest_first", direction="left")
 
     # ---- single inputs -------------------------------------------------------------------
-    def encode(self, inputs: Sequence[Input], *, truncate: bool) -> list[Tokenized]:
+    def encode(self, inputs: Sequence[Input], *, truncate: bool,
+               direction: TruncationDirection = "right") -> list[Tokenized]:  # fmt: skip
         texts = {i: self.prepare(x) for i, x in enumerate(inputs) if isinstance(x, str)}
-        encodings = dict(zip(texts, self.encode_batch(list(texts.values()), truncate)))
+        encodings = dict(zip(texts, self.encode_batch(list(texts.values()), truncate, direction)))
         out: list[Tokenized] = []
         for i, item in enumerate(inputs):
             if i in encodings:
                 out.append(self.from_encoding(i, encodings[i], truncate))
             else:
-                out.append(self.from_ids(i, item, truncate))
+                out.append(self.from_ids(i, item, truncate, direction))
         return out
 
     def from_encoding(self, index: int, encoding: Encoding, truncate: bool) -> Tokenized:
@@ -63,7 +72,7 @@ class TextTokenizer:
             ids = [t for t in ids if t != self.drop_id]
         return Tokenized(ids, None, len(ids))
 
-    def from_ids(self, index: int, item: object, truncate: bool) -> Tokenized:
+    def from_ids(self, index: int, item: object, truncate: bool, direction: TruncationDirection = "right") -> Tokenized:
         if not isinstance(item, (list, tuple)):
             raise InvalidInput(index, f"expected text or a list of token ids, got {type(item).__name__}")
         ids = list(item)
@@ -78,17 +87,19 @@ class TextTokenizer:
         if len(ids) > self.max_length:
             if not truncate:
                 raise InputTooLong(index, len(ids), self.max_length)
-            ids = ids[: self.max_length]
+            # token ids are used exactly as given, so nothing special is kept: just the side asked for
+            ids = ids[-self.max_length :] if direction == "left" else ids[: self.max_length]
         return Tokenized(ids, None, len(ids))
 
     # ---- pairs (cross-encoder) -----------------------------------------------------------
-    def encode_pairs(self, query: str, documents: Sequence[str], *, truncate: bool) -> list[Tokenized]:
+    def encode_pairs(self, query: str, documents: Sequence[str], *, truncate: bool,
+                     direction: TruncationDirection = "right") -> list[Tokenized]:  # fmt: skip
         for i, doc in enumerate(documents):
             if not isinstance(doc, str):
                 raise InvalidInput(i, f"documents must be text, got {type(doc).__name__}")
         q = self.prepare(query)
         pairs = [(q, self.prepare(doc)) for doc in documents]
-        tokenizer = self.cut if truncate else self.full
+        tokenizer = self.tokenizer_for(truncate, direction)
         out: list[Tokenized] = []
         for i, encoding in enumerate(tokenizer.encode_batch(pairs, add_special_tokens=self.special_tokens)):
             if len(encoding.ids) > self.max_length:
@@ -100,10 +111,15 @@ class TextTokenizer:
     def prepare(self, text: str) -> str:
         return text.lower() if self.lowercase else text
 
-    def encode_batch(self, texts: list[str], truncate: bool) -> list[Encoding]:
+    def tokenizer_for(self, truncate: bool, direction: TruncationDirection) -> Tokenizer:
+        if not truncate:
+            return self.full
+        return self.cut_left if direction == "left" else self.cut
+
+    def encode_batch(self, texts: list[str], truncate: bool, direction: TruncationDirection = "right") -> list[Encoding]:
         if not texts:
             return []
-        tokenizer = self.cut if truncate else self.full
+        tokenizer = self.tokenizer_for(truncate, direction)
         # the _fast variant skips character offsets, which nothing here uses
         encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
         return list(encode(texts, add_special_tokens=self.special_tokens))

@@ -1,5 +1,7 @@
-"""HF encoder runtime: a transformers model plus the pooling and normalisation its
-sentence-transformers files ask for (``modules.json``, ``1_Pooling/config.json``, ``Normalize``).
+"""HF encoder runtime: a transformers model plus the pooling its sentence-transformers files ask
+for (``modules.json``, ``1_Pooling/config.json``). A ``Normalize`` module there sets the model's
+default (``normalize``); the L2 norm itself is applied per request by the worker loop, so one
+batch can serve requests that want normalised vectors and requests that do not.
 
 The encoder and its pooling are one ``nn.Module`` (``Encoder``), so that ``compile=True`` hands
 the whole forward pass to ``torch.compile``. Compiling happens in ``warmup()``, before the worker
@@ -27,7 +29,7 @@ import torch
 from torch import nn
 
 from appliance.config import ModelConfig, ModelKind
-from appliance.protocol import Input
+from appliance.protocol import Input, TruncationDirection
 from workers.runtimes import hf, precision
 from workers.runtimes.base import Tokenized, loading, not_a_cross_encoder
 from workers.runtimes.hf import NO_LIMIT, TorchRuntime
@@ -116,35 +118,34 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
-    """Transformer -> pooling -> optional L2 norm; one module so one compile covers it all."""
+    """Transformer -> pooling; one module so one compile covers it all. The vectors leave it
+    unnormalised (the worker normalises per request)."""
 
-    def __init__(self, model: nn.Module, pooling: tuple[str, ...], normalize: bool) -> None:
+    def __init__(self, model: nn.Module, pooling: tuple[str, ...]) -> None:
         super().__init__()
         self.model = model
         self.pooling = pooling
-        self.normalize = normalize
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         # token_type_ids is always None: one text is one segment, which every model defaults to
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        hidden = hidden.float()  # pool and normalise in fp32 whatever the weights' dtype
+        hidden = hidden.float()  # pool in fp32 whatever the weights' dtype
         parts = [pool(hidden, attention_mask, mode) for mode in self.pooling]
-        vectors = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        if self.normalize:
-            vectors = nn.functional.normalize(vectors, p=2.0, dim=1)
-        return vectors
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 class TransformerRuntime(TorchRuntime):
-    """A sentence embedding model: text -> tokenizer -> encoder -> pooled (normalised) vectors."""
+    """A sentence embedding model: text -> tokenizer -> encoder -> pooled vectors (unnormalised)."""
 
     kind: ModelKind = "transformer"
 
-    def tokenize(self, inputs: Sequence[Input], *, truncate: bool) -> list[Tokenized]:
-        return self.tokenizer.encode(inputs, truncate=truncate)
+    def tokenize(self, inputs: Sequence[Input], *, truncate: bool,
+                 direction: TruncationDirection = "right") -> list[Tokenized]:  # fmt: skip
+        return self.tokenizer.encode(inputs, truncate=truncate, direction=direction)
 
-    def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool) -> list[Tokenized]:
+    def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool,
+                       direction: TruncationDirection = "right") -> list[Tokenized]:  # fmt: skip
         raise not_a_cross_encoder(self.name)
 
     def sample(self, texts: list[str]) -> list[Tokenized]:
@@ -170,8 +171,8 @@ def _load(model: ModelConfig, path: Path, device: str, dtype: torch.dtype) -> Tr
     tokenizer = TextTokenizer(hf_tokenizer.backend_tokenizer, max_length=max_length, lowercase=layout.lowercase,
                               vocab_size=network.get_input_embeddings().num_embeddings)  # fmt: skip
     normalize = layout.normalize if model.normalize is None else model.normalize
-    encoder = Encoder(network, layout.pooling, normalize).eval()
+    encoder = Encoder(network, layout.pooling).eval()
     dim = int(network.config.hidden_size) * len(layout.pooling)
     pad_id = hf.pad_id_of(hf_tokenizer, network.config)
     return TransformerRuntime(model.name, encoder, tokenizer, dim=dim, pad_id=pad_id, device=device, dtype=dtype,
-                              compile=model.compile)  # fmt: skip
+                              compile=model.compile, normalize=normalize)  # fmt: skip

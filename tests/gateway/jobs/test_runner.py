@@ -33,7 +33,7 @@ class ScriptedBackend:
         self.calls: list[tuple[list[Input], int]] = []
 
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
-                    use_cache: bool = True, priority: int = 0) -> EmbedOutcome:  # fmt: skip
+                    use_cache: bool = True, priority: int = 0, **options: Any) -> EmbedOutcome:  # fmt: skip
         self.calls.append((list(inputs), priority))
         await asyncio.sleep(self.delay_s)
         if self.failures:
