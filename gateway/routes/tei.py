@@ -19,12 +19,13 @@ import msgspec
 from aiohttp import web
 
 from appliance.config import Config
-from appliance.protocol import Input
+from appliance.protocol import Input, TruncationDirection
 from gateway import encoding, errors
 from gateway.backend import ModelCard
 from gateway.context import CONTEXT, Context
 from gateway.model_files import read_model_files
 from gateway.openapi import package_version
+from gateway.prompts import apply_prompt, prompt_for
 from gateway.route_docs import EMBED_HEADERS, RERANK_HEADERS, VECTOR, RouteDoc, json_answer
 from gateway.routes.answers import AddRoute, Handler, respond, respond_served
 from gateway.routes.checks import check_dimensions, check_inputs, read_json
@@ -69,9 +70,10 @@ def inputs_of(raw: str | list[str | int | list[int]]) -> list[Input]:
     return cast(list[Input], raw)
 
 
-def truncation(truncate: bool | None, direction: str) -> tuple[bool, str]:
-    """(truncate, "right" | "left"): TEI's ``truncate`` left out is ``auto_truncate``."""
-    return (AUTO_TRUNCATE if truncate is None else truncate), direction.lower()
+def truncation(truncate: bool | None, direction: str) -> tuple[bool, TruncationDirection]:
+    """(truncate, "right" | "left"): TEI's ``truncate`` left out is ``auto_truncate``; TEI spells
+    the direction either way."""
+    return (AUTO_TRUNCATE if truncate is None else truncate), cast(TruncationDirection, direction.lower())
 
 
 async def embed(request: web.Request) -> web.Response:
@@ -82,10 +84,12 @@ async def embed(request: web.Request) -> web.Response:
     items = inputs_of(body.inputs)
     check_inputs(items, ctx.config, field="inputs")
     dims = check_dimensions(body.dimensions, card)
+    items = apply_prompt(prompt_for(card, prompt_name=body.prompt_name), items)
     truncate, direction = truncation(body.truncate, body.truncation_direction)
     ctx.admit_inputs(request, len(items))
-    outcome = await ctx.embed(card.name, items, truncate, json=True)
-    vectors = encoding.shorten(outcome.vectors, dims)
+    outcome = await ctx.embed(card.name, items, truncate, json=True, normalize=body.normalize,
+                              truncation_direction=direction)  # fmt: skip
+    vectors = encoding.shorten(outcome.vectors, dims, normalized=body.normalize)
     encoded = encoding.full_width(outcome.json_rows, outcome.vectors, dims)
     return respond_served(request, encoding.encode(encoding.matrix_json(vectors, encoded)), outcome, len(items))
 
@@ -107,7 +111,8 @@ async def rerank(request: web.Request) -> web.Response:
     check_inputs(body.texts, ctx.config, field="texts")
     truncate, direction = truncation(body.truncate, body.truncation_direction)
     ctx.admit_inputs(request, len(body.texts))
-    outcome = await ctx.rerank(card.name, body.query, body.texts, truncate)
+    outcome = await ctx.rerank(card.name, body.query, body.texts, truncate, raw_scores=body.raw_scores,
+                               truncation_direction=direction)  # fmt: skip
     order, scores = ranking(outcome.scores, None)
     ranks = [TeiRank(index=i, score=s, text=body.texts[i] if body.return_text else None) for i, s in zip(order, scores)]
     return respond_served(request, encoding.encode(ranks), outcome)
@@ -122,7 +127,7 @@ def tokens_route(tokenizers: Tokenizers) -> Handler:
         card = ctx.model(body.model)
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
         check_inputs(texts, ctx.config, field="inputs")
-        prompted = texts
+        prompted = cast(list[str], apply_prompt(prompt_for(card, prompt_name=body.prompt_name), texts))
         tokenizer = await model_tokenizer(tokenizers, card, ctx.config)
         tokens = tokenizer.tokenize(prompted, add_special_tokens=body.add_special_tokens)
         answer = [[TeiToken(t.id, t.text, t.special, t.start, t.stop) for t in row] for row in tokens]

@@ -50,10 +50,24 @@ def test_embed_input_forms(server, backend):
     assert (backend.calls[-1].model, backend.calls[-1].truncate) == ("static", True)
 
 
+def test_options_reach_the_backend(server, backend):
+    server.post("/embed", {"inputs": ["alpha"]})
+    assert backend.options[-1] == {"normalize": True, "truncation_direction": "right"}  # TEI's defaults
+    server.post("/embed", {"inputs": ["alpha"], "normalize": False, "truncate": True, "truncation_direction": "Left"})
+    assert backend.options[-1] == {"normalize": False, "truncation_direction": "left"}
+    server.post("/rerank", {"query": "q", "texts": ["a"], "raw_scores": True, "truncation_direction": "left"})
+    assert backend.options[-1] == {"raw_scores": True, "truncation_direction": "left"}
+    # the fake models have no prompts: any name is refused, listing none
+    message = tei_error_of(server.post("/embed", {"inputs": ["a"], "prompt_name": "query"}), 422, "Validation")
+    assert "query" in message
+
+
 def test_embed_dimensions_cut_and_renormalise(server, backend):
     r = server.post("/embed", {"inputs": ["alpha"], "dimensions": 4})
     full = backend.vectors_for("mini", ["alpha"])[:, :4]
     np.testing.assert_allclose(f32(r.json()), full / np.linalg.norm(full), rtol=1e-6)
+    raw = server.post("/embed", {"inputs": ["alpha"], "dimensions": 4, "normalize": False})
+    np.testing.assert_array_equal(f32(raw.json()), full)  # cut only: the answer is not normalised
     tei_error_of(server.post("/embed", {"inputs": ["alpha"], "dimensions": 9}), 422, "Validation")
 
 
