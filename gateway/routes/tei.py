@@ -122,7 +122,7 @@ async def rerank(request: web.Request) -> web.Response:
 def tokens_route(tokenizers: Tokenizers) -> Handler:
     async def tokenize(request: web.Request) -> web.Response:
         ctx = request.app[CONTEXT]
-        ctx.check_ready()
+        ctx.admit(request)  # gateway CPU, not a worker's: ready and the request rate, no input rate
         body = await read_json(request, _tokenize_decoder, ctx.config.max_inputs)
         card = ctx.model(body.model)
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
@@ -139,7 +139,7 @@ def tokens_route(tokenizers: Tokenizers) -> Handler:
 def decode_route(tokenizers: Tokenizers) -> Handler:
     async def decode(request: web.Request) -> web.Response:
         ctx = request.app[CONTEXT]
-        ctx.check_ready()
+        ctx.admit(request)  # gateway CPU, not a worker's: ready and the request rate, no input rate
         body = await read_json(request, _decode_decoder, ctx.config.max_inputs)
         card = ctx.model(body.model)
         batches = id_batches(body.ids, ctx.config)

@@ -184,3 +184,13 @@ def test_post_root_needs_the_key_and_get_root_stays_the_page(tmp_path: Path, sta
     assert server.post("/", {"inputs": "alpha"}, headers={"Authorization": "Bearer sk-tei"}).status == 200
     page = server.get("/")
     assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+
+
+def test_a_spent_rate_is_overloaded(start_server):
+    config = msgspec.structs.replace(TEST_CONFIG, rate_limit_rpm=2)
+    server, _ = start_server(config, Admission.from_config(config))
+    assert server.post("/embed", {"inputs": "alpha"}).status == 200
+    tei_error_of(server.post("/tokenize", {"inputs": "alpha"}), 422, "Validation")  # charged, then refused
+    refused = server.post("/decode", {"ids": [1]})
+    tei_error_of(refused, 429, "Overloaded")
+    assert int(refused.headers["Retry-After"]) >= 1
