@@ -10,7 +10,8 @@ does, the whole input is shown: nothing is cut at the model's max length.
 A token's ``start`` and ``stop`` are UTF-8 byte offsets into the text as sent, and its ``text``
 the sent text between them (TEI's ``SimpleToken``); a special token has no offsets and its
 ``text`` is the token itself. Loading reads files and encoding is CPU work, so both run off the
-event loop (``asyncio.to_thread``; ``tokenizers`` releases the GIL while it encodes a batch).
+event loop: ``Tokenizers.of`` loads in a thread, and the routes call ``tokenize`` and ``decode``
+through ``asyncio.to_thread`` (``tokenizers`` releases the GIL while it encodes a batch).
 """
 
 from __future__ import annotations

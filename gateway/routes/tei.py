@@ -13,6 +13,7 @@ are ``gateway/tei.py``; every handler is wrapped by ``speaks_tei``, so errors an
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
 import msgspec
@@ -129,7 +130,8 @@ def tokens_route(tokenizers: Tokenizers) -> Handler:
         check_inputs(texts, ctx.config, field="inputs")
         prompted = cast(list[str], apply_prompt(prompt_for(card, prompt_name=body.prompt_name), texts))
         tokenizer = await model_tokenizer(tokenizers, card, ctx.config)
-        tokens = tokenizer.tokenize(prompted, add_special_tokens=body.add_special_tokens)
+        # off the event loop: tokenizing is CPU work (``tokenizers`` releases the GIL for a batch)
+        tokens = await asyncio.to_thread(tokenizer.tokenize, prompted, add_special_tokens=body.add_special_tokens)
         answer = [[TeiToken(t.id, t.text, t.special, t.start, t.stop) for t in row] for row in tokens]
         return respond(encoding.encode(answer))
 
@@ -148,7 +150,8 @@ def decode_route(tokenizers: Tokenizers) -> Handler:
         if unknown is not None:
             raise errors.InvalidField(f"token id {unknown} is outside {card.name!r}'s vocabulary "
                                       f"(0..{tokenizer.vocab_size - 1}) - at `$.ids`")  # fmt: skip
-        return respond(encoding.encode(tokenizer.decode(batches, skip_special_tokens=body.skip_special_tokens)))
+        texts = await asyncio.to_thread(tokenizer.decode, batches, skip_special_tokens=body.skip_special_tokens)
+        return respond(encoding.encode(texts))
 
     return decode
 
