@@ -203,11 +203,12 @@ def model_type(card: ModelCard, config: Config) -> TeiModelType:
     model = config.model(card.name)
     try:
         files = read_model_files(model, config.state_dir) if model is not None else None
-    except FileNotFoundError:  # no tokenizer.json: the model type is still known
+    except (OSError, ValueError):  # no tokenizer.json, unreadable JSON: the model type is still known
         files = None
     if card.kind == "cross_encoder":
         labels = files.labels if files else {"0": "LABEL_0"}
-        return TeiModelType(reranker=TeiClassifierModel(labels, {v: int(k) for k, v in labels.items()}))
+        ids = {label: int(key) for key, label in labels.items() if key.isdigit()}
+        return TeiModelType(reranker=TeiClassifierModel(labels, ids))
     return TeiModelType(embedding=TeiEmbeddingModel(files.pooling if files else "mean"))
 
 

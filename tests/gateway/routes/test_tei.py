@@ -194,3 +194,21 @@ def test_a_spent_rate_is_overloaded(start_server):
     refused = server.post("/decode", {"ids": [1]})
     tei_error_of(refused, 429, "Overloaded")
     assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_model_type_of_each_kind(tiny_transformer: Path, tiny_cross_encoder: Path, tmp_path: Path):
+    from appliance.config import Config, ModelConfig
+    from gateway.backend import ModelCard
+    from gateway.routes.tei import model_type
+
+    config = Config(models=[ModelConfig(name="e", path=str(tiny_transformer), main=True),
+                            ModelConfig(name="c", path=str(tiny_cross_encoder), kind="cross_encoder"),
+                            ModelConfig(name="gone", path=str(tmp_path / "nothing"), kind="cross_encoder")])  # fmt: skip
+
+    def card(name: str, kind: str) -> ModelCard:
+        return ModelCard(name=name, kind=kind, dim=0, max_length=128, main=False, workers=[])  # type: ignore[arg-type]
+
+    assert msgspec.to_builtins(model_type(card("e", "transformer"), config)) == {"embedding": {"pooling": "mean"}}
+    reranker = {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
+    assert msgspec.to_builtins(model_type(card("c", "cross_encoder"), config)) == reranker
+    assert msgspec.to_builtins(model_type(card("gone", "cross_encoder"), config)) == reranker  # no files: defaults
