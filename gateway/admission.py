@@ -59,6 +59,8 @@ Clock = Callable[[], float]
 # page (``/``: static, no data; its script sends a key with its ``/stats`` calls), the API
 # description and its docs page (``gateway/routes/docs.py``), which carry no data either.
 OPEN_PATHS = frozenset({"/health", "/ready", "/", "/openapi.json", "/docs", "/docs/docs.js", "/docs/docs.css"})
+# Open to reads only: ``POST /`` (TEI's embed route) computes, and needs the key like any work route.
+OPEN_METHODS = frozenset({"GET", "HEAD"})
 KEYS_CHECK_INTERVAL_S = 1.0
 # Bounded memory: beyond this many principals the least recently seen bucket is dropped.
 MAX_PRINCIPALS = 10_000
@@ -67,6 +69,11 @@ TOKEN_EPSILON = 1e-9
 CHALLENGE = 'Bearer realm="appliance"'
 
 PRINCIPAL = web.RequestKey("principal", str)
+
+
+def is_open(method: str, path: str) -> bool:
+    """Whether ``method path`` is served without a key: a read of one of ``OPEN_PATHS``."""
+    return method in OPEN_METHODS and path in OPEN_PATHS
 
 
 class KeysFileError(StartupError):
@@ -255,7 +262,7 @@ class Admission:
 
     def authenticate(self, request: web.Request) -> None:
         """Check 1, on every route but ``OPEN_PATHS`` (unknown paths too: 401 reveals no route)."""
-        if self.keys is not None and request.path not in OPEN_PATHS:
+        if self.keys is not None and not is_open(request.method, request.path):
             try:
                 request[PRINCIPAL] = self.keys.principal(request.headers.get("Authorization"))
             except errors.Unauthorized:

@@ -52,6 +52,7 @@ class ModelCard(msgspec.Struct):
     normalize: bool = False  # its vectors are L2-normalised when a request does not say
     prompts: dict[str, str] = msgspec.field(default_factory=dict)  # name -> text put before an input
     default_prompt_name: str = ""  # the prompt used when a request names none; "" = none
+    dtype: str = ""  # the weights' dtype as the workers loaded them ("float32", "bfloat16"); "" before any did
 
 
 class WorkerCard(WorkerCounters, kw_only=True):

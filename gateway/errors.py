@@ -72,6 +72,12 @@ class Unsupported(ApiError):
     status, type = 422, "unsupported"
 
 
+class TokenizerFailed(ApiError):
+    """The model's tokenizer refused a text (the gateway's own tokenizing: TEI's ``/tokenize``)."""
+
+    status, type = 422, "tokenizer_error"
+
+
 class RateLimited(ApiError):
     """The key's (or client's) requests or inputs per minute are spent; Retry-After says when."""
 

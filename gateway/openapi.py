@@ -28,19 +28,21 @@ from typing import Any, Iterable
 import msgspec
 from aiohttp import web
 
-from gateway.admission import OPEN_PATHS
+from gateway.admission import is_open
 from gateway.responses import ErrorBody
 from gateway.route_docs import JSON, SCHEMA_REF, Events, Lines, Param, RouteDoc
 
 DISTRIBUTION = "inference-appliance"
 TITLE = "Inference appliance"
-SUMMARY = "Text embeddings and reranking over HTTP (OpenAI, Ollama and Cohere/Jina dialects), bulk jobs and streams."
+SUMMARY = ("Text embeddings and reranking over HTTP (OpenAI, Ollama, TEI and Cohere/Jina dialects), bulk jobs and "
+           "streams.")
 # What holds for every path and so belongs to no one operation.
 DESCRIPTION = (
     "Every error is JSON `{\"error\": {\"message\", \"type\", \"code\"}}`, `type` a stable word a client may "
-    "branch on. A method a path does not take is a 405 with `Allow`; an unknown path a 404. Every GET also "
-    "answers HEAD. Past `max_connections` a new connection gets a 503 with `Retry-After: 1` before any route "
-    "sees it. `model` left out of a body means the main model."
+    "branch on; the TEI routes answer in TEI's own shape, `{\"error\", \"error_type\"}`. A method a path "
+    "does not take is a 405 with `Allow`; an unknown path a 404. Every GET also answers HEAD. Past "
+    "`max_connections` a new connection gets a 503 with `Retry-After: 1` before any route sees it. `model` "
+    "left out of a body means the main model."
 )
 SECURITY_SCHEME = "apiKey"
 BODY_ERRORS = (400, 408, 413, 422)
@@ -85,6 +87,7 @@ ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
     413: ("The request body is over `max_body_bytes` (`max_job_body_bytes` for a job).", ("body_too_large",)),
     422: ("A field is wrong, or there are too many or too long inputs.",
           ("invalid_field", "too_many_inputs", "input_too_long", "unsupported")),
+    424: ("The model failed on this request's batch (out of memory even after splitting it).", ("overloaded",)),
     429: ("A rate limit is spent, or the queue is full.", ("rate_limited", "queue_full")),
     503: ("Not ready, draining, memory low, overloaded, or no worker can take it.",
           ("not_ready", "draining", "memory_low", "overloaded", "worker_unavailable")),
@@ -181,6 +184,8 @@ def types_of(doc: RouteDoc) -> Iterable[Any]:
         elif not isinstance(answer, dict):
             yield answer
     yield from doc.refs
+    if doc.error_body is not None:
+        yield doc.error_body
 
 
 def operation(route: Registered, schemas: Schemas) -> dict[str, Any]:
@@ -198,12 +203,21 @@ def operation(route: Registered, schemas: Schemas) -> dict[str, Any]:
         if doc.example is not None:
             media["example"] = doc.example
         op["requestBody"] = {"required": True, "content": {JSON: media}}
-    if route.path in OPEN_PATHS:
+    if is_open(route.method, route.path):
         op["security"] = []  # carries no data: open even where keys are configured
     op["responses"] = {str(doc.status): success(doc, schemas)}
     for status in errors_of(route):
-        op["responses"][str(status)] = {"$ref": f"#/components/responses/Error{status}"}
+        op["responses"][str(status)] = error_answer(status, doc, schemas)
     return op
+
+
+def error_answer(status: int, doc: RouteDoc, schemas: Schemas) -> dict[str, Any]:
+    """The shared component for an error in the appliance's shape; written out in the route's own
+    ``error_body`` shape when it speaks another dialect (all but the key check's 401)."""
+    if doc.error_body is None or status == 401:
+        return {"$ref": f"#/components/responses/Error{status}"}
+    return {"description": ERRORS[status][0], "headers": error_headers(status),
+            "content": {JSON: {"schema": schemas.of(doc.error_body)}}}  # fmt: skip
 
 
 def success(doc: RouteDoc, schemas: Schemas) -> dict[str, Any]:
@@ -254,22 +268,29 @@ def errors_of(route: Registered) -> list[int]:
     found = set(route.doc.errors)
     if route.doc.body is not None:
         found.update(BODY_ERRORS)
-    if route.path not in OPEN_PATHS:
+    if not is_open(route.method, route.path):
         found.add(401)
     return sorted(found)
 
 
 def used_errors(routes: Iterable[Registered]) -> list[int]:
-    return sorted({status for route in routes for status in errors_of(route)})
+    """The statuses some route answers in the appliance's own error shape (a shared component)."""
+    return sorted({status for route in routes for status in errors_of(route)
+                   if route.doc is not None and (route.doc.error_body is None or status == 401)})  # fmt: skip
+
+
+def error_headers(status: int) -> dict[str, Any]:
+    headers = {"X-Request-ID": header_ref("X-Request-ID", required=status != 503)}
+    if status in (424, 429, 503):
+        headers["Retry-After"] = header_ref("Retry-After")
+    if status == 401:
+        headers["WWW-Authenticate"] = header_ref("WWW-Authenticate", required=True)
+    return headers
 
 
 def error_response(status: int) -> dict[str, Any]:
     meaning, types = ERRORS[status]
-    headers = {"X-Request-ID": header_ref("X-Request-ID", required=status != 503)}
-    if status in (429, 503):
-        headers["Retry-After"] = header_ref("Retry-After")
-    if status == 401:
-        headers["WWW-Authenticate"] = header_ref("WWW-Authenticate", required=True)
+    headers = error_headers(status)
     description = f"{meaning} `error.type`: {', '.join(f'`{t}`' for t in types)}."
     return {"description": description, "headers": headers,
             "content": {JSON: {"schema": {"$ref": SCHEMA_REF.format(name=ErrorBody.__name__)}}}}  # fmt: skip

@@ -68,7 +68,8 @@ Content = Mapping[str, Any]
 @dataclass(frozen=True, slots=True)
 class RouteDoc:
     """One operation. ``errors`` are the error statuses the route's own steps can answer with,
-    beyond those the builder adds (see the module docstring); ``headers`` are success-answer
+    beyond those the builder adds (see the module docstring), described with ``error_body`` when
+    set; ``headers`` are success-answer
     headers by name (``gateway/openapi.py`` ``HEADERS``); ``refs`` are Structs a schema written
     by hand (a ``msgspec.Raw`` field's) refers to by name, so that they are among the components.
     """
@@ -84,6 +85,10 @@ class RouteDoc:
     errors: tuple[int, ...] = ()
     params: tuple[Param, ...] = ()
     refs: tuple[Any, ...] = ()
+    # The Struct this route's error answers have when it speaks another server's dialect (TEI's
+    # ``{error, error_type}``); None: the appliance's own ``ErrorBody``. A 401 keeps ``ErrorBody``:
+    # the key is checked before any route runs.
+    error_body: Any = None
 
 
 # A route whose answer is not JSON names its media type with a literal schema, in one line:

@@ -152,7 +152,8 @@ class Router:
                                    max_length=info.max_length if info else 0, main=model.main,
                                    workers=[w.index for w in holders], normalize=info.normalize if info else False,
                                    prompts=dict(info.prompts) if info else {},
-                                   default_prompt_name=info.default_prompt_name if info else ""))  # fmt: skip
+                                   default_prompt_name=info.default_prompt_name if info else "",
+                                   dtype=info.dtype if info else ""))  # fmt: skip
         return cards
 
     def workers(self) -> list[WorkerCard]:

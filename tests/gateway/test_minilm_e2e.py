@@ -1,4 +1,5 @@
-"""End to end with the real MiniLM and the real `openai` and `ollama` clients, unchanged."""
+"""End to end with the real MiniLM and the real `openai`, `ollama` and TEI (`huggingface_hub`) clients,
+unchanged."""
 
 from __future__ import annotations
 
@@ -86,3 +87,15 @@ def test_ollama_client_unchanged(appliance: Appliance, reference: np.ndarray) ->
     response = ollama.Client(host=appliance.url, timeout=30).embed(model=MODEL, input=TEXTS)
     vectors = np.array(response.embeddings)
     assert cosine_rows(vectors, reference).min() >= 0.9999
+
+
+def test_tei_client_unchanged(appliance: Appliance, reference: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import InferenceClient, constants
+
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: False)  # a URL model reaches only the appliance
+    client = InferenceClient(model=appliance.url, timeout=30)
+    vectors = np.stack([client.feature_extraction(text)[0] for text in TEXTS])
+    assert vectors.shape == (len(TEXTS), 384)
+    assert cosine_rows(vectors, reference).min() >= 0.9999
+    status, _, info = post(appliance.url + "/tokenize", {"inputs": TEXTS[2]})
+    assert status == 200 and [t["text"] for t in info[0]][:3] == ["[CLS]", "Paris", "is"]
