@@ -154,24 +154,17 @@ class JobSubmit(EmbedOptions, kw_only=True):
     use_cache: bool = True
 
 
-class OllamaEmbeddings(msgspec.Struct, kw_only=True):
+class OllamaEmbeddings(EmbedOptions, kw_only=True):
     """``POST /api/embeddings``, the Ollama API older clients still call: one ``prompt``. An empty
     prompt answers an empty embedding, as Ollama's does (it only loads the model there).
-    ``keep_alive`` and ``options`` as in ``OllamaEmbed``. Our extensions: ``truncate``, and the
-    request options (``gateway/prompts.py``): at most one of ``prompt_name``, ``instruction`` and
-    ``input_type``; ``normalize`` (null: the model's default); ``truncation_direction`` (TEI's
-    capitalised spellings too)."""
+    ``keep_alive`` and ``options`` as in ``OllamaEmbed``. Our extensions: ``truncate`` and the
+    request options every embedding body takes (``EmbedOptions``)."""
 
     model: str | None = None
     prompt: str = ""
     truncate: bool = True
     keep_alive: KeepAlive | float | None = None
     options: Options | None = None
-    prompt_name: str | None = None
-    instruction: str | None = None
-    input_type: str | None = None
-    normalize: bool | None = None
-    truncation_direction: Literal["right", "left", "Right", "Left"] = "right"
 
 
 class CohereRerankV2(msgspec.Struct, kw_only=True):
