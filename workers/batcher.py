@@ -21,6 +21,13 @@ How the next batch is chosen, and why:
    batch the padding does not depend on order), which is why ``lookahead`` is a few batches.
 4. **Anchor.** The batch is the block that holds the *anchor*: the first queued item of the
    first request in the order, whatever its length, so that request is always served.
+   **Split.** Given ``overhead_tokens`` (a forward pass's fixed cost in padded-token units, which
+   a CPU runtime measures at warm-up), the block is cut again into the passes that compute it at
+   least cost, sum(overhead + rows x longest), exactly (``workers.runtimes.chunking``), and only
+   the anchor's pass runs now. The rest stays queued and is pooled again with what arrives
+   meanwhile, so a long item waits one pass for other long ones instead of padding a batch of
+   short ones (forward-time chunking alone runs every pass back to back and answers none of the
+   batch's requests before the last). The anchor still runs, so fairness is unchanged.
 5. **Priority.** Steps 1 to 4 run within a priority class (``appliance.protocol``: interactive
    0, background 1; lower first), each class counting its own batches for step 1's oldest turn.
    The most urgent class with queued items forms the batch; only when the batch holds every
@@ -56,6 +63,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from appliance.protocol import INTERACTIVE
+from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, plan_chunks
 
 LOOKAHEAD_BATCHES = 4  # default pool = this many full batches: enough rows for sorting to pay
 OLDEST_EVERY = 4  # every 4th batch goes to the oldest request: a big one gets >= 1/4 of the batches
@@ -137,6 +145,7 @@ class Batcher:
         chunk_items: int | None = None,
         lookahead: int | None = None,
         sort_by_length: bool = True,
+        overhead_tokens: float | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         if max_batch_tokens < 1 or max_batch_size < 1:
@@ -148,6 +157,8 @@ class Batcher:
         self.chunk_items = max(1, chunk_items or max_batch_size)
         self.lookahead = max(1, lookahead or LOOKAHEAD_BATCHES * max_batch_size)
         self.sort_by_length = sort_by_length
+        # step 4's split; None, or padding about as cheap as a pass (a GPU), never splits
+        self.overhead_tokens = overhead_tokens if overhead_tokens and overhead_tokens < MAX_OVERHEAD_TOKENS else None
         self.clock = clock
         self._requests: dict[object, _Request] = {}  # every unfinished request, arrival order
         self._queued_by: Counter[int] = Counter()  # items waiting for a batch, per priority
@@ -273,8 +284,9 @@ class Batcher:
         classes = self._classes()
         priority = min(classes)  # step 5: the most urgent class forms the batch
         pool, whole = self._pool(self._order(classes.pop(priority), self._turns[priority]), priority)
-        start, end = self._cut(pool, self._budget(priority, now_ns))
+        start, end, at = self._cut(pool, self._budget(priority, now_ns))
         full = end - start == self.max_batch_size or end < len(pool) or not whole
+        start, end, full = self._split(pool, start, end, at, full)
         entries = pool[start:end]
         padded = len(entries) * max(map(_width, entries))
         if start == 0 and not full and classes:  # every queued item of the class is in: room to fill
@@ -302,13 +314,28 @@ class Batcher:
             return self.max_batch_tokens
         return min(self.max_batch_tokens, self._pace[0])
 
-    def _cut(self, pool: list[_Entry], budget: int) -> tuple[int, int]:
-        """Steps 3 and 4: sort the pool (in place) and find the anchor's block."""
+    def _cut(self, pool: list[_Entry], budget: int) -> tuple[int, int, int]:
+        """Steps 3 and 4: sort the pool (in place) and find the anchor's block: (start, end, anchor)."""
         if not self.sort_by_length:
-            return self._block_around(pool, 0, budget)
+            return *self._block_around(pool, 0, budget), 0
         anchor = pool[0][0]
         pool.sort(key=_width)  # stable: the anchor (pool[0]) stays first among items of its length
-        return self._block_around(pool, bisect_left(pool, anchor, key=_width), budget)
+        at = bisect_left(pool, anchor, key=_width)
+        return *self._block_around(pool, at, budget), at
+
+    def _split(self, pool: list[_Entry], start: int, end: int, at: int, full: bool) -> tuple[int, int, bool]:
+        """Step 4's split: the anchor's pass of the block's cheapest passes, and whether the plan
+        is full (a split one is: waiting could only add items it would leave out)."""
+        if self.overhead_tokens is None or not self.sort_by_length or end - start < 2:
+            return start, end, full
+        widths = [entry[0] for entry in pool[start:end]]
+        if (end - start) * widths[-1] - sum(widths) <= self.overhead_tokens:
+            return start, end, full  # the padding saved by any split is less than one more pass
+        # sorted, so plan_chunks keeps the order and every pass is a contiguous run of the block
+        for chunk in plan_chunks(widths, self.overhead_tokens):
+            if chunk[0] <= at - start <= chunk[-1]:
+                return start + chunk[0], start + chunk[-1] + 1, full or len(chunk) < len(widths)
+        raise AssertionError("the anchor is in the block")  # pragma: no cover
 
     def _fill(self, entries: list[_Entry], padded: int, classes: dict[int, list[_Request]]) -> list[_Entry]:
         """Step 5: lower classes fill the room left, shortest first, within twice ``padded`` tokens."""
