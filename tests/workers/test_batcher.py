@@ -210,6 +210,14 @@ def test_items_left_queued_are_pooled_with_later_arrivals_of_their_length() -> N
     assert batch_lengths(loop) == [[10] * 4, [87, 88, 90], [12]]
 
 
+def test_an_item_is_left_behind_at_most_once() -> None:
+    """Each length its own cheapest pass; unbounded, the 90-token text would wait for four passes
+    of older texts. Left behind once, it runs in the next batch with everything then queued."""
+    loop = Loop(Batcher(16_384, 128, overhead_tokens=5.0), single_texts([10, 30, 50, 70, 90]))
+    loop.run()
+    assert batch_lengths(loop) == [[10], [30, 50, 70, 90]]
+
+
 def test_no_split_when_the_padding_saved_is_less_than_a_pass() -> None:
     lengths = [10, 12, 14, 16]  # 64 padded, 52 real: 12 tokens of padding < 20 per pass
     loop = Loop(Batcher(16_384, 128, overhead_tokens=20.0), single_texts(lengths))
