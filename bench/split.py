@@ -5,14 +5,14 @@ each keep one single-sentence request queued or computing (the share of one work
 two workers), the real ``Batcher`` forms each batch and the real runtime computes it on
 ``--threads`` threads (a worker pinned to one core: 1), and every finished client sends its next
 sentence from the bench corpus at once. Two policies, the only difference being the batcher's
-``overhead_tokens``: ``whole`` (None: the block runs as one batch, which the runtime may still
-chunk at forward time, as before the split) and ``split`` (the runtime's measured overhead: only
-the anchor's pass runs, the rest stays queued).
+``split_passes``: ``whole`` (the default: the block is one batch, which the runtime cuts into its
+cheapest passes at forward time) and ``split`` (only the anchor's pass runs, the rest stays
+queued).
 
 The policies alternate for ``--rounds`` rounds of ``--seconds`` each, so both see the same noise;
 the figure is split's sentences/s over whole's per round, with the padding ratio (padded over
-real tokens) of the batches formed and of the passes computed (the runtime's forward-time chunking
-may cut a whole batch) and the mean batch of each. Last line: one JSON object with every figure.
+real tokens) of the batches as formed and of the passes computed (the batcher's count) and the
+mean batch of each. Last line: one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from bench.corpus import sentences
 from bench.target import MODEL, MODEL_PATH
 from workers.batcher import Batcher
 from workers.runtimes import Runtime, Tokenized, load_runtime
-from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, plan_chunks
 
 POLICIES = ("whole", "split")
 MAX_BATCH_TOKENS, MAX_BATCH_SIZE = 16384, 128  # the config's defaults (appliance.config)
@@ -43,8 +42,8 @@ class Round:
     policy: str
     round: int
     sentences_per_s: float
-    padding_ratio: float  # padded over real tokens of the batches the batcher formed
-    computed_padding_ratio: float  # the same of the passes the runtime ran (it may chunk a batch)
+    padding_ratio: float  # padded over real tokens of the batches as formed (rows x longest)
+    computed_padding_ratio: float  # the same of the passes the runtime ran (it cuts a batch)
     inputs_per_batch: float
 
 
@@ -68,8 +67,8 @@ def load(args: argparse.Namespace) -> Runtime:
 
 def closed_loop(runtime: Runtime, items: Iterator[Tokenized], batcher: Batcher, clients: int,
                 seconds: float) -> tuple[int, int, int]:  # fmt: skip
-    """(sentences finished, inputs computed, padded tokens the passes computed) in ``seconds`` by
-    ``clients`` clients, each resending as soon as it is answered."""
+    """(sentences finished, inputs computed, padded tokens of the batches as formed) in ``seconds``
+    by ``clients`` clients, each resending as soon as it is answered."""
     keys = itertools.count()
 
     def send() -> None:
@@ -78,34 +77,26 @@ def closed_loop(runtime: Runtime, items: Iterator[Tokenized], batcher: Batcher, 
 
     for _ in range(clients):
         send()
-    overhead = float(getattr(runtime, "overhead_tokens", MAX_OVERHEAD_TOKENS))
-    done, computed, padded, deadline = 0, 0, 0, time.perf_counter() + seconds
+    done, computed, formed, deadline = 0, 0, 0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         batch = batcher.next_batch()
         assert batch is not None, "a closed loop always has work queued"
         computed += len(batch)
-        padded += passes_padded_tokens(batch.lengths, overhead)
+        formed += len(batch) * max(batch.lengths)
         for _ in batcher.complete(batch, runtime.forward(batch.payloads)):
             done += 1
             send()
-    return done, computed, padded
-
-
-def passes_padded_tokens(lengths: list[int], overhead: float) -> int:
-    """What the runtime computes for a batch: the padded tokens of its forward-time chunks."""
-    if overhead >= MAX_OVERHEAD_TOKENS or len(lengths) < 2:
-        return len(lengths) * max(lengths)
-    return sum(len(c) * max(lengths[i] for i in c) for c in plan_chunks(lengths, overhead))
+    return done, computed, formed
 
 
 def measure(runtime: Runtime, items: Iterator[Tokenized], policy: str, args: argparse.Namespace,
             n: int) -> Round:  # fmt: skip
-    overhead = getattr(runtime, "overhead_tokens", None) if policy == "split" else None
-    batcher = Batcher(MAX_BATCH_TOKENS, MAX_BATCH_SIZE, overhead_tokens=overhead)
-    done, computed, padded = closed_loop(runtime, items, batcher, args.clients, args.seconds)
-    real = batcher.real_tokens
-    return Round(policy, n, round(done / args.seconds, 1), round(batcher.padded_tokens / real, 3),
-                 round(padded / real, 3), round(computed / batcher.batches, 2))  # fmt: skip
+    batcher = Batcher(MAX_BATCH_TOKENS, MAX_BATCH_SIZE, overhead_tokens=getattr(runtime, "overhead_tokens", None),
+                      split_passes=policy == "split")  # fmt: skip
+    done, computed, formed = closed_loop(runtime, items, batcher, args.clients, args.seconds)
+    real = batcher.real_tokens  # the batcher counts the passes the runtime computes (padded_tokens)
+    return Round(policy, n, round(done / args.seconds, 1), round(formed / real, 3),
+                 round(batcher.padded_tokens / real, 3), round(computed / batcher.batches, 2))  # fmt: skip
 
 
 def main(argv: Sequence[str]) -> int:
@@ -130,7 +121,8 @@ def main(argv: Sequence[str]) -> int:
     print(json.dumps({"model": MODEL, "dtype": runtime.dtype, "threads": args.threads, "clients": args.clients,
                       "overhead_tokens": round(float(getattr(runtime, "overhead_tokens", 0)), 1),
                       "split_over_whole": round(statistics.median(ratios), 3),
-                      "round_ratios": [round(r, 3) for r in ratios], "rounds": [asdict(r) for r in rounds]}))  # fmt: skip
+                      "round_ratios": [round(r, 3) for r in ratios],
+                      "rounds": [asdict(r) for r in rounds]}))  # fmt: skip
     return 0
 
 

@@ -21,16 +21,14 @@ How the next batch is chosen, and why:
    batch the padding does not depend on order), which is why ``lookahead`` is a few batches.
 4. **Anchor.** The batch is the block that holds the *anchor*: the first queued item of the
    first request in the order, whatever its length, so that request is always served.
-   **Split.** Given ``overhead_tokens`` (a forward pass's fixed cost in padded-token units, which
-   a CPU runtime measures at warm-up), the block is cut again into the passes that compute it at
-   least cost, sum(overhead + rows x longest), exactly (``workers.runtimes.chunking``), and only
-   the anchor's pass runs now. The rest stays queued and is pooled again with what arrives
-   meanwhile, so a long item waits one pass for other long ones instead of padding a batch of
-   short ones (forward-time chunking alone runs every pass back to back and answers none of the
-   batch's requests before the last). The anchor still runs, and an item is left behind at most
-   once: a block holding an item a split already deferred runs whole (forward-time chunking may
-   still cut it), so no item waits more than one extra pass. Without that bound a long text
-   waited until it was the oldest queued item, and the c=32 p99 latency doubled.
+   **Split** (``split_passes``, off by default: it measured as no win, see below). The block is
+   cut again into the passes that compute it at least cost (below), only the anchor's pass runs
+   and the rest stays queued, to be pooled again with what arrives meanwhile, so a long item can
+   wait one pass for other long ones. An item is left behind at most once (a block holding one
+   already deferred runs whole): unbounded, a long text waited until it was the oldest queued
+   item and the c=32 p99 latency doubled. Measured (``bench split``, ``bench serve``): the passes
+   computed hold the same padding either way, since the runtime cuts a whole batch into the
+   same cheapest passes at forward time, and served throughput was 0.65-1.31x without it.
 5. **Priority.** Steps 1 to 4 run within a priority class (``appliance.protocol``: interactive
    0, background 1; lower first), each class counting its own batches for step 1's oldest turn.
    The most urgent class with queued items forms the batch; only when the batch holds every
@@ -46,6 +44,12 @@ What bounds background work: it runs whenever no interactive item is queued (at 
 item, so every background request progresses) and in the room interactive batches leave. Under
 interactive load that keeps an item queued at every step and fills every batch it waits, bounded
 only by its deadline: the intended trade-off, as a job is throughput work nobody watches live.
+
+Counting: ``padded_tokens`` (per batch and cumulative) is what the model computes. Given
+``overhead_tokens`` (a forward pass's fixed cost in padded-token units, which a CPU runtime
+measures at warm-up and uses to cut a batch into passes, ``workers.runtimes.chunking``) that is
+rows x longest row of each of those passes, else of the whole batch: counting the batch as
+formed showed 1.6x real tokens at c=32 single sentences when the passes computed held 1.15x.
 
 Results come back per request, in the request's original input order, whatever the sorting did.
 The payload of an item is opaque here (the runtimes' ``Tokenized``); only its length counts.
@@ -117,7 +121,7 @@ class Batch:
     lengths: list[int]
     keys: list[object]  # the request each item belongs to
     indices: list[int]  # each item's position in its request's inputs
-    padded_tokens: int  # rows x longest row: what the forward pass really computes
+    padded_tokens: int  # rows x longest row of each pass the runtime cuts it into: what it computes
     # the batcher's own bookkeeping: keys may be reused after a cancel, request objects are not
     owners: list[_Request] = field(repr=False, default_factory=list)
     settled: bool = field(repr=False, default=False)
@@ -150,6 +154,7 @@ class Batcher:
         lookahead: int | None = None,
         sort_by_length: bool = True,
         overhead_tokens: float | None = None,
+        split_passes: bool = False,
         clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         if max_batch_tokens < 1 or max_batch_size < 1:
@@ -161,8 +166,9 @@ class Batcher:
         self.chunk_items = max(1, chunk_items or max_batch_size)
         self.lookahead = max(1, lookahead or LOOKAHEAD_BATCHES * max_batch_size)
         self.sort_by_length = sort_by_length
-        # step 4's split; None, or padding about as cheap as a pass (a GPU), never splits
+        # None, or padding about as cheap as a pass (a GPU): batches run (and count) as one pass
         self.overhead_tokens = overhead_tokens if overhead_tokens and overhead_tokens < MAX_OVERHEAD_TOKENS else None
+        self.split_passes = split_passes
         self.clock = clock
         self._requests: dict[object, _Request] = {}  # every unfinished request, arrival order
         self._queued_by: Counter[int] = Counter()  # items waiting for a batch, per priority
@@ -330,7 +336,7 @@ class Batcher:
     def _split(self, pool: list[_Entry], start: int, end: int, at: int, full: bool) -> tuple[int, int, bool]:
         """Step 4's split: the anchor's pass of the block's cheapest passes, and whether the plan
         is full (a split one is: waiting could only add items it would leave out)."""
-        if self.overhead_tokens is None or not self.sort_by_length or end - start < 2:
+        if not self.split_passes or self.overhead_tokens is None or not self.sort_by_length or end - start < 2:
             return start, end, full
         widths = [entry[0] for entry in pool[start:end]]
         if (end - start) * widths[-1] - sum(widths) <= self.overhead_tokens:
@@ -427,13 +433,19 @@ class Batcher:
             lengths=lengths,
             keys=[request.key for _, request, _ in entries],
             indices=[index for _, _, index in entries],
-            padded_tokens=len(entries) * max(lengths),
+            padded_tokens=self._passes_padded_tokens(lengths),
             owners=[request for _, request, _ in entries],
         )
         self.batches += 1
         self.padded_tokens += batch.padded_tokens
         self.real_tokens += sum(lengths)
         return batch
+
+    def _passes_padded_tokens(self, lengths: list[int]) -> int:
+        # the same cut as the runtime's forward_in_chunks: same lengths, same overhead
+        if self.overhead_tokens is None or len(lengths) < 2:
+            return len(lengths) * max(lengths)
+        return sum(len(chunk) * max(lengths[i] for i in chunk) for chunk in plan_chunks(lengths, self.overhead_tokens))
 
     def _now(self, now_ns: int | None) -> int:
         return self.clock() if now_ns is None else now_ns

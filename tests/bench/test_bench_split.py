@@ -1,5 +1,4 @@
-"""bench/split.py and bench/lone.py: the padded tokens a batch's passes compute, and smoke runs of
-both scenarios on a tiny model."""
+"""bench/split.py and bench/lone.py: smoke runs of both scenarios on a tiny model."""
 
 from __future__ import annotations
 
@@ -10,15 +9,6 @@ import pytest
 
 import bench.lone as lone
 import bench.split as split
-from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS
-
-
-def test_the_padded_tokens_of_a_batch_are_those_of_its_forward_time_chunks() -> None:
-    lengths = [10, 10, 10, 90]
-    assert split.passes_padded_tokens(lengths, 20.0) == 3 * 10 + 90  # cut: 20 + 30 and 20 + 90 < 360
-    assert split.passes_padded_tokens(lengths, 1000.0) == 4 * 90  # one pass: a cut would cost more
-    assert split.passes_padded_tokens(lengths, float(MAX_OVERHEAD_TOKENS)) == 4 * 90  # a GPU never cuts
-    assert split.passes_padded_tokens([7], 20.0) == 7
 
 
 @pytest.mark.slow
