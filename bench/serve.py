@@ -16,7 +16,8 @@ Scenarios (``--scenarios``, all by default):
   ``/metrics`` once a second, interleaved, twice each (``bench/scrape.py``): the ratio and the
   run-to-run noise it must stay within.
 - ``--batching``: after each throughput point, how the workers batched it (padding ratio,
-  inputs per batch, ms per batch), from their ``/metrics`` counters (``bench/batching.py``).
+  inputs per batch, ms per batch) and the mean ms per request in the client, the gateway's
+  handler and the worker's queue, tokenizer and model, from ``/metrics`` (``bench/batching.py``).
 - ``hit``: every request a cached sentence, at concurrency 64, driven by Debian's ``wrk``
   (``apt-get install wrk``) because a Python client saturates before the gateway does on small
   machines (its script prints the 95th percentile, which ``--latency`` leaves out). Then the
@@ -165,10 +166,12 @@ def run_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> list[Poi
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             texts = corpus_texts(corpus, batch)
             before = batching.settled_counters(url, headers) if args.batching else {}
-            points.append(show(asyncio.run(closed_loop(url, args.model, texts, concurrency, args.seconds, args.warmup,
-                                                       headers=headers, api=args.api))))  # fmt: skip
-            if args.batching:
-                print(batching.between(before, batching.settled_counters(url, headers)).line(), flush=True)
+            point = show(asyncio.run(closed_loop(url, args.model, texts, concurrency, args.seconds, args.warmup,
+                                                 headers=headers, api=args.api)))  # fmt: skip
+            points.append(point)
+            if args.batching:  # a closed loop's mean round trip: its concurrency over its request rate
+                figures = batching.between(before, batching.settled_counters(url, headers))
+                print(figures.line(1000 * concurrency / point.rps if point.rps else 0.0), flush=True)
     return points
 
 
