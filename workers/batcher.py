@@ -28,7 +28,8 @@ How the next batch is chosen, and why:
    already deferred runs whole): unbounded, a long text waited until it was the oldest queued
    item and the c=32 p99 latency doubled. Measured (``bench split``, ``bench serve``): the passes
    computed hold the same padding either way, since the runtime cuts a whole batch into the
-   same cheapest passes at forward time, and served throughput was 0.65-1.31x without it.
+   same cheapest passes at forward time, and served c=32 throughput with it was 0.65-1.31x
+   that without (four interleaved pairs, three below 1).
 5. **Priority.** Steps 1 to 4 run within a priority class (``appliance.protocol``: interactive
    0, background 1; lower first), each class counting its own batches for step 1's oldest turn.
    The most urgent class with queued items forms the batch; only when the batch holds every
