@@ -20,6 +20,8 @@ SCENARIOS = {
     "faults": "bench.faults",
     "jobs": "bench.jobs",
     "telemetry": "bench.telemetry",
+    "split": "bench.split",
+    "lone": "bench.lone",
     "restart": "bench.restart",
     "gateway-cpu": "bench.gateway_cpu",
     "compare": "bench.compare",

@@ -15,6 +15,9 @@ Scenarios (``--scenarios``, all by default):
 - ``--scrape-metrics``: only the c=32 single-sentence point, without and with a client scraping
   ``/metrics`` once a second, interleaved, twice each (``bench/scrape.py``): the ratio and the
   run-to-run noise it must stay within.
+- ``--batching``: after each throughput point, how the workers batched it (padding ratio,
+  inputs per batch, ms per batch) and the mean ms per request in the client, the gateway's
+  handler and the worker's queue, tokenizer and model, from ``/metrics`` (``bench/batching.py``).
 - ``hit``: every request a cached sentence, at concurrency 64, driven by Debian's ``wrk``
   (``apt-get install wrk``) because a Python client saturates before the gateway does on small
   machines (its script prints the 95th percentile, which ``--latency`` leaves out). Then the
@@ -40,7 +43,7 @@ from typing import Sequence
 import msgspec
 import numpy as np
 
-from bench import wrk
+from bench import batching, wrk
 from bench.corpus import sentences
 from bench.floor import http_floor
 from bench.loadgen import Texts, corpus_texts
@@ -71,6 +74,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--hit-concurrency", type=int, default=64)
     p.add_argument("--scrape-metrics", action="store_true",
                    help="only the c=32 point without and with a 1 s /metrics scraper, interleaved, twice each")  # fmt: skip
+    p.add_argument("--batching", action="store_true",
+                   help="after each throughput point, the workers' padding ratio and batch sizes during it")  # fmt: skip
     p.add_argument("--api", choices=APIS, default="ollama",
                    help="API of the server (with --url, any peer's): openai or tei run the throughput sweep only")  # fmt: skip
     return p.parse_args(argv)
@@ -156,11 +161,17 @@ def report(args: argparse.Namespace, raw: float, raws: list[float], points: list
 
 def run_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> list[Point]:
     points = []
+    headers = auth_headers(args.api_key)
     for batch in (int(b) for b in args.batches.split(",")):
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             texts = corpus_texts(corpus, batch)
-            points.append(show(asyncio.run(closed_loop(url, args.model, texts, concurrency, args.seconds, args.warmup,
-                                                       headers=auth_headers(args.api_key), api=args.api))))  # fmt: skip
+            before = batching.settled_counters(url, headers) if args.batching else {}
+            point = show(asyncio.run(closed_loop(url, args.model, texts, concurrency, args.seconds, args.warmup,
+                                                 headers=headers, api=args.api)))  # fmt: skip
+            points.append(point)
+            if args.batching:  # a closed loop's mean round trip: its concurrency over its request rate
+                figures = batching.between(before, batching.settled_counters(url, headers))
+                print(figures.line(1000 * concurrency / point.rps if point.rps else 0.0), flush=True)
     return points
 
 

@@ -103,8 +103,9 @@ class WorkerLoop:
         self.channel = channel
         self.runtimes = runtimes
         self.batchers = {
-            name: Batcher(spec.max_batch_tokens, spec.max_batch_size, max_wait_us=spec.max_wait_us)
-            for name in runtimes
+            name: Batcher(spec.max_batch_tokens, spec.max_batch_size, max_wait_us=spec.max_wait_us,
+                          overhead_tokens=getattr(runtime, "overhead_tokens", None))  # measured at warm-up
+            for name, runtime in runtimes.items()
         }
         self.pending: dict[int, Pending] = {}
         self.deadlines: list[tuple[float, int]] = []  # heap of (deadline, request id)

@@ -1,5 +1,6 @@
-"""workers/batcher.py: token budget, result order, padding saved by sorting, fairness, priority
-classes and pace, cancel/fail, max_wait_us with an injected clock, and the start-up budget check.
+"""workers/batcher.py: token budget, result order, padding saved by sorting, the split of a block
+into passes, fairness, priority classes and pace, cancel/fail, max_wait_us with an injected clock,
+and the start-up budget check.
 
 The worker loop is simulated: ``Loop`` adds requests when their arrival step comes, takes the
 next batch, "runs" it with a fake forward that encodes (request, item) in every output row, and
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from appliance.protocol import BACKGROUND, INTERACTIVE
 from workers.batcher import OLDEST_EVERY, PACE_S, Batch, Batcher, check_budget
+from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, plan_chunks
 
 SEED = 20240611
 
@@ -78,6 +80,17 @@ def realistic_lengths(rng: np.random.Generator, n: int) -> list[int]:
     return np.clip(rng.lognormal(3.7, 0.7, n).astype(int), 3, 512).tolist()
 
 
+def real_tokens(batch: Batch) -> int:
+    return sum(batch.lengths)
+
+
+def passes_padded_tokens(lengths: list[int], overhead: float | None) -> int:
+    """What the runtime computes: rows x longest of each pass forward_in_chunks cuts the batch into."""
+    if overhead is None or len(lengths) < 2:
+        return len(lengths) * max(lengths)
+    return sum(len(chunk) * max(lengths[i] for i in chunk) for chunk in plan_chunks(lengths, overhead))
+
+
 def budget_ok(batch: Batch, batcher: Batcher) -> bool:
     widest = max(max(1, n) for n in batch.lengths)
     return len(batch) <= batcher.max_batch_size and len(batch) * widest <= batcher.max_batch_tokens
@@ -90,7 +103,9 @@ def workloads(draw: st.DrawFn) -> tuple[Batcher, Arrivals]:
     size = draw(st.integers(1, 64))
     batcher = Batcher(budget, size, chunk_items=draw(st.none() | st.integers(1, 16)),
                       lookahead=draw(st.none() | st.integers(1, 128)),
-                      sort_by_length=draw(st.booleans()))  # fmt: skip
+                      sort_by_length=draw(st.booleans()),
+                      overhead_tokens=draw(st.none() | st.floats(1, 512)),
+                      split_passes=draw(st.booleans()))  # fmt: skip
     arrivals: Arrivals = {}
     for key in range(draw(st.integers(1, 12))):
         lengths = draw(st.lists(st.integers(0, budget), min_size=1, max_size=40))
@@ -107,7 +122,8 @@ def test_budget_is_never_exceeded_and_every_request_completes_in_order(workload:
     loop.run()
     for batch in loop.batches:
         assert budget_ok(batch, batcher), (batch.lengths, batcher.max_batch_tokens, batcher.max_batch_size)
-        assert batch.padded_tokens == len(batch) * max(batch.lengths)
+        assert batch.padded_tokens == passes_padded_tokens(batch.lengths, batcher.overhead_tokens)
+        assert real_tokens(batch) <= batch.padded_tokens <= len(batch) * max(batch.lengths)
     assert set(loop.finished) == set(loop.lengths)  # check_result ran for each: order, shape, values
     total = sum(map(len, loop.lengths.values()))
     assert sum(len(b) for b in loop.batches) == total  # each item computed exactly once
@@ -169,6 +185,90 @@ def test_sorting_by_length_cuts_padding(budget: int, size: int) -> None:
     assert runs[True].padded_tokens < 0.5 * runs[False].padded_tokens
     assert ratio[True] < 1.6
     assert runs[True].batches < runs[False].batches
+
+
+# ---- passes: what a batch computes, and the opt-in split --------------------------------------
+def test_padded_tokens_count_the_passes_the_runtime_computes() -> None:
+    """The runtime runs [10]*7 and [90] as two passes (20 + 70 and 20 + 90 < 20 + 720): the
+    batch counts 160 padded tokens, not 8 x 90; without an overhead, or on a GPU, one pass."""
+    lengths = [10, 10, 10, 10, 90, 10, 10, 10]
+    for overhead, padded in ((20.0, 7 * 10 + 90), (None, 8 * 90), (float(MAX_OVERHEAD_TOKENS), 8 * 90)):
+        batcher = Batcher(16_384, 128, overhead_tokens=overhead)
+        batcher.add("r", lengths, list(range(8)))
+        batch = batcher.next_batch()
+        assert batch is not None and len(batch) == 8 and batch.padded_tokens == padded, overhead
+        assert batcher.padded_tokens == padded and batcher.real_tokens == 160
+
+
+def test_no_split_unless_asked() -> None:
+    loop = Loop(Batcher(16_384, 128, overhead_tokens=20.0), single_texts([10, 10, 90]))
+    loop.run()
+    assert batch_lengths(loop) == [[10, 10, 90]]
+
+def single_texts(lengths: list[int]) -> Arrivals:
+    """One single-text request per length, all queued before the first batch, in this order."""
+    return {0: [(f"r{i}", [n]) for i, n in enumerate(lengths)]}
+
+
+def batch_lengths(loop: Loop) -> list[list[int]]:
+    return [sorted(b.lengths) for b in loop.batches]
+
+
+def test_a_long_item_waits_one_pass_instead_of_padding_the_short_ones() -> None:
+    # one pass: 8 x 90 = 720 padded tokens; two: 20 + 7 x 10 and 20 + 90 = 200
+    lengths = [10, 10, 10, 10, 90, 10, 10, 10]
+    for overhead, expected in ((20.0, [[10] * 7, [90]]), (None, [sorted(lengths)])):
+        loop = Loop(Batcher(16_384, 128, overhead_tokens=overhead, split_passes=True), single_texts(lengths))
+        loop.run()
+        assert batch_lengths(loop) == expected, overhead
+        assert set(loop.finished) == set(loop.lengths)  # check_result ran for each
+
+
+def test_the_anchor_runs_first_even_when_it_is_the_long_item() -> None:
+    loop = Loop(Batcher(16_384, 128, overhead_tokens=20.0, split_passes=True), single_texts([90, 10, 10, 10, 10, 10]))
+    loop.run()
+    assert batch_lengths(loop) == [[90], [10] * 5]
+    assert loop.finished["r0"] == 0
+
+
+def test_items_left_queued_are_pooled_with_later_arrivals_of_their_length() -> None:
+    arrivals = single_texts([10, 10, 10, 10, 88])
+    arrivals[1] = [("late0", [90]), ("late1", [87]), ("late2", [12])]
+    loop = Loop(Batcher(16_384, 128, overhead_tokens=20.0, split_passes=True), arrivals)
+    loop.run()
+    # the 88-token item, left behind by the first pass, runs with the long late arrivals
+    assert batch_lengths(loop) == [[10] * 4, [87, 88, 90], [12]]
+
+
+def test_an_item_is_left_behind_at_most_once() -> None:
+    """Each length its own cheapest pass; unbounded, the 90-token text would wait for four passes
+    of older texts. Left behind once, it runs in the next batch with everything then queued."""
+    loop = Loop(Batcher(16_384, 128, overhead_tokens=5.0, split_passes=True), single_texts([10, 30, 50, 70, 90]))
+    loop.run()
+    assert batch_lengths(loop) == [[10], [30, 50, 70, 90]]
+
+
+def test_no_split_when_the_padding_saved_is_less_than_a_pass() -> None:
+    lengths = [10, 12, 14, 16]  # 64 padded, 52 real: 12 tokens of padding < 20 per pass
+    loop = Loop(Batcher(16_384, 128, overhead_tokens=20.0, split_passes=True), single_texts(lengths))
+    loop.run()
+    assert batch_lengths(loop) == [lengths]
+
+
+def test_no_split_where_padding_is_as_cheap_as_a_pass() -> None:
+    """A GPU runtime reports MAX_OVERHEAD_TOKENS: its batches are never split."""
+    lengths = [10, 10, 10, 500]
+    gpu = Batcher(16_384, 128, overhead_tokens=float(MAX_OVERHEAD_TOKENS), split_passes=True)
+    loop = Loop(gpu, single_texts(lengths))
+    loop.run()
+    assert batch_lengths(loop) == [lengths]
+
+
+def test_a_split_interactive_batch_takes_no_background_fill() -> None:
+    arrivals: Arrivals = {0: [("bg", [10], BACKGROUND), ("a", [10]), ("b", [10]), ("c", [90])]}
+    loop = Loop(Batcher(16_384, 128, overhead_tokens=20.0, split_passes=True), arrivals)
+    loop.run()
+    assert [b.keys for b in loop.batches] == [["a", "b"], ["c", "bg"]]  # bg fills the unsplit one
 
 
 # ---- fairness --------------------------------------------------------------------------------
