@@ -15,7 +15,8 @@ from tokenizers import Tokenizer
 from appliance.config import Config, ModelConfig
 from gateway import errors
 from gateway.backend import ModelCard
-from gateway.model_files import ModelFiles, pooling_word, read_model_files
+from appliance.model_layout import pooling_modes
+from gateway.model_files import ModelFiles, read_model_files, tei_pooling
 from gateway.tokenization import ModelTokenizer, Tokenizers, byte_offsets
 
 TEXTS = ["Hello world, the quick brown fox.", "Paris is the CAPITAL of France", "naïve café déjà vu", "x"]
@@ -102,9 +103,9 @@ def test_model_files_of_each_kind(tiny_transformer: Path, tiny_cross_encoder: Pa
                                                                            "mean", True)  # fmt: skip
     assert read_model_files(model(tiny_cross_encoder, "cross_encoder"), ".state").labels == {"0": "LABEL_0"}
     assert not read_model_files(model(tiny_static, "static"), ".state").special_tokens
-    assert pooling_word({"pooling_mode": "lasttoken"}) == "last_token"
-    assert pooling_word({"pooling_mode": ["cls", "mean"]}) == "cls+mean"
-    assert pooling_word({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}) == "cls"
+    assert tei_pooling(pooling_modes({"pooling_mode": "lasttoken"})) == "last_token"
+    assert tei_pooling(pooling_modes({"pooling_mode": ["cls", "mean"]})) == "cls+mean"
+    assert tei_pooling(pooling_modes({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})) == "cls"
 
 
 def test_a_directory_without_tokenizer_json_is_refused(tmp_path: Path) -> None:

@@ -30,8 +30,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402  (after the offline switches)
 from torch import nn  # noqa: E402
 
-# HF tokenizers say "no limit" with a huge sentinel instead of None
-NO_LIMIT = 1_000_000
+from appliance.model_layout import NO_LIMIT  # noqa: E402
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -11,8 +11,12 @@ eager but costs ~90 s to compile *per shape*; the dynamic graph compiles once (~
 only ~10-15% frozen, because the frozen weight prepacking needs a static row count. It is not
 frozen: torch's caches cannot hold frozen CPU weights, and an unfrozen graph's cached artefacts let
 a respawned worker skip most of the compile (``workers/compile_cache.py``, ``bench/restart.py``),
-which is worth more to a service than what freezing gained. With bf16 weights on a CPU with
-AVX-512 BF16/AMX, compiling adds ~25%.
+which is worth more to a service than what freezing gained. At bf16 on the 2-core AVX-512 BF16
+box compiling measured no win: served 1.04x eager at c=32 (noise), a raw limit 0.94x eager's, and
+1.23x slower at c=1 (``python -m bench serve --compile``), so ``compile`` stays off by default.
+
+The directory's layout (Transformer directory, pooling, Normalize, max length, lowercase) is read
+by ``appliance/model_layout.py``, which the gateway reads the same way for TEI's ``/info``.
 
 The architectures it loads (HF ``model_type``) are listed in ``architectures``; any other is a
 ``ModelLoadError`` at load. What it shares with the cross-encoder runtime (dtype, tokenizer
@@ -21,82 +25,19 @@ loading, padding, compiling) is in ``hf``.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from appliance.config import ModelConfig, ModelKind
+from appliance.model_layout import read_layout
 from appliance.protocol import Input, TruncationDirection
 from workers.runtimes import architectures, hf, precision
 from workers.runtimes.base import Tokenized, loading, not_a_cross_encoder
-from workers.runtimes.hf import NO_LIMIT, TorchRuntime
+from workers.runtimes.hf import TorchRuntime
 from workers.runtimes.tokenizer import TextTokenizer
-
-# sentence-transformers' pooling modes, in the order it concatenates the legacy flags
-POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
-_LEGACY_POOLING_KEYS = {
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-    "pooling_mode_weightedmean_tokens": "weightedmean",
-    "pooling_mode_lasttoken": "lasttoken",
-}
-
-
-# ---- sentence-transformers layout -------------------------------------------------------------
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-@dataclass(frozen=True, slots=True)
-class SentenceLayout:
-    """What a sentence-transformers directory says about pooling; plain HF defaults otherwise."""
-
-    transformer_dir: Path
-    pooling: tuple[str, ...] = ("mean",)
-    normalize: bool = False
-    max_seq_length: int = NO_LIMIT
-    lowercase: bool = False
-
-
-def read_layout(path: Path) -> SentenceLayout:
-    """Parse modules.json; any module we cannot reproduce exactly is a load error, not a guess."""
-    modules = json.loads((path / "modules.json").read_text()) if (path / "modules.json").is_file() else []
-    transformer_dir, pooling, normalize = path, ("mean",), False
-    for module in modules:
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-        where = path / module.get("path", "")
-        if kind == "Transformer":
-            transformer_dir = where
-        elif kind == "Pooling":
-            pooling = pooling_modes(read_json(where / "config.json"))
-        elif kind == "Normalize":
-            normalize = True
-        else:
-            raise ValueError(f"unsupported sentence-transformers module {module.get('type')!r} in modules.json")
-    st = read_json(transformer_dir / "sentence_bert_config.json")
-    max_seq = int(st.get("max_seq_length") or NO_LIMIT)
-    return SentenceLayout(transformer_dir, pooling, normalize, max_seq, bool(st.get("do_lower_case", False)))
-
-
-def pooling_modes(config: dict[str, Any]) -> tuple[str, ...]:
-    """Both config styles: ``pooling_mode: "mean" | [...]`` (concatenated in the order listed) and
-    the legacy ``pooling_mode_*_tokens`` flags (concatenated in sentence-transformers' fixed order)."""
-    mode = config.get("pooling_mode")
-    if mode is None:
-        modes = tuple(m for key, m in _LEGACY_POOLING_KEYS.items() if config.get(key))
-    else:
-        modes = (mode,) if isinstance(mode, str) else tuple(mode)
-    for m in modes:
-        if m not in POOLING_MODES:
-            raise ValueError(f"unsupported pooling mode {m!r} (supported: {', '.join(POOLING_MODES)})")
-    return modes or ("mean",)
-
 
 # ---- the model --------------------------------------------------------------------------------
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
