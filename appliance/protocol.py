@@ -56,6 +56,9 @@ class Embed(msgspec.Struct, tag="embed", array_like=True, gc=False):
     priority: int = INTERACTIVE  # or BACKGROUND
     normalize: bool | None = None  # L2-normalise the vectors; None: as the model does by default
     truncation_direction: TruncationDirection = "right"
+    # time.monotonic() when the gateway encoded it for a ring: the worker counts the time it waited
+    # there, unread while a batch ran, as queueing (0: not stamped, an older gateway)
+    sent: float = 0.0
 
 
 class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
@@ -72,6 +75,7 @@ class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
     # a cross-encoder's logits as they are, not through the sigmoid; a bi-encoder's cosine is
     # the same either way
     raw_scores: bool = False
+    sent: float = 0.0  # as Embed.sent
 
 
 class Cancel(msgspec.Struct, tag="cancel", array_like=True, gc=False):
@@ -119,7 +123,7 @@ class Vectors(msgspec.Struct, tag="vectors", array_like=True, gc=False):
     data: bytes
     tokens: list[int]
     compute_us: int = 0
-    queue_us: int = 0
+    queue_us: int = 0  # from the gateway's send (``Embed.sent``) to its first batch, less tokenizing
     tokenize_us: int = 0
 
     def array(self) -> np.ndarray:

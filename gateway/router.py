@@ -252,6 +252,7 @@ class Router:
     async def dispatch(self, part: Part, deadline: float) -> None:
         """Send a part where ``place`` allows. An interactive part waits briefly on a full ring,
         then 429; a background part waits for its turn (a free slot, room, ring space)."""
+        part.message.sent = time.monotonic()  # the worker adds its wait in the ring to the queue stage
         record = self.link.encode(part.message)
         if len(record) > self.record_budget:
             # one input (or a rerank query with its documents) larger than a ring record can be

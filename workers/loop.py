@@ -265,6 +265,8 @@ class WorkerLoop:
             self.fail(message.id, FailureKind.UNSUPPORTED, str(exc))
             return
         tokenize_us = (time.perf_counter_ns() - received) // 1000
+        # back-dated by the time it waited unread in the ring (a batch was running): queueing too
+        received -= ring_wait_ns(message.sent)
         lengths = [t.length for t in items]
         try:
             self.batchers[message.model].add(message.id, lengths, items, priority=message.priority)
@@ -367,6 +369,12 @@ class WorkerLoop:
         c.batch_size_counts = self.batch_sizes.cumulative()
         c.batch_token_counts = self.batch_tokens.cumulative()
         return Stats(self.spec.worker, os.getpid(), c)
+
+
+def ring_wait_ns(sent: float) -> int:
+    """Nanoseconds since the gateway stamped a request (``time.monotonic``, one clock for every
+    process); 0 for an unstamped one, or a clock read that went backwards."""
+    return max(0, int((time.monotonic() - sent) * 1e9)) if sent else 0
 
 
 def bi_rerank_items(runtime: Runtime, message: Rerank) -> list[Tokenized]:

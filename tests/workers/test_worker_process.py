@@ -228,6 +228,18 @@ def test_stats_carry_batch_histograms_that_count_every_batch(models: list[ModelC
     assert counters.gpu_memory_bytes == 0  # a CPU worker
 
 
+def test_the_queue_stage_counts_the_wait_in_the_ring(primary: WorkerUnderTest) -> None:
+    """A request the gateway stamped 0.4 s before the worker read it (what a running batch costs
+    a request sent meanwhile) answers with at least that much queueing; an unstamped one, less."""
+    primary.wait_for(Ready)
+    primary.send(Embed(500, "tiny", ["stamped early"], sent=time.monotonic() - 0.4))
+    primary.send(Rerank(501, "tiny-ce", "a query", ["a document"], sent=time.monotonic() - 0.4))
+    primary.send(Embed(502, "tiny", ["not stamped"]))
+    assert primary.wait_for(Vectors, id=500).queue_us >= 400_000
+    assert primary.wait_for(Scores, id=501).queue_us >= 400_000
+    assert primary.wait_for(Vectors, id=502).queue_us < 400_000
+
+
 def test_drain_finishes_what_it_holds(primary: WorkerUnderTest) -> None:
     primary.wait_for(Ready)
     for i in range(10):
