@@ -19,7 +19,7 @@ import time
 
 import aiohttp
 
-from bench.loadgen import Texts, closed_loop_point, corpus_texts
+from bench.loadgen import Texts, closed_loop_point, corpus_texts, pinned
 from bench.points import Point, show
 from bench.target import auth_headers
 
@@ -66,8 +66,9 @@ def run_scrape_points(args: argparse.Namespace, url: str, corpus: list[str]) -> 
     durations: list[float] = []
     for _ in range(ROUNDS):
         for scrape in (False, True):
-            point, took = asyncio.run(scraped_point(args, url, corpus_texts(corpus, 1),
-                                                    "scraped" if scrape else "unscraped", scrape))  # fmt: skip
+            with pinned(getattr(args, "load_cores", None)):  # the load's cores where serve split them
+                point, took = asyncio.run(scraped_point(args, url, corpus_texts(corpus, 1),
+                                                        "scraped" if scrape else "unscraped", scrape))  # fmt: skip
             points.append(show(point))
             runs[scrape].append(point.rps)
             durations += took

@@ -46,7 +46,7 @@ import numpy as np
 from bench import batching, wrk
 from bench.corpus import sentences
 from bench.floor import http_floor
-from bench.loadgen import Texts, corpus_texts
+from bench.loadgen import Texts, corpus_texts, pinned, split_cores
 from bench.loadgen.apis import APIS
 from bench.loadgen import closed_loop_point as closed_loop
 from bench.points import Point, show, table
@@ -93,6 +93,15 @@ def repeat_texts(corpus: list[str], hot: list[str], fraction: float, seed: int) 
 
 def main(argv: Sequence[str]) -> int:
     args = parse(argv)
+    # On 4 cores or more the appliance (started from here: it inherits the mask) and the raw limit
+    # get the server's cores, and each load runs on the others (``pinned(args.load_cores)``)
+    cores = split_cores()
+    args.load_cores = cores.load
+    with pinned(cores.server if cores.load else None):
+        return measure(args)
+
+
+def measure(args: argparse.Namespace) -> int:
     if args.scrape_metrics:
         return scrape_metrics(args)
     scenarios = set(args.scenarios.split(","))
@@ -166,8 +175,9 @@ def run_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> list[Poi
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             texts = corpus_texts(corpus, batch)
             before = batching.settled_counters(url, headers) if args.batching else {}
-            point = show(asyncio.run(closed_loop(url, args.model, texts, concurrency, args.seconds, args.warmup,
-                                                 headers=headers, api=args.api)))  # fmt: skip
+            with pinned(args.load_cores):
+                point = show(asyncio.run(closed_loop(url, args.model, texts, concurrency, args.seconds,
+                                                     args.warmup, headers=headers, api=args.api)))  # fmt: skip
             points.append(point)
             if args.batching:  # a closed loop's mean round trip: its concurrency over its request rate
                 figures = batching.between(before, batching.settled_counters(url, headers))
@@ -185,9 +195,10 @@ def run_repeat_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> l
     points = []
     for n, fraction in enumerate(float(f) for f in args.repeat_fractions.split(",")):
         texts = repeat_texts(corpus[: -args.hot_set], hot, fraction, seed=n)
-        point = asyncio.run(closed_loop(url, args.model, texts, args.repeat_concurrency, args.seconds,
-                                        args.warmup, scenario=f"repeat-{fraction:g}",
-                                        headers=auth_headers(args.api_key)))  # fmt: skip
+        with pinned(args.load_cores):
+            point = asyncio.run(closed_loop(url, args.model, texts, args.repeat_concurrency, args.seconds,
+                                            args.warmup, scenario=f"repeat-{fraction:g}",
+                                            headers=auth_headers(args.api_key)))  # fmt: skip
         points.append(show(point))
     return points
 
@@ -198,18 +209,23 @@ def run_pure_hit(args: argparse.Namespace, url: str, corpus: list[str]) -> list[
     the HTTP floor that ceiling is a fraction of."""
     hot = hot_set(corpus, args.hot_set)
     headers = auth_headers(args.api_key)
-    asyncio.run(closed_loop(url, args.model, lambda i: [hot[i % len(hot)]], 4, 1.0, 0.0,
-                            headers=headers))  # fills the cache  # fmt: skip
+    with pinned(args.load_cores):
+        asyncio.run(closed_loop(url, args.model, lambda i: [hot[i % len(hot)]], 4, 1.0, 0.0,
+                                headers=headers))  # fills the cache  # fmt: skip
     concurrency = args.hit_concurrency
     if not wrk.available():
         print("wrk not found (apt-get install wrk): the Python client below is the bottleneck", file=sys.stderr)
-        point = asyncio.run(closed_loop(url, args.model, lambda i: [hot[i % len(hot)]], concurrency, args.seconds,
-                                        args.warmup, scenario="hit-aiohttp", headers=headers))  # fmt: skip
+        with pinned(args.load_cores):
+            point = asyncio.run(closed_loop(url, args.model, lambda i: [hot[i % len(hot)]], concurrency,
+                                            args.seconds, args.warmup, scenario="hit-aiohttp",
+                                            headers=headers))  # fmt: skip
         return [show(point)]
     bodies = [msgspec.json.encode({"model": args.model, "input": text}) for text in hot]
-    hit = wrk_point("hit-wrk", url, bodies, args, headers)
-    with http_floor(one_answer(url, bodies[0], headers)) as floor_url:
-        floor = wrk_point("http-floor", floor_url, bodies, args, headers)
+    with pinned(args.load_cores):  # wrk, a child, inherits the load's cores
+        hit = wrk_point("hit-wrk", url, bodies, args, headers)
+    with http_floor(one_answer(url, bodies[0], headers)) as floor_url:  # the floor on the server's cores
+        with pinned(args.load_cores):
+            floor = wrk_point("http-floor", floor_url, bodies, args, headers)
     return [hit, floor]
 
 

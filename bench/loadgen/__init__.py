@@ -10,7 +10,8 @@
 - ``process``: a load run in its own process, pinned away from the server's cores.
 
 ``closed_loop_point`` keeps the older call shape (a function from request number to texts,
-the appliance's ``/api/embed``) for scenarios that drive one appliance in-process.
+the appliance's ``/api/embed``) for scenarios that drive one appliance from their own process;
+``pinned`` puts that process on the load's cores for the load (``split_cores``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import Callable
 
 from bench.loadgen.drive import LoadResult, Target, closed_loop, open_loop
 from bench.loadgen.mix import Mix, Request
-from bench.loadgen.process import LoadError, LoadSpec, run, split_cores
+from bench.loadgen.process import LoadError, LoadSpec, pinned, run, split_cores
 from bench.points import Point
 
 __all__ = ["LoadError", "LoadResult", "LoadSpec", "Mix", "Request", "Target", "Texts", "closed_loop",
-           "closed_loop_point", "corpus_texts", "open_loop", "run", "split_cores"]  # fmt: skip
+           "closed_loop_point", "corpus_texts", "open_loop", "pinned", "run", "split_cores"]  # fmt: skip
 
 Texts = Callable[[int], list[str]]  # request number -> the texts it sends
 

@@ -11,12 +11,13 @@ The process is spawned (no forked event loop or torch state), and its result com
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Literal, NamedTuple, Sequence
+from typing import Iterator, Literal, NamedTuple, Sequence
 
 from bench.loadgen.drive import LoadResult, Target, closed_loop, open_loop
 from bench.loadgen.mix import Mix, Request
@@ -40,6 +41,21 @@ def split_cores(cpus: Sequence[int] | None = None) -> Cores:
         return Cores(allowed, None)
     take = max(1, len(allowed) // 4)
     return Cores(allowed[:-take], allowed[-take:])
+
+
+@contextlib.contextmanager
+def pinned(cpus: Sequence[int] | None) -> Iterator[None]:
+    """This process (and what it starts meanwhile) on ``cpus`` for the block, then back where it
+    was; None leaves it alone (a machine too small to split)."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from typing import Callable
 
 import pytest
 
-from bench.loadgen import LoadSpec, Mix, Request, Target, closed_loop, open_loop, run, split_cores
+from bench.loadgen import LoadSpec, Mix, Request, Target, closed_loop, open_loop, pinned, run, split_cores
 from bench.loadgen.schedule import poisson_schedule
 from bench.loadgen.stats import percentile
 
@@ -72,3 +74,16 @@ def test_a_load_runs_in_its_own_pinned_process(fake_server: Callable[..., str]) 
     assert result.point.requests > 0 and result.failures == {}
     opened = run(LoadSpec(spec.target, spec.mix, CORPUS, mode="open", rate=50, seconds=0.5, warmup=0.1))
     assert opened.point.requests > 0 and opened.offered_rps > 0
+
+
+def test_pinned_moves_this_process_for_the_block_and_back() -> None:
+    before = os.sched_getaffinity(0)
+    one = {min(before)}
+    with pinned(tuple(one)):
+        assert os.sched_getaffinity(0) == one
+        child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert child.stdout.strip() == str(sorted(one))  # what it starts meanwhile inherits the mask
+    assert os.sched_getaffinity(0) == before
+    with pinned(None):  # a machine too small to split: left alone
+        assert os.sched_getaffinity(0) == before
