@@ -142,6 +142,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile in warm-up")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N for the transformer (default: %(default)s)")
+    parser.add_argument("--cudnn-attention", action="store_true",
+                        help="leave attention on torch's cuDNN backend, which the runtimes turn off on CUDA "
+                             "(to measure what that choice is worth)")  # fmt: skip
     parser.add_argument("--sentences", type=int, default=CORPUS_SIZE, help="corpus size (default: %(default)s)")
     return parser.parse_args(list(argv))
 
@@ -192,9 +195,13 @@ def table(name: str, runtime: Runtime, points: Sequence[Point]) -> str:
 
 def main(argv: Sequence[str]) -> int:
     args = parse(argv)
+    if args.cudnn_attention:
+        from workers.runtimes.hf import CUDNN_ATTENTION_ENV  # imports torch: only when asked
+
+        os.environ[CUDNN_ATTENTION_ENV] = "1"  # read when the runtime is built
     corpus = sentences(args.sentences)
     report: dict[str, object] = {"cores": cores(), "seconds": args.seconds, "corpus": len(corpus),
-                                 "sort_window": SORT_WINDOW}  # fmt: skip
+                                 "sort_window": SORT_WINDOW, "cudnn_attention": args.cudnn_attention}  # fmt: skip
     report.update(run_model(args.model, "transformer", args, corpus, args.seconds))
     static = static_path(args)
     if static is not None:

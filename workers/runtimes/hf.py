@@ -33,6 +33,24 @@ from torch import nn  # noqa: E402
 from appliance.model_layout import NO_LIMIT  # noqa: E402
 
 
+# The env switch ``bench raw --cudnn-attention`` sets to measure the backend this module turns off.
+CUDNN_ATTENTION_ENV = "APPLIANCE_CUDNN_ATTENTION"
+
+
+def prefer_shape_free_attention(device: str) -> None:
+    """On CUDA, keep scaled-dot-product attention off the cuDNN backend.
+
+    torch 2.11 sends a masked SDPA call (every padded encoder batch) to cuDNN first on Hopper, and
+    cuDNN builds an execution plan for every new (rows, width) it sees: tens of ms each time. A
+    server sees a new shape on most batches, so on an H200 a one-sentence forward took 26 ms and a
+    c=32 batch 55 ms, with 84% of the worker's samples inside that call (py-spy), and the served
+    rate could never reach the model's. The memory-efficient and flash kernels need no per-shape
+    plan. ``APPLIANCE_CUDNN_ATTENTION=1`` leaves torch's own order, for measuring the difference.
+    """
+    if device.startswith("cuda") and os.environ.get(CUDNN_ATTENTION_ENV) != "1":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -144,6 +162,7 @@ class TorchRuntime:
     def __init__(self, name: str, module: nn.Module, tokenizer: TextTokenizer, *, dim: int, pad_id: int,
                  device: str, dtype: torch.dtype, compile: bool, type_ids: bool = False,
                  normalize: bool = False) -> None:  # fmt: skip
+        prefer_shape_free_attention(device)
         self.name = name
         self.dim = dim  # 0 for a cross-encoder, whose module answers one score per row
         self.max_length = tokenizer.max_length
