@@ -36,6 +36,7 @@ class Part:
     tokens: int  # estimated, for least-outstanding-tokens routing
     offset: int  # index of its first input in the whole request
     future: asyncio.Future[Vectors | Scores]
+    deadline: float  # the request's, on the event loop's clock: the router's sweep fails it past this
     worker: int = -1  # where it is in flight now, -1 when nowhere
     served_by: int = -1  # the worker whose answer resolved it
     resent: bool = False

@@ -40,7 +40,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, TypeVar
+from typing import Callable, Iterable, Protocol, Sequence, TypeVar
 
 import msgspec
 
@@ -72,6 +72,9 @@ from gateway.priority import free_slots, least_loaded, place
 log = logging.getLogger("appliance.router")
 
 FULL_RING_WAIT_S = 1.0  # how long a part may wait for space in a full ring before 429
+# How often the deadline sweep looks at the parts in flight: timeouts are seconds, so a part is
+# failed at most this late, and one timer serves every request instead of one timer each.
+SWEEP_S = 0.02
 RETRY_AFTER_S = errors.RETRY_AFTER_S
 
 
@@ -126,6 +129,7 @@ class Router:
         self.cards: list[ModelCard] | None = None  # models(), until a worker comes or goes
         self.record_budget = record_budget(config.ring_bytes)
         self.holder_wait = HolderWait(config.max_parked_requests)  # requests parked for a holder
+        self.sweep: asyncio.TimerHandle | None = None  # the deadline sweep, armed while parts are out
 
     # ---- Backend: state ------------------------------------------------------------------
     def is_ready(self) -> bool:
@@ -180,7 +184,7 @@ class Router:
         expires = monotonic_deadline(deadline)
         parts = [self.part(model, Embed(0, model, list(inputs[a:b]), truncate, expires, priority, normalize,
                                         truncation_direction), b - a,
-                           sum(map(estimate_tokens, inputs[a:b])), a) for a, b in slices]  # fmt: skip
+                           sum(map(estimate_tokens, inputs[a:b])), a, deadline) for a, b in slices]  # fmt: skip
         results = await self.run_parts(parts, deadline)
         outcome = merge_vectors(results)
         outcome.workers = served_by(parts)
@@ -193,7 +197,7 @@ class Router:
         tokens = estimate_tokens(query) * len(documents) + sum(map(estimate_tokens, documents))
         message = Rerank(0, model, query, list(documents), truncate, monotonic_deadline(deadline), priority,
                          truncation_direction, raw_scores)  # fmt: skip
-        part = self.part(model, message, len(documents) + 1, tokens, 0)
+        part = self.part(model, message, len(documents) + 1, tokens, 0, deadline)
         (result,) = await self.run_parts([part], deadline)
         assert isinstance(result, Scores)
         timings = Timings(result.queue_us, result.tokenize_us, result.compute_us)
@@ -227,27 +231,24 @@ class Router:
                 pass
         return True
 
-    def part(self, model: str, message: Embed | Rerank, inputs: int, tokens: int, offset: int) -> Part:
+    def part(self, model: str, message: Embed | Rerank, inputs: int, tokens: int, offset: int,
+             deadline: float) -> Part:  # fmt: skip
         message.id = next(self.ids)
         future: asyncio.Future[Vectors | Scores] = asyncio.get_running_loop().create_future()
-        return Part(message.id, model, message, inputs, tokens, offset, future)
+        return Part(message.id, model, message, inputs, tokens, offset, future, deadline)
 
     async def run_parts(self, parts: list[Part], deadline: float) -> list[Vectors | Scores]:
-        loop = asyncio.get_running_loop()
+        """Send the parts and wait for their answers. No timer of its own: every wait in
+        ``dispatch`` is bounded by ``deadline``, and a sent part past it is failed by the sweep."""
         try:
             for part in parts:
                 await self.dispatch(part, deadline)
-            timeout = deadline - loop.time()
-            if timeout <= 0:
-                raise asyncio.TimeoutError
-            done = await asyncio.wait_for(asyncio.gather(*(p.future for p in parts)), timeout)
-        except asyncio.TimeoutError:
-            raise errors.DeadlineExceeded(
-                f"request not finished within its deadline ({self.config.request_timeout:g}s)") from None
+            if len(parts) == 1:  # the common case: no gather
+                return [await parts[0].future]
+            return list(await asyncio.gather(*(p.future for p in parts)))
         finally:
             for part in parts:
                 self.forget(part)  # a part still on a worker is answered into the void
-        return list(done)
 
     async def dispatch(self, part: Part, deadline: float) -> None:
         """Send a part where ``place`` allows. An interactive part waits briefly on a full ring,
@@ -285,6 +286,37 @@ class Router:
         worker.outstanding_inputs += part.inputs
         if part.background:
             worker.background = part
+        self.arm_sweep()
+
+    def arm_sweep(self) -> None:
+        if self.sweep is None:
+            self.sweep = asyncio.get_running_loop().call_later(SWEEP_S, self.expire)
+
+    def expire(self) -> None:
+        """The deadline sweep: fail every sent or parked part whose deadline has passed (its
+        request's ``run_parts`` then withdraws it from its worker), and look again in ``SWEEP_S``
+        while any part is still out. One timer for all the parts in flight, not one per request."""
+        self.sweep = None
+        now = asyncio.get_running_loop().time()
+        out = False
+        for state in self.workers_state:
+            out = self.fail_expired(state.parts.values(), now) or out
+        out = self.fail_expired(self.parked.values(), now) or out
+        if out:
+            self.arm_sweep()
+
+    def fail_expired(self, parts: Iterable[Part], now: float) -> bool:
+        """Fail those of ``parts`` past their deadline; True when any is still waiting."""
+        waiting = False
+        for part in parts:
+            if part.future.done():
+                continue
+            if part.deadline <= now:
+                part.future.set_exception(errors.DeadlineExceeded(
+                    f"request not finished within its deadline ({self.config.request_timeout:g}s)"))  # fmt: skip
+            else:
+                waiting = True
+        return waiting
 
     def untrack(self, part: Part, worker: WorkerState) -> bool:
         """Take an answered or withdrawn part off its worker (False if it was not there) and wake
@@ -311,8 +343,11 @@ class Router:
             self.withdrawn += 1
             # best effort: a full ring means the worker is busy, and the deadline drops it there
             self.link.send_record(worker.index, self.link.encode(Cancel(part.id)))
-        if not part.future.done():
-            part.future.cancel()
+        future = part.future
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()  # failed by the sweep while its request failed otherwise: read, not logged
 
     # ---- WorkerEvents (from the supervisor) and results (from the link) --------------------------------------------------------------------
     def worker_ready(self, worker: int, ready: Ready) -> None:
@@ -383,6 +418,7 @@ class Router:
             target = least_loaded(free_slots(holders) if part.background else holders)
             if target is None:
                 self.parked[part.id] = part
+                self.arm_sweep()
                 return
             part.resent = True
             if self.link.send_record(target.index, self.link.encode(part.message)):

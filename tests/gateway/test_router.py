@@ -190,6 +190,46 @@ def test_a_part_past_its_deadline_is_withdrawn_from_its_worker() -> None:
     asyncio.run(main())
 
 
+def test_one_sweep_fails_each_part_at_its_own_deadline_and_stops_when_none_is_out() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(answer=False)
+        router = make_router(workers)
+        loop = asyncio.get_running_loop()
+        short = [asyncio.ensure_future(router.embed("m", [f"short {i}"], truncate=True, deadline=deadline(0.1)))
+                 for i in range(5)]  # fmt: skip
+        long = asyncio.ensure_future(router.embed("m", ["long"], truncate=True, deadline=deadline(0.6)))
+        await asyncio.sleep(0.01)
+        assert len(loop._scheduled) == 1, "one timer for every part in flight, not one per request"  # type: ignore[attr-defined]
+        started = loop.time()
+        for task in short:
+            with pytest.raises(errors.DeadlineExceeded):
+                await task
+        assert loop.time() - started < 0.3 and not long.done()
+        short_ids = {message.id for _, message in workers.records if message.inputs[0].startswith("short")}
+        assert {part_id for _, part_id in workers.cancels} == short_ids  # each withdrawn from its worker
+        with pytest.raises(errors.DeadlineExceeded):
+            await long
+        assert router.outstanding() == 0 and len(workers.cancels) == 6
+        await asyncio.sleep(0.05)
+        assert router.sweep is None and not loop._scheduled  # type: ignore[attr-defined]
+
+    asyncio.run(main())
+
+
+def test_a_request_cut_into_parts_fails_whole_at_its_deadline_and_withdraws_every_part() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(answer=False)
+        router = make_router(workers)
+        texts = [("x" * (1000 + i)) for i in range(100)]  # several records over both workers
+        with pytest.raises(errors.DeadlineExceeded):
+            await router.embed("m", texts, truncate=True, deadline=deadline(0.1))
+        assert len(workers.records) >= 4
+        assert sorted(workers.cancels) == sorted((w, m.id) for w, m in workers.records)
+        assert router.outstanding() == 0
+
+    asyncio.run(main())
+
+
 def test_a_client_that_leaves_withdraws_its_part() -> None:
     async def main() -> None:
         workers = ScriptedWorkers(answer=False)
