@@ -102,7 +102,9 @@ class CacheReport(CacheCounts, kw_only=True):
 class UncachedBackend(Protocol):
     """What computes: the router. ``gateway.cached_backend.CachedBackend`` wraps one into a ``Backend``.
     Raises ``gateway.errors.ApiError`` subclasses: ModelNotFound, InputTooLong, QueueFull,
-    WorkerLost, DeadlineExceeded, NotReady, Draining, Unsupported."""
+    WorkerLost, DeadlineExceeded, NotReady, Draining, Unsupported. A backend whose every call is
+    known to end by its deadline says so with a class attribute ``enforces_deadline = True``
+    (``enforces_deadline``): its callers then set no timers of their own around it."""
 
     def is_ready(self) -> bool: ...
 
@@ -132,6 +134,12 @@ class UncachedBackend(Protocol):
         their sigmoid), else query/document cosine (``raw_scores`` changes nothing there);
         ``priority`` and ``truncation_direction`` as for ``embed``."""
         ...
+
+
+def enforces_deadline(backend: object) -> bool:
+    """Whether ``backend`` promises that its calls end (DeadlineExceeded at worst) by their
+    ``deadline``. Test doubles and anything else that does not say so get a caller's backstop."""
+    return getattr(backend, "enforces_deadline", False) is True
 
 
 class Backend(UncachedBackend, Protocol):

@@ -38,6 +38,7 @@ Choices worth knowing:
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence, TypeVar
 
@@ -55,6 +56,7 @@ from gateway.backend import (
     Timings,
     UncachedBackend,
     WorkerCard,
+    enforces_deadline,
 )
 from gateway.result_cache import Entry, ModelCounters, ResultCache, item_key, key_variant
 from gateway.coalesce import InFlight, settle
@@ -106,6 +108,8 @@ class CachedBackend:
         self.cache = ResultCache(config.cache_bytes)
         self.inflight: InFlight[bytes, Row] = InFlight()  # interactive computations: anyone may join
         self.background_inflight: InFlight[bytes, Row] = InFlight()  # only background requests join
+        # the router ends every call by its deadline, so its waiters need no timers: nor do ours
+        self.enforces_deadline = enforces_deadline(inner)
 
     # ---- Backend: state, passed through ------------------------------------------------
     def is_ready(self) -> bool:
@@ -226,7 +230,8 @@ class CachedBackend:
             store = [use_cache and self.cacheable(item) for item in items]
             flights = self.inflight if options.priority == INTERACTIVE else self.background_inflight
             launched = flights.launch(
-                lead_keys, lambda: self.compute(model, items, lead_keys, store, options, deadline))
+                lead_keys, lambda: self.compute(model, items, lead_keys, store, options, deadline),
+                deadline if self.enforces_deadline else math.inf)  # fmt: skip
             futures.update(zip(lead_keys, launched))
         if not await settle(list(futures.values()), deadline):
             raise errors.DeadlineExceeded(

@@ -15,7 +15,10 @@ Three properties matter, and each is why the code looks the way it does:
   once (a later request launches afresh rather than joining a dying flight) and its task is
   cancelled, which withdraws its parts from the workers before they reach the model.
 - **Nothing waits forever.** ``settle`` takes each waiter's own deadline; the computation has the
-  deadline of the caller that launched it (the backend enforces it).
+  deadline of the caller that launched it (the backend enforces it). A waiter whose computations
+  all end by its own deadline (declared at ``launch``) waits with no timer: they end in time, and
+  the common waiter is the launcher itself, whose deadline is the computation's. Only a waiter
+  with an earlier deadline than something it waits for needs a timer of its own.
 - **Failures are shared, not duplicated.** A failed computation fails every waiter with the same
   exception object; nobody retries it behind the others' backs.
 
@@ -26,6 +29,7 @@ cache's key, so coalescing and the cache agree on what "the same input" means.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from typing import Any, Awaitable, Callable, Generic, Hashable, Sequence, TypeVar
 
@@ -36,12 +40,13 @@ V = TypeVar("V")
 class Flight:
     """One launched computation and how many callers are waiting for any of its values."""
 
-    __slots__ = ("task", "waiters", "abandon")
+    __slots__ = ("task", "waiters", "abandon", "deadline")
 
-    def __init__(self, task: asyncio.Task[None], abandon: Callable[[], None]) -> None:
+    def __init__(self, task: asyncio.Task[None], abandon: Callable[[], None], deadline: float) -> None:
         self.task = task
         self.waiters = 0
         self.abandon = abandon  # release its keys: nobody may join it from now on
+        self.deadline = deadline  # loop time by which the computation ends (math.inf: unknown)
 
     def leave(self) -> None:
         self.waiters -= 1
@@ -75,9 +80,12 @@ class InFlight(Generic[K, V]):
             self.coalesced[label] += 1
         return future
 
-    def launch(self, keys: Sequence[K], compute: Callable[[], Awaitable[Sequence[V]]]) -> list[asyncio.Future[V]]:
+    def launch(self, keys: Sequence[K], compute: Callable[[], Awaitable[Sequence[V]]],
+               deadline: float = math.inf) -> list[asyncio.Future[V]]:  # fmt: skip
         """Start ``compute()`` (one value per key, in order) as a task of its own; return one
-        future per key. Keys must be distinct and not in flight (ask ``joining`` first)."""
+        future per key. Keys must be distinct and not in flight (ask ``joining`` first).
+        ``deadline``: the loop time by which ``compute`` is known to end, failed or not (it
+        enforces the deadline itself); waiters with no earlier deadline then need no timer."""
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[V]] = [loop.create_future() for _ in keys]
         for key, future in zip(keys, futures):
@@ -85,7 +93,7 @@ class InFlight(Generic[K, V]):
         task = loop.create_task(self._run(keys, futures, compute))
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._landed(done, keys, futures))
-        flight = Flight(task, lambda: self._forget(keys, futures))
+        flight = Flight(task, lambda: self._forget(keys, futures), deadline)
         for future in futures:
             _FLIGHTS[future] = flight
         return futures
@@ -144,11 +152,19 @@ async def settle(futures: Sequence[asyncio.Future[V]], deadline: float) -> bool:
     timeout = deadline - asyncio.get_running_loop().time()
     if timeout <= 0:
         return False
-    flights = {flight for f in pending if (flight := _FLIGHTS.get(f)) is not None}
+    flights: set[Flight] = set()
+    bounded = True  # every computation waited for ends by this waiter's deadline: no timer needed
+    for future in pending:
+        flight = _FLIGHTS.get(future)
+        if flight is None:
+            bounded = False
+            continue
+        flights.add(flight)
+        bounded = bounded and flight.deadline <= deadline
     for flight in flights:
         flight.waiters += 1
     try:
-        _, still = await asyncio.wait(pending, timeout=timeout)
+        _, still = await asyncio.wait(pending, timeout=None if bounded else timeout)
     finally:
         for flight in flights:
             flight.leave()

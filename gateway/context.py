@@ -20,7 +20,7 @@ from appliance.config import Config
 from appliance.protocol import Input, TruncationDirection, can_embed
 from gateway import errors
 from gateway.admission import Admission
-from gateway.backend import Backend, EmbedOutcome, ModelCard, RerankOutcome
+from gateway.backend import Backend, EmbedOutcome, ModelCard, RerankOutcome, enforces_deadline
 from gateway.jobs.service import Jobs
 from gateway.telemetry import Telemetry
 
@@ -28,8 +28,8 @@ R = TypeVar("R")
 
 # 503s while models load or the appliance drains: a client should come back soon, or go elsewhere.
 NOT_READY_RETRY_S = 5.0
-# The backend enforces the deadline itself; this is the backstop so that a bug there can never
-# leave a client hanging.
+# The backstop for a backend that does not promise to enforce the deadline itself
+# (``gateway.backend.enforces_deadline``; the router does), so that it can never leave a client hanging.
 DEADLINE_GRACE_S = 1.0
 
 
@@ -110,8 +110,11 @@ class Context:
         )
 
     async def _before_deadline(self, call: Callable[[float], Awaitable[R]]) -> R:
-        """Run ``call(deadline)``, deadline = now + request_timeout on the loop's clock."""
+        """Run ``call(deadline)``, deadline = now + request_timeout on the loop's clock; with a
+        timer of its own only when the backend does not enforce the deadline itself."""
         deadline = asyncio.get_running_loop().time() + self.config.request_timeout
+        if enforces_deadline(self.backend):
+            return await call(deadline)
         try:
             async with asyncio.timeout_at(deadline + DEADLINE_GRACE_S):
                 return await call(deadline)

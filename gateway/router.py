@@ -107,6 +107,10 @@ class WorkerState:
 
 
 class Router:
+    # every wait in ``embed`` and ``rerank`` is bounded by the deadline, and the sweep fails a sent
+    # part past it: callers need no timers of their own (``gateway/backend.py``)
+    enforces_deadline = True
+
     def __init__(self, config: Config, link: Link) -> None:
         """Hears its workers' results and counters through ``link``; the supervisor tells it
         (``WorkerEvents``) when a worker comes, goes or is lost."""
