@@ -29,7 +29,22 @@ async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T], most
     limit = request.client_max_size
     if limit and request.content_length is not None and request.content_length > limit:
         raise errors.BodyTooLarge(f"request body of {request.content_length} bytes exceeds the {limit}-byte limit")
-    return decode(decoder, await request.read(), max_containers=most_inputs + CONTAINER_SLACK)
+    return decode(decoder, await body_of(request), max_containers=most_inputs + CONTAINER_SLACK)
+
+
+async def body_of(request: web.Request) -> bytes:
+    """The request body. A body that has all arrived (most do: they come with the head) is taken
+    from the stream at once, without ``request.read()``'s two awaited reads; the limit holds for
+    it as ``read`` holds it (a chunked body has no length to refuse it by beforehand). Only the
+    route reads a body, once, so nothing later asks ``request.read()`` for it."""
+    content = request.content
+    if not content.is_eof():
+        return await request.read()
+    body = content.read_nowait()  # raises the stream's exception (the body deadline's 408) like read
+    limit = request.client_max_size
+    if limit and len(body) > limit:
+        raise web.HTTPRequestEntityTooLarge(limit, len(body))
+    return body
 
 
 def check_inputs(items: Sequence[Input], config: Config, field: str = "input") -> None:
