@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, Awaitable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
@@ -183,8 +183,10 @@ class CachedBackend:
                 return await self.inner_embed(model, inputs, options, deadline)
         return assemble(plan.rows, plan.hits)
 
-    async def inner_embed(self, model: str, inputs: Sequence[Input], options: Options, deadline: float) -> EmbedOutcome:
-        return await self.inner.embed(model, inputs, truncate=options.truncate, deadline=deadline,
+    def inner_embed(self, model: str, inputs: Sequence[Input], options: Options,
+                    deadline: float) -> Awaitable[EmbedOutcome]:  # fmt: skip
+        # not a coroutine of its own: one frame fewer on every computation
+        return self.inner.embed(model, inputs, truncate=options.truncate, deadline=deadline,
                                       priority=options.priority, normalize=options.normalize,
                                       truncation_direction=options.direction)  # fmt: skip
 
@@ -316,10 +318,22 @@ def assemble(rows: Sequence[Row | Entry | None], hits: int) -> EmbedOutcome:
     done = [row for row in rows if row is not None]
     assert len(done) == len(rows), "every input has a row once its computations are settled"
     vectors = np.frombuffer(b"".join([row.vector for row in done]), dtype=np.float32).reshape(len(done), -1)
-    computed = {id(row.timings): row for row in done if isinstance(row, Row)}.values()
-    served = sorted({w for row in computed for w in row.workers.split(",") if w}, key=int)
-    return EmbedOutcome(vectors=vectors, tokens=[row.tokens for row in done], workers=",".join(served),
-                        timings=slowest([row.timings for row in computed]), cache_hits=hits)  # fmt: skip
+    workers, timings = provenance([row for row in done if isinstance(row, Row)])
+    return EmbedOutcome(vectors=vectors, tokens=[row.tokens for row in done], workers=workers, timings=timings,
+                        cache_hits=hits)  # fmt: skip
+
+
+def provenance(computed: list[Row]) -> tuple[str, Timings]:
+    """The workers that computed the rows ("0,1") and the slowest computation's stage timings.
+    Rows of one computation share its ``Timings`` object (and its already sorted workers)."""
+    if not computed:
+        return "", Timings()
+    first = computed[0].timings
+    if all(row.timings is first for row in computed):  # the common case: one computation
+        return computed[0].workers, first
+    distinct = {id(row.timings): row for row in computed}.values()
+    served = sorted({w for row in distinct for w in row.workers.split(",") if w}, key=int)
+    return ",".join(served), slowest([row.timings for row in distinct])
 
 
 def slowest(timings: list[Timings]) -> Timings:

@@ -164,8 +164,32 @@ async def settle(futures: Sequence[asyncio.Future[V]], deadline: float) -> bool:
     for flight in flights:
         flight.waiters += 1
     try:
-        _, still = await asyncio.wait(pending, timeout=None if bounded else timeout)
+        if bounded:
+            await all_done(pending)
+            return True
+        _, still = await asyncio.wait(pending, timeout=timeout)
     finally:
         for flight in flights:
             flight.leave()
     return not still
+
+
+async def all_done(pending: set[asyncio.Future[V]]) -> None:
+    """Wait until every one of ``pending`` is done, never cancelling them: a waiter that is
+    cancelled leaves them to the others. ``asyncio.wait`` without its timeout and its checks."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    left = len(pending)
+
+    def landed(_: asyncio.Future[V]) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0 and not waiter.done():
+            waiter.set_result(None)
+
+    for future in pending:
+        future.add_done_callback(landed)
+    try:
+        await waiter
+    finally:
+        for future in pending:
+            future.remove_done_callback(landed)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence, TypeVar
+from typing import Awaitable, Sequence, TypeVar
 
 from aiohttp import web
 
@@ -94,30 +94,35 @@ class Context:
                                   normalize=normalize, truncation_direction=truncation_direction)  # fmt: skip
         if hit is not None:
             return hit
-        return await self._before_deadline(
-            lambda deadline: self.backend.embed(model, inputs, truncate=truncate, deadline=deadline,
-                                                use_cache=use_cache, normalize=normalize,
-                                                truncation_direction=truncation_direction)  # fmt: skip
-        )
+        deadline = self.deadline()
+        return await self.bounded(self.backend.embed(model, inputs, truncate=truncate, deadline=deadline,
+                                                     use_cache=use_cache, normalize=normalize,
+                                                     truncation_direction=truncation_direction), deadline)  # fmt: skip
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], truncate: bool, *,
                      raw_scores: bool = False, truncation_direction: TruncationDirection = "right") -> RerankOutcome:
         """``raw_scores``: a cross-encoder's logits instead of their sigmoid (a bi-encoder's cosine
         is the same either way)."""
-        return await self._before_deadline(
-            lambda deadline: self.backend.rerank(model, query, documents, truncate=truncate, deadline=deadline,
-                                                 raw_scores=raw_scores, truncation_direction=truncation_direction)
-        )
+        deadline = self.deadline()
+        return await self.bounded(self.backend.rerank(model, query, documents, truncate=truncate, deadline=deadline,
+                                                      raw_scores=raw_scores, truncation_direction=truncation_direction),
+                                  deadline)  # fmt: skip
 
-    async def _before_deadline(self, call: Callable[[float], Awaitable[R]]) -> R:
-        """Run ``call(deadline)``, deadline = now + request_timeout on the loop's clock; with a
-        timer of its own only when the backend does not enforce the deadline itself."""
-        deadline = asyncio.get_running_loop().time() + self.config.request_timeout
+    def deadline(self) -> float:
+        """A request's deadline: now + request_timeout, on the event loop's clock."""
+        return asyncio.get_running_loop().time() + self.config.request_timeout
+
+    def bounded(self, call: Awaitable[R], deadline: float) -> Awaitable[R]:
+        """``call`` (a backend call given ``deadline``) as it is when the backend enforces the
+        deadline itself (no timer, no extra frame), else under the backstop timer."""
         if enforces_deadline(self.backend):
-            return await call(deadline)
+            return call
+        return self._backstopped(call, deadline)
+
+    async def _backstopped(self, call: Awaitable[R], deadline: float) -> R:
         try:
             async with asyncio.timeout_at(deadline + DEADLINE_GRACE_S):
-                return await call(deadline)
+                return await call
         except TimeoutError:
             raise errors.DeadlineExceeded(f"no answer within {self.config.request_timeout:g} s") from None
 

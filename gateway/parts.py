@@ -62,6 +62,8 @@ def cut(inputs: Sequence[Input], *, answer_bytes: int, budget: int, ways: int) -
     """``[start, end)`` slices of ``inputs``: each part's request and answer fit ``budget``
     bytes, and a big request is spread over ``ways`` workers."""
     n = len(inputs)
+    if n == 1:  # one input is one part, whatever its size (``dispatch`` refuses one too large)
+        return [(0, 1)]
     per_record = max(1, budget // (answer_bytes + ANSWER_ROW_SLACK))
     ways = ways if n >= SPLIT_MIN_INPUTS and ways > 1 else 1
     size = min(per_record, -(-n // ways))
@@ -91,11 +93,16 @@ def estimate_tokens(item: Input) -> int:
 
 def served_by(parts: list[Part]) -> str:
     """The workers that answered, as ``X-Worker-ID`` shows them: "0" or "0,1"."""
+    if len(parts) == 1:
+        worker = parts[0].served_by
+        return str(worker) if worker >= 0 else ""
     return ",".join(str(w) for w in sorted({p.served_by for p in parts if p.served_by >= 0}))
 
 
 def merge_vectors(results: list[Vectors | Scores]) -> EmbedOutcome:
     """The parts' vectors in request order (parts are cut in order and awaited in order)."""
+    if len(results) == 1 and isinstance(only := results[0], Vectors):  # the common case, without the merging
+        return EmbedOutcome(only.array(), only.tokens, "", Timings(only.queue_us, only.tokenize_us, only.compute_us))
     vectors = [r for r in results if isinstance(r, Vectors)]
     arrays = [v.array() for v in vectors]
     matrix = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)

@@ -182,7 +182,8 @@ class Router:
                     use_cache: bool = True, priority: int = INTERACTIVE, normalize: bool | None = None,
                     truncation_direction: TruncationDirection = "right") -> EmbedOutcome:  # fmt: skip
         del use_cache  # the router computes everything it is given; the cache wraps it
-        holders = await self.holders(model, deadline, background=priority > INTERACTIVE)
+        holders = self.holders_now(model) or await self.holder_wait.wait(model, deadline, priority > INTERACTIVE,
+                                                                         self.up_holders)  # fmt: skip
         dim = holders[0].models[model].dim
         slices = cut(inputs, answer_bytes=max(dim, 1) * 4, budget=self.record_budget, ways=len(holders))
         expires = monotonic_deadline(deadline)
@@ -212,11 +213,16 @@ class Router:
     async def holders(self, model: str, deadline: float, *, background: bool = False) -> list[WorkerState]:
         """The up workers holding ``model``. When none is up (a recycle or a crash of the only
         holder), wait for one to come back rather than fail at once: a respawn takes seconds."""
+        return self.holders_now(model) or await self.holder_wait.wait(model, deadline, background, self.up_holders)
+
+    def holders_now(self, model: str) -> list[WorkerState]:
+        """The up workers holding ``model``, perhaps none; 404 for a model not served, 503 while
+        draining. Synchronous: a request whose holders are up awaits nothing here."""
         if model not in self.configured:
             raise errors.ModelNotFound(f"model {model!r} is not served here")
         if self.draining:
             raise errors.Draining("the appliance is shutting down", retry_after=RETRY_AFTER_S)
-        return self.up_holders(model) or await self.holder_wait.wait(model, deadline, background, self.up_holders)
+        return self.up_holders(model)
 
     def up_holders(self, model: str) -> list[WorkerState]:
         return [w for w in self.workers_state if w.up and model in w.models]
@@ -246,7 +252,9 @@ class Router:
         ``dispatch`` is bounded by ``deadline``, and a sent part past it is failed by the sweep."""
         try:
             for part in parts:
-                await self.dispatch(part, deadline)
+                record = self.record_of(part)
+                if not self.send(part, record):  # the common case sends at once, awaiting nothing
+                    await self.dispatch(part, record, deadline)
             if len(parts) == 1:  # the common case: no gather
                 return [await parts[0].future]
             return list(await asyncio.gather(*(p.future for p in parts)))
@@ -254,25 +262,39 @@ class Router:
             for part in parts:
                 self.forget(part)  # a part still on a worker is answered into the void
 
-    async def dispatch(self, part: Part, deadline: float) -> None:
-        """Send a part where ``place`` allows. An interactive part waits briefly on a full ring,
-        then 429; a background part waits for its turn (a free slot, room, ring space)."""
+    def record_of(self, part: Part) -> bytes:
+        """The part's ring record, stamped with its send time; 413 when no ring can take it."""
         part.message.sent = time.monotonic()  # the worker adds its wait in the ring to the queue stage
         record = self.link.encode(part.message)
         if len(record) > self.record_budget:
             # one input (or a rerank query with its documents) larger than a ring record can be
             raise errors.BodyTooLarge(f"this request needs a {len(record)}-byte record; the worker rings take "
                                       f"{self.record_budget} (raise ring_bytes)")  # fmt: skip
+        return record
+
+    def send(self, part: Part, record: bytes) -> bool:
+        """Send a part where ``place`` allows, now; False when it must wait (no holder up, no
+        room, a full ring, a busy background slot). 429 as ``place`` says."""
+        holders = self.up_holders(part.model)
+        if not holders:
+            return False
+        worker = place(part, holders, self.config.max_pending_inputs)
+        if worker is not None and self.link.send_record(worker.index, record):
+            self.track(part, worker)
+            return True
+        return False
+
+    async def dispatch(self, part: Part, record: bytes, deadline: float) -> None:
+        """Send a part that could not be sent at once (``send``). An interactive part waits
+        briefly on a full ring, then 429; a background part waits for its turn (a free slot,
+        room, ring space)."""
         loop = asyncio.get_running_loop()
         ring_full_since: float | None = None
         while True:
-            holders = self.up_holders(part.model)
-            if not holders:  # every holder went down since the request arrived
+            if not self.up_holders(part.model):  # every holder went down since the request arrived
                 await self.holders(part.model, deadline, background=part.background)
                 continue
-            worker = place(part, holders, self.config.max_pending_inputs)
-            if worker is not None and self.link.send_record(worker.index, record):
-                self.track(part, worker)
+            if self.send(part, record):
                 return
             if part.background:
                 if not await self.wait_for_change(deadline):
