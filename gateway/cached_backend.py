@@ -241,7 +241,7 @@ class CachedBackend:
         for i, key in enumerate(plan.keys):
             if plan.rows[i] is None:
                 plan.rows[i] = futures[key].result()  # raises the shared error, if any
-        if use_cache:
+        if use_cache and plan.joined:
             self.keep_joined(model, plan)
 
     async def compute(self, model: str, items: list[Input], keys: list[bytes], store: list[bool],

@@ -101,10 +101,10 @@ class InFlight(Generic[K, V]):
     def _landed(self, task: asyncio.Task[None], keys: Sequence[K], futures: list[asyncio.Future[V]]) -> None:
         """The task ended: it is no longer held, and its futures have no flight to count waiters
         in. A task cancelled before it first ran never reached ``_run``'s own clean-up, so its
-        keys are released and its futures failed here too (no-ops after ``_run``)."""
+        keys are released and its futures failed here too (``_run`` did both when it ran)."""
         self._tasks.discard(task)
-        self._forget(keys, futures)
         if not all(future.done() for future in futures):
+            self._forget(keys, futures)
             self._fail(futures, asyncio.CancelledError())
         for future in futures:
             _FLIGHTS.pop(future, None)

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from typing import Any, Awaitable, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -91,9 +91,12 @@ class Connections(web.Server):
     def __call__(self) -> RequestHandler:
         return Connection(self, loop=self._loop, **self._kwargs)
 
-    async def handle_within_body_deadline(self, request: web.BaseRequest) -> web.StreamResponse:
-        if request.content.is_eof():  # no body, or all of it already here
-            return await self._handle(request)
+    def handle_within_body_deadline(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        if request.content.is_eof():  # no body, or all of it already here: no timer, no frame of ours
+            return self._handle(request)
+        return self._handle_under_deadline(request)
+
+    async def _handle_under_deadline(self, request: web.BaseRequest) -> web.StreamResponse:
         deadline = BodyDeadline(request, self.body_read_timeout)
         try:
             response = await self._handle(request)
