@@ -3,7 +3,8 @@
 A work route asks the context to admit it (``admit``: ready, request rate) before reading its
 body, resolves its model (``model`` / ``embedding_model``), has its inputs admitted
 (``admit_inputs``: input rate, memory guard) and calls the backend through ``embed`` or
-``rerank``, which set the request's deadline. ``gateway/admission.py`` says why the checks come
+``rerank``, which set the request's deadline: without a timer for a backend that enforces it
+(the router does, ``gateway.backend.enforces_deadline``), under a backstop timer otherwise. ``gateway/admission.py`` says why the checks come
 in this order.
 """
 

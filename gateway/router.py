@@ -8,6 +8,10 @@
   A full ring waits briefly for the worker to catch up, then 429: never drop, never overwrite.
 - A request for a model with no holder up (its only holder respawning) parks until a holder's
   ``Ready`` wakes it, up to its deadline (``gateway/holders.py``).
+- Deadlines: one sweep (``expire``, every ``SWEEP_S`` while any part is out) fails each sent or
+  parked part past its request's deadline with 504, and its request withdraws it (``Cancel``);
+  every other wait here is bounded by the deadline itself. So a call ends by its deadline (plus
+  at most a tick) with no timer per request, and callers need none (``enforces_deadline``).
 - A worker that dies loses nothing silently: each of its parts is resent once to another worker
   that holds the model; when none is up, it is parked and sent to the first holder that comes
   back (its deadline still bounds it). A part lost twice fails with 503: it may be what kills

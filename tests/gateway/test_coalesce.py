@@ -205,3 +205,49 @@ def test_a_finished_flight_leaves_nothing_behind() -> None:
     run(main())
     gc.collect()
     assert not [o for o in gc.get_objects() if isinstance(o, coalesce.Flight)]
+
+
+class Bounded(Computation):
+    """A computation that ends itself (failing) at its deadline, as the router does."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__(["v"])
+        self.deadline = deadline
+
+    async def __call__(self) -> list[str]:
+        self.runs += 1
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(self.deadline - loop.time())
+        raise TimeoutError("the computation's own deadline")
+
+
+def test_a_waiter_no_later_than_its_computation_s_deadline_sets_no_timer() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        flights: InFlight[str, str] = InFlight()
+        deadline = loop.time() + 0.1
+        compute = Bounded(deadline)
+        (future,) = flights.launch(["k"], compute, deadline)
+        waiter = asyncio.create_task(settle([future], deadline + 5))
+        await asyncio.sleep(0.01)
+        timers = len(loop._scheduled)  # type: ignore[attr-defined]  # the computation's own sleep only
+        assert timers == 1
+        assert await waiter  # ended when the computation did, with its error
+        with pytest.raises(TimeoutError, match="own deadline"):
+            future.result()
+
+    run(main())
+
+
+def test_a_waiter_with_an_earlier_deadline_than_its_computation_still_ends_by_its_own() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        flights: InFlight[str, str] = InFlight()
+        started = loop.time()
+        (future,) = flights.launch(["k"], Bounded(started + 5), started + 5)
+        assert not await settle([future], started + 0.05)
+        assert loop.time() - started < 1.0
+        await asyncio.sleep(0)
+        assert len(flights) == 0  # its only waiter left: withdrawn
+
+    run(main())
