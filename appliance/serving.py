@@ -56,6 +56,11 @@ from appliance.supervisor import BootError, SlotLost, Supervisor
 log = logging.getLogger("appliance")
 
 LISTEN_BACKLOG = 1024
+# The collector's youngest generation runs once tracked objects outnumber the freed by this many.
+# A request allocates a few hundred (futures, a task, coroutines, dicts) and frees nearly all of
+# them by reference counting; at Python's default of 700 the gateway ran a young collection every
+# few requests, about a tenth of the backend's CPU per request (34.5 against 38.5 us in-process).
+GC_YOUNG_THRESHOLD = 10_000
 
 
 class StartAborted(RuntimeError):
@@ -181,6 +186,7 @@ async def run(parts: Parts, runner: web.AppRunner, sock: socket.socket) -> int:
     # What start-up allocated (modules, config, the preloaded cache) is never garbage: moved out
     # of the collector's reach, a full collection walks only what requests allocate.
     gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     # backlog: aiohttp listens again on the socket with its own backlog (128 by default)
     await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
     config = parts.config
