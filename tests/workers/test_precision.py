@@ -64,9 +64,13 @@ def test_scores_agree_as_one_vector() -> None:
 
 
 def test_a_low_mean_or_one_bad_row_fails() -> None:
-    assert Agreement(0.99995, 0.9995).passes()
+    assert Agreement(0.99995, 0.9999).passes()
     assert not Agreement(0.99989, 0.9999).passes()
-    assert not Agreement(0.99995, 0.998).passes()
+    assert not Agreement(0.99995, 0.99989).passes()  # every row is held to the product's 0.9999
+
+
+def test_the_row_bound_is_what_the_product_promises() -> None:
+    assert precision.MIN_ROW_COSINE == 0.9999 == precision.MIN_COSINE
 
 
 # ---- the guard on real (tiny) models -----------------------------------------------------------

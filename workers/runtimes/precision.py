@@ -30,7 +30,10 @@ log = logging.getLogger("appliance.worker.precision")
 # Reduced precision must agree with fp32 to this mean cosine over the probe rows, and to
 # MIN_ROW_COSINE on each one, to be served by default.
 MIN_COSINE = 0.9999
-MIN_ROW_COSINE = 0.999
+MIN_ROW_COSINE = 0.9999
+# Rows of at most this many tokens are computed at float32 beside a reduced-precision model: every
+# bf16 MiniLM row below MIN_ROW_COSINE was this short or shorter (10 tokens; 12 for a margin).
+EXACT_MAX_TOKENS = 12
 _NAMED = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Native bf16 arithmetic: AVX-512 BF16 (dot products) or AMX tiles; plain AVX-512 only emulates it.
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -103,8 +106,8 @@ class Castable(Protocol):
     dtype: str
 
     def sample(self, texts: list[str]) -> list[object]: ...
-    def forward_padded(self, batch: Sequence[object]) -> np.ndarray: ...
-    def cast(self, dtype: torch.dtype) -> None: ...
+    def forward(self, batch: Sequence[object]) -> np.ndarray: ...
+    def cast(self, dtype: torch.dtype, *, exact_max_tokens: int = 0) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,29 +119,30 @@ class Verdict:
 C = TypeVar("C", bound=Castable)
 
 
-def load_guarded(load_at: Callable[[torch.dtype], C], setting: str, device: str,
-                 min_cosine: float = MIN_COSINE) -> tuple[C, Verdict]:  # fmt: skip
+def load_guarded(load_at: Callable[[torch.dtype], C], setting: str, device: str, min_cosine: float = MIN_COSINE,
+                 min_row_cosine: float = MIN_ROW_COSINE) -> tuple[C, Verdict]:  # fmt: skip
     """``load_at(dtype)`` the model at the dtype ``setting`` resolves to, checked against fp32.
 
     At fp32 the model loads once, unchecked. Otherwise it loads at fp32, answers the probe, is
-    cast down and answers again; under ``auto`` figures below the bounds load it afresh at fp32
-    (casting back up would not restore the bits the weights lost)."""
+    cast down (its rows of up to ``EXACT_MAX_TOKENS`` tokens kept at fp32) and answers again, as it
+    will serve; under ``auto`` figures below the bounds load it afresh at fp32 (and the runtime
+    that holds the reduced copy is dropped)."""
     wanted = resolve_dtype(setting, device)
     if wanted == torch.float32:
         return load_at(torch.float32), Verdict(torch.float32, Agreement())
     runtime = load_at(torch.float32)
     probe = runtime.sample(list(PROBE_TEXTS))
-    reference = runtime.forward_padded(probe)
-    runtime.cast(wanted)
-    found = agreement(reference, runtime.forward_padded(probe))
+    reference = runtime.forward(probe)
+    runtime.cast(wanted, exact_max_tokens=EXACT_MAX_TOKENS)
+    found = agreement(reference, runtime.forward(probe))
     name = str(wanted).removeprefix("torch.")
-    if found.passes(min_cosine):
+    if found.passes(min_cosine, min_row_cosine):
         log.info("model %s serves %s: %s to float32 over the probe", runtime.name, name, found)
         return runtime, Verdict(wanted, found)
     if setting != "auto":
         log.warning("model %s serves %s as configured, though it agrees with float32 only to %s (bounds %g mean, "
-                    "%g per row)", runtime.name, name, found, min_cosine, MIN_ROW_COSINE)  # fmt: skip
+                    "%g per row)", runtime.name, name, found, min_cosine, min_row_cosine)  # fmt: skip
         return runtime, Verdict(wanted, found)
     log.warning("model %s: %s agrees with float32 only to %s (bounds %g mean, %g per row): serving float32",
-                runtime.name, name, found, min_cosine, MIN_ROW_COSINE)  # fmt: skip
+                runtime.name, name, found, min_cosine, min_row_cosine)  # fmt: skip
     return load_at(torch.float32), Verdict(torch.float32, found)
