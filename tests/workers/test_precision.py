@@ -152,7 +152,52 @@ def test_the_runtime_loader_goes_through_the_guard(tiny_transformer: Path, cpu_f
 
 
 def test_minilm_serves_bf16_by_default_where_the_cpu_has_it(minilm_path: Path, cpu_flags: dict[str, Any]) -> None:
-    """The embedded model passes the guard: bf16 is what an AVX-512 BF16 or AMX box serves."""
+    """The embedded model passes the guard: bf16 is what an AVX-512 BF16 or AMX box serves, every
+    probe row within the product's bound (its shortest rows computed at fp32)."""
     loads = Loads(transformer, ModelConfig(name="minilm", path=str(minilm_path)), minilm_path)
     runtime, verdict = load_guarded(loads, "auto", "cpu")
     assert verdict.dtype == torch.bfloat16, str(verdict.agreement)
+    assert verdict.agreement.lowest >= precision.MIN_ROW_COSINE
+
+
+def test_minilm_all_in_bf16_fails_the_row_bound_and_auto_serves_fp32(
+        minilm_path: Path, cpu_flags: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """Without its short rows at fp32, bf16 MiniLM answers "ok" at cosine ~0.99984: below the
+    bound, so ``auto`` keeps its promise by serving fp32, and says why."""
+    monkeypatch.setattr(precision, "EXACT_MAX_TOKENS", 0)
+    loads = Loads(transformer, ModelConfig(name="minilm", path=str(minilm_path)), minilm_path)
+    with caplog.at_level(logging.WARNING, logger=precision.log.name):
+        runtime, verdict = load_guarded(loads, "auto", "cpu")
+    assert verdict.dtype == torch.float32 and runtime.dtype == "float32"
+    assert verdict.agreement.mean >= precision.MIN_COSINE > verdict.agreement.lowest  # the mean alone would pass
+    assert f"{verdict.agreement.lowest:.6f}" in caplog.text and "serving float32" in caplog.text
+
+
+# ---- short rows at fp32 --------------------------------------------------------------------------
+def test_a_cast_runtime_computes_its_short_rows_with_the_fp32_module(tiny_transformer: Path) -> None:
+    exact = transformer._load(ModelConfig(name="tiny", path=str(tiny_transformer)), tiny_transformer, "cpu",
+                              torch.float32)  # fmt: skip
+    served = transformer._load(ModelConfig(name="tiny", path=str(tiny_transformer)), tiny_transformer, "cpu",
+                               torch.float32)  # fmt: skip
+    served.cast(torch.bfloat16, exact_max_tokens=precision.EXACT_MAX_TOKENS)
+    assert next(served.module.parameters()).dtype == torch.bfloat16 and served.dtype == "bfloat16"
+    assert served.exact is not None and next(served.exact.parameters()).dtype == torch.float32
+    texts = ["ok", "a", "the quick brown fox", "word " * 40, "paris is the capital of france " * 3, "7"]
+    batch = served.sample(texts)
+    short = np.array([item.length <= precision.EXACT_MAX_TOKENS for item in batch])
+    assert short.any() and not short.all()
+    reference, found = exact.forward(batch), served.forward(batch)
+    cosines = np.sum(reference * found, axis=1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(found, axis=1)
+    assert (cosines[short] > 0.999999).all()  # fp32 for these, as loaded: rounding apart
+    np.testing.assert_allclose(found[~short], served.forward_padded([b for b, s in zip(batch, short) if not s]),
+                               rtol=1e-2, atol=1e-2)  # the rest: the bf16 module's answers  # fmt: skip
+    assert not np.allclose(found[~short], reference[~short], rtol=1e-5, atol=1e-6)
+
+
+def test_a_cast_without_exact_rows_holds_one_module(tiny_transformer: Path) -> None:
+    runtime = transformer._load(ModelConfig(name="tiny", path=str(tiny_transformer)), tiny_transformer, "cpu",
+                                torch.float32)  # fmt: skip
+    module = runtime.module
+    runtime.cast(torch.bfloat16)
+    assert runtime.module is module and runtime.exact is None and next(module.parameters()).dtype == torch.bfloat16
