@@ -5,15 +5,16 @@ The texts: the bench corpus (``--sentences``), the guard's probe (``precision.PR
 short inputs (``SHORT``: single words, "ok", "A", numbers, and the first one to six words of
 corpus sentences, as search queries are). Each is embedded three ways, in length-sorted batches
 of 32 as a busy worker computes them: at float32 (the reference), at ``--dtype`` everywhere
-(``reduced``), and as the runtime serves ``--dtype`` (``served``: rows of up to
-``precision.EXACT_MAX_TOKENS`` tokens at float32). Figures: each way's per-row cosine to float32 by
-token-length bucket (rows, mean, lowest, rows below ``precision.MIN_ROW_COSINE``) and the
-reduced way's worst rows.
+(``reduced``: what a configured ``dtype = "bfloat16"`` serves), and as ``dtype = "auto"`` serves
+``--dtype`` (``served``: rows of up to ``precision.EXACT_MAX_TOKENS`` tokens at float32). Figures:
+each way's per-row cosine to float32 by token-length bucket (rows, mean, lowest, rows below
+``precision.MIN_ROW_COSINE``) and the reduced way's worst rows.
 
-Then speed, in process on every core this process may use: sentences/s of the three ways on the
-corpus and on the short inputs (``bench.raw.measure``: tokenize plus forward, sorted batches of
-32), interleaved for ``--rounds`` rounds so each sees the same noise. The figures are each way's
-median over ``reduced``'s, per workload. Last line: one JSON object with every figure.
+Then speed, in process on ``--threads`` torch threads (a worker's one by default: it is pinned to
+one core): sentences/s of the three ways on the corpus and on the short inputs
+(``bench.raw.measure``: tokenize plus forward, sorted batches of 32), interleaved for ``--rounds``
+rounds so each sees the same noise. The figures are each way's median over ``reduced``'s per
+workload, and each round's ratio. Last line: one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--queries", type=int, default=400, help="corpus sentences cut into 1..6-word queries")
     p.add_argument("--seconds", type=float, default=3.0, help="per speed point and round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the speed (a worker's: 1)")
     p.add_argument("--quick", action="store_true", help="a few sentences and a fraction of a second (smoke run)")
     args = p.parse_args(list(argv))
     if args.quick:
@@ -75,8 +77,15 @@ def short_texts(queries: int) -> list[str]:
 
 
 def load(path: str, dtype: str) -> Runtime:
-    model = ModelConfig(name="exactness", path=path, dtype=dtype)  # type: ignore[arg-type]
-    return load_runtime(model, resolve_model_path(path, ".state"), "cpu")
+    """The model at float32, cast to ``dtype`` as ``auto`` serves it when that is not float32 (its
+    short rows kept at float32) whatever the guard would say of it here."""
+    import torch
+
+    model = ModelConfig(name="exactness", path=path, dtype="float32")
+    runtime = load_runtime(model, resolve_model_path(path, ".state"), "cpu")
+    if dtype != "float32":
+        runtime.cast(getattr(torch, dtype), exact_max_tokens=EXACT_MAX_TOKENS)  # type: ignore[attr-defined]
+    return runtime
 
 
 def serving(runtime: Runtime, way: str) -> Runtime:
@@ -134,23 +143,26 @@ def accuracy(reference: Runtime, reduced: Runtime, texts: Sequence[str]) -> dict
     return report
 
 
-def speed(reference: Runtime, reduced: Runtime, workloads: dict[str, list[str]], seconds: float,
-          rounds: int) -> dict[str, object]:  # fmt: skip
+def speed(reference: Runtime, reduced: Runtime, workloads: dict[str, list[str]], seconds: float, rounds: int,
+          threads: int) -> dict[str, object]:  # fmt: skip
     """Sentences/s of every way on every workload, interleaved round by round; medians over reduced's."""
     runs: dict[str, dict[str, list[float]]] = {w: {way: [] for way in WAYS} for w in workloads}
     for _ in range(rounds):
         for workload, texts in workloads.items():
             for way in WAYS:
                 runtime = reference if way == "float32" else serving(reduced, way)
-                point = measure(runtime, texts, batch=BATCH, order="sorted", threads=cores(), seconds=seconds)
+                point = measure(runtime, texts, batch=BATCH, order="sorted", threads=threads, seconds=seconds)
                 runs[workload][way].append(point.sps)
     report: dict[str, object] = {}
     for workload, by_way in runs.items():
         median = {way: statistics.median(sps) for way, sps in by_way.items()}
+        per_round = {way: [round(a / b, 3) for a, b in zip(sps, by_way["reduced"])] for way, sps in by_way.items()}
         report[workload] = {"sentences_per_s": {way: round(v, 1) for way, v in median.items()},
-                            "over_reduced": {way: round(v / median["reduced"], 3) for way, v in median.items()}}  # fmt: skip
+                            "over_reduced": {way: round(v / median["reduced"], 3) for way, v in median.items()},
+                            "rounds_over_reduced": per_round}  # fmt: skip
         print(f"{workload}: " + ", ".join(f"{way} {median[way]:.1f} sent/s ({median[way] / median['reduced']:.2f}x "
                                           f"reduced)" for way in WAYS))  # fmt: skip
+        print(f"  by round, over reduced: float32 {per_round['float32']}, served {per_round['served']}")
     return report
 
 
@@ -161,10 +173,11 @@ def main(argv: Sequence[str]) -> int:
     served = serving(reduced, "served")
     print(f"{args.dtype}, rows of up to {EXACT_MAX_TOKENS} tokens at float32 when served; bound {MIN_ROW_COSINE}")
     summary: dict[str, object] = {"dtype": served.dtype, "exact_max_tokens": EXACT_MAX_TOKENS,
-                                  "min_row_cosine": MIN_ROW_COSINE, "cores": cores(), "texts": {
+                                  "min_row_cosine": MIN_ROW_COSINE, "cores": cores(), "threads": args.threads, "texts": {
                                       "corpus": len(corpus), "probe": len(PROBE_TEXTS), "short": len(short)}}  # fmt: skip
     summary["accuracy"] = accuracy(reference, reduced, [*corpus, *PROBE_TEXTS, *short])
-    summary["speed"] = speed(reference, reduced, {"corpus": corpus, "short": short}, args.seconds, args.rounds)
+    summary["speed"] = speed(reference, reduced, {"corpus": corpus, "short": short}, args.seconds, args.rounds,
+                             args.threads)
     serving(reduced, "served")
     print(json.dumps(summary))
     return 0

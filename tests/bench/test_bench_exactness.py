@@ -34,4 +34,5 @@ def test_exactness_bench_measures_every_way_and_records_finite_figures(tiny_tran
     for workload in exactness.WORKLOADS:
         speed = summary["speed"][workload]
         assert set(speed["sentences_per_s"]) == set(exactness.WAYS) and speed["over_reduced"]["reduced"] == 1.0
+        assert speed["rounds_over_reduced"]["reduced"] == [1.0]
         assert all(v > 0 for v in speed["sentences_per_s"].values())

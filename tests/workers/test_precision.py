@@ -95,6 +95,7 @@ def test_auto_serves_bf16_when_it_agrees_with_fp32(tiny_transformer: Path, cpu_f
     assert verdict.dtype == torch.bfloat16 and verdict.agreement.passes() and verdict.agreement.mean < 1.0
     assert runtime.dtype == "bfloat16" and next(runtime.module.parameters()).dtype == torch.bfloat16
     assert loads.asked == [torch.float32]  # loaded once, checked at fp32, cast down
+    assert runtime.exact_max_tokens == precision.EXACT_MAX_TOKENS and runtime.exact is not None
     vectors = runtime.forward(runtime.sample(["a text", "another"]))
     assert vectors.dtype == np.float32 and vectors.shape == (2, runtime.dim)
 
@@ -126,6 +127,7 @@ def test_an_explicit_dtype_is_honoured_below_the_bound(tiny_transformer: Path,
         runtime, verdict = load_guarded(loads, "bfloat16", "cpu", min_cosine=1.01)
     assert verdict.dtype == torch.bfloat16 and runtime.dtype == "bfloat16"
     assert "as configured" in caplog.text
+    assert runtime.exact is None  # configured, so computed at bf16 on every row, the short ones too
 
 
 def test_float32_is_loaded_once_and_exact(tiny_transformer: Path, cpu_flags: dict[str, Any]) -> None:
