@@ -6,7 +6,8 @@ short inputs (``SHORT``: single words, "ok", "A", numbers, and the first one to 
 corpus sentences, as search queries are). Each is embedded three ways, in length-sorted batches
 of 32 as a busy worker computes them: at float32 (the reference), at ``--dtype`` everywhere
 (``reduced``: what a configured ``dtype = "bfloat16"`` serves), and as ``dtype = "auto"`` serves
-``--dtype`` (``served``: rows of up to ``precision.EXACT_MAX_TOKENS`` tokens at float32). Figures:
+``--dtype`` (``served``: rows of up to ``precision.SHORT_MAX_TOKENS`` tokens with float32
+activations, only their matmuls at ``--dtype``). Figures:
 each way's per-row cosine to float32 by token-length bucket (rows, mean, lowest, rows below
 ``precision.MIN_ROW_COSINE``) and the reduced way's worst rows.
 
@@ -32,7 +33,7 @@ from bench.corpus import sentences
 from bench.raw import cores, measure
 from bench.target import MODEL_PATH
 from workers.runtimes import Runtime, load_runtime
-from workers.runtimes.precision import EXACT_MAX_TOKENS, MIN_ROW_COSINE, PROBE_TEXTS
+from workers.runtimes.precision import SHORT_MAX_TOKENS, MIN_ROW_COSINE, PROBE_TEXTS
 
 WAYS = ("float32", "reduced", "served")
 WORKLOADS = ("corpus", "short")
@@ -78,19 +79,19 @@ def short_texts(queries: int) -> list[str]:
 
 def load(path: str, dtype: str) -> Runtime:
     """The model at float32, cast to ``dtype`` as ``auto`` serves it when that is not float32 (its
-    short rows kept at float32) whatever the guard would say of it here."""
+    short rows with float32 activations) whatever the guard would say of it here."""
     import torch
 
     model = ModelConfig(name="exactness", path=path, dtype="float32")
     runtime = load_runtime(model, resolve_model_path(path, ".state"), "cpu")
     if dtype != "float32":
-        runtime.cast(getattr(torch, dtype), exact_max_tokens=EXACT_MAX_TOKENS)  # type: ignore[attr-defined]
+        runtime.cast(getattr(torch, dtype), short_max_tokens=SHORT_MAX_TOKENS)  # type: ignore[attr-defined]
     return runtime
 
 
 def serving(runtime: Runtime, way: str) -> Runtime:
-    """``runtime`` (the reduced one) set to compute ``way``: its short rows at float32 or not."""
-    runtime.exact_max_tokens = EXACT_MAX_TOKENS if way == "served" else 0  # type: ignore[attr-defined]
+    """``runtime`` (the reduced one) set to compute ``way``: its short rows apart or not."""
+    runtime.short_max_tokens = SHORT_MAX_TOKENS if way == "served" else 0  # type: ignore[attr-defined]
     return runtime
 
 
@@ -171,8 +172,9 @@ def main(argv: Sequence[str]) -> int:
     reference, reduced = load(args.model_path, "float32"), load(args.model_path, args.dtype)
     corpus, short = sentences(args.sentences), short_texts(args.queries)
     served = serving(reduced, "served")
-    print(f"{args.dtype}, rows of up to {EXACT_MAX_TOKENS} tokens at float32 when served; bound {MIN_ROW_COSINE}")
-    summary: dict[str, object] = {"dtype": served.dtype, "exact_max_tokens": EXACT_MAX_TOKENS,
+    print(f"{args.dtype}; served: rows of up to {SHORT_MAX_TOKENS} tokens with float32 activations; "
+          f"bound {MIN_ROW_COSINE}")
+    summary: dict[str, object] = {"dtype": served.dtype, "short_max_tokens": SHORT_MAX_TOKENS,
                                   "min_row_cosine": MIN_ROW_COSINE, "cores": cores(), "threads": args.threads, "texts": {
                                       "corpus": len(corpus), "probe": len(PROBE_TEXTS), "short": len(short)}}  # fmt: skip
     summary["accuracy"] = accuracy(reference, reduced, [*corpus, *PROBE_TEXTS, *short])

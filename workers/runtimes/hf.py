@@ -20,6 +20,7 @@ import numpy as np
 from appliance.config import ModelKind
 from appliance.protocol import ModelInfo
 from workers.compile_cache import compile_afresh
+from workers.runtimes import precision
 from workers.runtimes.base import Tokenized, model_info
 from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, forward_by_length, forward_in_chunks, measure_overhead_tokens
 from workers.runtimes.tokenizer import TextTokenizer
@@ -153,9 +154,11 @@ class TorchRuntime:
 
     A forward pass is the batch padded to its longest row, split into length-sorted passes when
     padding costs more than a pass (``chunking``). Cast to a reduced precision with
-    ``exact_max_tokens``, it keeps the module as loaded (float32) for the rows of at most that many
-    tokens, which it computes in passes of their own: short rows drift furthest from float32 and
-    cost the least to compute exactly (``precision``). The module is called as ``module(input_ids,
+    ``short_max_tokens``, it computes the rows of at most that many tokens in passes of their own,
+    with a second module: float32 activations, only the matmuls at the reduced precision (on the
+    cast module's weights). Short rows drift furthest from float32 at the reduced precision
+    everywhere, and that module holds them within the bound at nearly the reduced speed
+    (``precision``). The module is called as ``module(input_ids,
     attention_mask, token_type_ids)``, the last None unless ``type_ids`` is set. A subclass adds
     ``kind``, ``tokenize``/``tokenize_pairs`` and ``sample``: some texts tokenized as its
     requests will be, to warm up on.
@@ -182,8 +185,8 @@ class TorchRuntime:
         self.default_prompt_name = ""
         self._run: Callable[..., torch.Tensor] = module
         self._min_shape = 1
-        self.exact: nn.Module | None = None  # the float32 module for short rows, beside a reduced ``module``
-        self.exact_max_tokens = 0
+        self.short: nn.Module | None = None  # short rows' module: float32 but for the matmuls (``cast``)
+        self.short_max_tokens = 0
         self.overhead_tokens = float(MAX_OVERHEAD_TOKENS)  # no splitting until warm-up measures it
 
     def sample(self, texts: list[str]) -> list[Tokenized]:
@@ -193,23 +196,23 @@ class TorchRuntime:
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
         if not batch:
             return np.zeros((0, self.dim) if self.dim else (0,), dtype=np.float32)
-        if self.exact is None:
+        if self.short is None:
             return self._forward_served(batch)
-        return forward_by_length(self._forward_exact, self._forward_served, batch, self.exact_max_tokens)
+        return forward_by_length(self._forward_short, self._forward_served, batch, self.short_max_tokens)
 
     def _forward_served(self, batch: Sequence[Tokenized]) -> np.ndarray:
         return forward_in_chunks(self.forward_padded, batch, self.overhead_tokens)
 
-    def _forward_exact(self, batch: Sequence[Tokenized]) -> np.ndarray:
-        return forward_in_chunks(self.forward_padded_exact, batch, self.overhead_tokens)
+    def _forward_short(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        return forward_in_chunks(self.forward_padded_short, batch, self.overhead_tokens)
 
     def forward_padded(self, batch: Sequence[Tokenized]) -> np.ndarray:
         """One pass over the whole batch, padded to its longest row, at the served dtype."""
         return self._pass(self._run, batch, self._min_shape)
 
-    def forward_padded_exact(self, batch: Sequence[Tokenized]) -> np.ndarray:
-        """One pass at float32 (the module as loaded; the served one when nothing was cast)."""
-        return self._pass(self.exact or self._run, batch, 1)
+    def forward_padded_short(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        """One pass through the short rows' module (the served one when nothing was cast)."""
+        return self._pass(self.short or self._run, batch, 1)
 
     def _pass(self, run: Callable[..., torch.Tensor], batch: Sequence[Tokenized], min_shape: int) -> np.ndarray:
         ids, mask, types = pad_batch(batch, self.pad_id, self.device, with_type_ids=self.type_ids,
@@ -228,15 +231,16 @@ class TorchRuntime:
         self.forward(self.sample(["warm up", "a somewhat longer text to warm up the model with padding"] * 2))
         self.overhead_tokens = calibrate(self.forward_padded, self.sample(["word " * 100])[0], self.device)
 
-    def cast(self, dtype: torch.dtype, *, exact_max_tokens: int = 0) -> None:
+    def cast(self, dtype: torch.dtype, *, short_max_tokens: int = 0) -> None:
         """Serve at ``dtype`` from now on (the precision guard casts a model it has checked); with
-        ``exact_max_tokens``, rows of at most that many tokens keep the module as loaded, and a copy
-        is cast instead (the weights held twice: 1.5x the float32 size for bf16 or fp16)."""
-        if exact_max_tokens > 0:
-            self.exact, self.exact_max_tokens = self.module, exact_max_tokens
-            self.module = copy.deepcopy(self.module)
-        self.module.to(dtype)
-        self._run = self.module
+        ``short_max_tokens``, rows of at most that many tokens run through the module as loaded,
+        its activations kept float32 and its matmuls at ``dtype`` on the cast copy's weights (held
+        once): only the float32 embeddings and norms are held twice."""
+        reduced = copy.deepcopy(self.module).to(dtype) if short_max_tokens > 0 else self.module.to(dtype)
+        if short_max_tokens > 0:
+            self.short = precision.with_reduced_matmuls(self.module, reduced)
+            self.short_max_tokens = short_max_tokens
+        self.module = self._run = reduced
         self.dtype = dtype_name(dtype)
 
     def compile_now(self) -> None:

@@ -11,7 +11,7 @@ of fp32. How far a row drifts depends on its length: bf16 MiniLM agrees with fp3
 average, but over the 5,000 corpus sentences, the probe and 2,420 short inputs (``python -m
 bench exactness``) the 201 rows below 0.9999 were all of 10 tokens or fewer (single words, "ok",
 numbers, two- and three-word queries; lowest 0.99982), and no longer row was (lowest 0.999906). A
-short row has few tokens to average the rounding over, and it is also the cheapest to compute. So a runtime cast down keeps its fp32 module for the rows of up to ``EXACT_MAX_TOKENS``
+short row has few tokens to average the rounding over, and it is also the cheapest to compute. So a runtime cast down keeps its fp32 module for the rows of up to ``SHORT_MAX_TOKENS``
 tokens, which it computes in passes of their own (``hf.TorchRuntime.cast``), and every row of
 that run then agreed to 0.9999 or better. Spending the fp32 elsewhere did not move the short rows:
 LayerNorms, embeddings, the first or the last layer in fp32 left the lowest row at 0.99983-0.99985;
@@ -35,6 +35,7 @@ from typing import Callable, Mapping, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
 log = logging.getLogger("appliance.worker.precision")
 
@@ -42,9 +43,9 @@ log = logging.getLogger("appliance.worker.precision")
 # MIN_ROW_COSINE on each one, to be served by default.
 MIN_COSINE = 0.9999
 MIN_ROW_COSINE = 0.9999
-# Rows of at most this many tokens are computed at float32 beside a reduced-precision model: every
+# Rows of at most this many tokens keep float32 activations beside a reduced-precision model: every
 # bf16 MiniLM row below MIN_ROW_COSINE was this short or shorter (10 tokens; 12 for a margin).
-EXACT_MAX_TOKENS = 12
+SHORT_MAX_TOKENS = 12
 _NAMED = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Native bf16 arithmetic: AVX-512 BF16 (dot products) or AMX tiles; plain AVX-512 only emulates it.
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -66,6 +67,34 @@ PROBE_TEXTS: tuple[str, ...] = (
     "Transformers encode each token with attention over every other token in the sequence, which "
     "makes their cost grow with the square of the length of the input they are given.",
 )
+
+
+class ReducedMatmul(nn.Module):
+    """An ``nn.Linear`` on float32 activations whose matmul runs at the reduced dtype: the input
+    rounded for the matmul only, the product and the bias back in float32. The weight is the
+    reduced module's own tensor, shared, not a copy."""
+
+    def __init__(self, reduced: nn.Linear, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.weight = reduced.weight
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        out = nn.functional.linear(hidden.to(self.weight.dtype), self.weight).float()
+        return out if self.bias is None else out + self.bias
+
+
+def with_reduced_matmuls(module: nn.Module, reduced: nn.Module) -> nn.Module:
+    """``module`` (float32) with each ``nn.Linear`` swapped, in place, for a ``ReducedMatmul`` on
+    the weight of its counterpart in ``reduced`` (a cast copy of it): the activations, norms,
+    softmax and embeddings stay float32, the matmuls run at the reduced speed."""
+    counterparts = dict(reduced.named_modules())
+    for name, parent in list(module.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                path = f"{name}.{child_name}" if name else child_name
+                setattr(parent, child_name, ReducedMatmul(counterparts[path], child.bias))
+    return module
 
 
 def cpu_has_native_bf16(capabilities: Mapping[str, object] | None = None) -> bool:
@@ -118,7 +147,7 @@ class Castable(Protocol):
 
     def sample(self, texts: list[str]) -> list[object]: ...
     def forward(self, batch: Sequence[object]) -> np.ndarray: ...
-    def cast(self, dtype: torch.dtype, *, exact_max_tokens: int = 0) -> None: ...
+    def cast(self, dtype: torch.dtype, *, short_max_tokens: int = 0) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +165,8 @@ def load_guarded(load_at: Callable[[torch.dtype], C], setting: str, device: str,
 
     At fp32 the model loads once, unchecked. Otherwise it loads at fp32, answers the probe, is
     cast down and answers again, as it will serve (under ``auto`` its rows of up to
-    ``EXACT_MAX_TOKENS`` tokens kept at fp32; a configured dtype is computed everywhere); under ``auto`` figures below the bounds load it afresh at fp32 (and the runtime
+    ``SHORT_MAX_TOKENS`` tokens with fp32 activations; a configured dtype computes every row at
+    that dtype); under ``auto`` figures below the bounds load it afresh at fp32 (and the runtime
     that holds the reduced copy is dropped)."""
     wanted = resolve_dtype(setting, device)
     if wanted == torch.float32:
@@ -144,7 +174,7 @@ def load_guarded(load_at: Callable[[torch.dtype], C], setting: str, device: str,
     runtime = load_at(torch.float32)
     probe = runtime.sample(list(PROBE_TEXTS))
     reference = runtime.forward(probe)
-    runtime.cast(wanted, exact_max_tokens=EXACT_MAX_TOKENS if setting == "auto" else 0)
+    runtime.cast(wanted, short_max_tokens=SHORT_MAX_TOKENS if setting == "auto" else 0)
     found = agreement(reference, runtime.forward(probe))
     name = str(wanted).removeprefix("torch.")
     if found.passes(min_cosine, min_row_cosine):
