@@ -174,9 +174,10 @@ def main(argv: Sequence[str]) -> int:
     served = serving(reduced, "served")
     print(f"{args.dtype}; served: rows of up to {SHORT_MAX_TOKENS} tokens with float32 activations; "
           f"bound {MIN_ROW_COSINE}")
+    texts = {"corpus": len(corpus), "probe": len(PROBE_TEXTS), "short": len(short)}
     summary: dict[str, object] = {"dtype": served.dtype, "short_max_tokens": SHORT_MAX_TOKENS,
-                                  "min_row_cosine": MIN_ROW_COSINE, "cores": cores(), "threads": args.threads, "texts": {
-                                      "corpus": len(corpus), "probe": len(PROBE_TEXTS), "short": len(short)}}  # fmt: skip
+                                  "min_row_cosine": MIN_ROW_COSINE, "cores": cores(), "threads": args.threads,
+                                  "texts": texts}  # fmt: skip
     summary["accuracy"] = accuracy(reference, reduced, [*corpus, *PROBE_TEXTS, *short])
     summary["speed"] = speed(reference, reduced, {"corpus": corpus, "short": short}, args.seconds, args.rounds,
                              args.threads)

@@ -155,13 +155,13 @@ class TorchRuntime:
     A forward pass is the batch padded to its longest row, split into length-sorted passes when
     padding costs more than a pass (``chunking``). Cast to a reduced precision with
     ``short_max_tokens``, it computes the rows of at most that many tokens in passes of their own,
-    with a second module: float32 activations, only the matmuls at the reduced precision (on the
-    cast module's weights). Short rows drift furthest from float32 at the reduced precision
+    through a second module: float32 activations, only the matmuls at the reduced precision (on
+    the cast module's weights). Short rows drift furthest from float32 at the reduced precision
     everywhere, and that module holds them within the bound at nearly the reduced speed
-    (``precision``). The module is called as ``module(input_ids,
-    attention_mask, token_type_ids)``, the last None unless ``type_ids`` is set. A subclass adds
-    ``kind``, ``tokenize``/``tokenize_pairs`` and ``sample``: some texts tokenized as its
-    requests will be, to warm up on.
+    (``precision``). The module is called as ``module(input_ids, attention_mask,
+    token_type_ids)``, the last None unless ``type_ids`` is set. A subclass adds ``kind``,
+    ``tokenize``/``tokenize_pairs`` and ``sample``: some texts tokenized as its requests will be,
+    to warm up on.
     """
 
     kind: ModelKind
@@ -229,6 +229,7 @@ class TorchRuntime:
         else:
             self.forward(self.sample(["warm up"]))
         self.forward(self.sample(["warm up", "a somewhat longer text to warm up the model with padding"] * 2))
+        self.forward_padded(self.sample(["warm up"]))  # the served module, whatever the short rows' split
         self.overhead_tokens = calibrate(self.forward_padded, self.sample(["word " * 100])[0], self.device)
 
     def cast(self, dtype: torch.dtype, *, short_max_tokens: int = 0) -> None:

@@ -7,17 +7,21 @@ On the 2-core AVX-512 BF16 dev box, bf16 MiniLM ran 2.7x its fp32 speed (``pytho
 --dtype bfloat16`` beside the fp32 run).
 
 Half precision is not exact, and the product promises every served vector within cosine 0.9999
-of fp32. How far a row drifts depends on its length: bf16 MiniLM agrees with fp32 to 0.99996 on
+of fp32. How far a row drifts depends on its length: bf16 MiniLM agrees with fp32 to 0.99995 on
 average, but over the 5,000 corpus sentences, the probe and 2,420 short inputs (``python -m
 bench exactness``) the 201 rows below 0.9999 were all of 10 tokens or fewer (single words, "ok",
 numbers, two- and three-word queries; lowest 0.99982), and no longer row was (lowest 0.999906). A
-short row has few tokens to average the rounding over, and it is also the cheapest to compute. So a runtime cast down keeps its fp32 module for the rows of up to ``SHORT_MAX_TOKENS``
-tokens, which it computes in passes of their own (``hf.TorchRuntime.cast``), and every row of
-that run then agreed to 0.9999 or better. Spending the fp32 elsewhere did not move the short rows:
-LayerNorms, embeddings, the first or the last layer in fp32 left the lowest row at 0.99983-0.99985;
-bf16 only in the matmuls (an fp32 residual stream) reached 0.99992, at 0.58x bf16's speed. The
-price of the short rows at fp32, on a worker's one thread: prose 1.00x bf16's sentences/s, short
-queries 0.61x (fp32's own speed); ``bench/README.md`` has the table.
+short row has few tokens to average the rounding over. So a runtime cast down computes the rows
+of up to ``SHORT_MAX_TOKENS`` tokens apart, through the module as loaded with only its matmuls at
+the reduced dtype (``with_reduced_matmuls``, on the cast copy's weights): fp32 activations,
+residual stream, norms, softmax and embeddings. Every row of that run then agreed to 0.9999 or
+better (short rows: lowest 0.999913), at 0.97x bf16's sentences/s on short queries and 0.99x on
+the corpus, on a worker's one thread. The other candidates: the short rows wholly at fp32 (exact,
+but short queries at 0.61x bf16's speed, fp32's own, in the same bench); in process, a scratch
+run: LayerNorms, embeddings, the first or the last layer in fp32 (lowest row still
+0.99983-0.99985), bf16 weights with fp32 arithmetic (0.99993 on the short rows: a third of their
+drift is the rounded weights). Long rows keep bf16 everywhere: they need nothing more, and fp32
+activations on every row ran at 0.58x bf16's speed in an earlier in-process timing.
 
 The guard: a model loaded at a reduced precision is first run at fp32 on a fixed probe set, then
 as it will be served; when the probe rows' mean cosine to their fp32 answers falls below
