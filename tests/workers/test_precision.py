@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+import tiny_models
 from appliance.config import ModelConfig
-from workers.runtimes import cross_encoder, precision, transformer
+from workers.runtimes import architectures, cross_encoder, precision, transformer
 from workers.runtimes.precision import Agreement, agreement, auto_dtype, cpu_has_native_bf16, load_guarded
 
 BF16_CPU = {"avx512_f": True, "avx512_bf16": True, "amx_bf16": False}
@@ -210,3 +211,19 @@ def test_a_cast_without_short_rows_holds_one_module(tiny_transformer: Path) -> N
     module = runtime.module
     runtime.cast(torch.bfloat16)
     assert runtime.module is module and runtime.short is None and next(module.parameters()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("model_type", list(architectures.SUPPORTED))
+def test_every_architecture_serves_its_short_rows_through_reduced_matmuls(model_type: str, tmp_path: Path) -> None:
+    """Whatever module names and layouts an architecture has, its linears swap and its short rows
+    answer (within the bound on these tiny random models; not a claim about real ones)."""
+    path = tiny_models.make_tiny_architecture(tmp_path / model_type, model_type)
+    loaded = [transformer._load(ModelConfig(name="tiny", path=str(path)), path, "cpu", torch.float32) for _ in "ab"]
+    reference, served = loaded
+    served.cast(torch.bfloat16, short_max_tokens=precision.SHORT_MAX_TOKENS)
+    assert served.short is not None
+    assert any(isinstance(m, precision.ReducedMatmul) for m in served.short.modules())
+    assert not any(isinstance(m, torch.nn.Linear) for m in served.short.modules())
+    batch = served.sample(["ok", "the dog", "word " * 30])
+    assert [item.length <= precision.SHORT_MAX_TOKENS for item in batch] == [True, True, False]
+    assert (cosine_rows(reference.forward(batch), served.forward(batch)) >= precision.MIN_ROW_COSINE).all()

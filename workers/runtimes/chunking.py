@@ -9,7 +9,8 @@ programming over the sorted lengths), and the overhead, in padded-token units, i
 device at warm-up, so a GPU, where padding is nearly free, keeps one pass.
 
 ``forward_by_length`` cuts a batch by row length before any of that: a runtime serving a reduced
-precision computes its shortest rows apart, with float32 activations (``precision.SHORT_MAX_TOKENS``).
+precision computes its shortest rows apart, with float32 activations
+(``precision.SHORT_MAX_TOKENS``).
 """
 
 from __future__ import annotations
