@@ -72,7 +72,8 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     dtype: Annotated[
         Literal["auto", "float32", "float16", "bfloat16"],
         _doc("Weights dtype; auto = fp16 on CUDA, bf16 on CPUs with native bf16 (AVX-512 BF16, AMX) when it agrees"
-             " with fp32 (cosine >= 0.9999 on a probe set, else fp32), fp32 on other CPUs."),
+             " with fp32 (cosine >= 0.9999 on every probe text, texts of up to 12 tokens with fp32 activations; else"
+             " fp32), fp32 on other CPUs; float16/bfloat16 compute every text at that dtype."),
     ] = "auto"
     compile: Annotated[bool, _doc("torch.compile during warm-up; the artefacts are cached under state_dir.")] = False
     max_length: Annotated[int, _doc("Max tokens per input; 0 = the model's own limit.", ge=0)] = 0

@@ -21,6 +21,7 @@ SCENARIOS = {
     "jobs": "bench.jobs",
     "telemetry": "bench.telemetry",
     "split": "bench.split",
+    "exactness": "bench.exactness",
     "lone": "bench.lone",
     "restart": "bench.restart",
     "gateway-cpu": "bench.gateway_cpu",

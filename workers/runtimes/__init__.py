@@ -6,7 +6,9 @@ worker at boot, right after pinning, so its thread pools are sized to the slot).
 
     base.py           the interface, its errors, cosine scores
     tokenizer.py      tokenization rules every runtime shares (truncation, refusal, token ids)
-    chunking.py       splitting a batch into length-sorted passes when padding costs more
+    chunking.py       splitting a batch into length-sorted passes when padding costs more, and
+                      its short rows apart (their own module at a reduced precision)
+    precision.py      which dtype a torch model serves, the guard against fp32, the short rows' module
     hf.py             what the two torch runtimes share (dtype, padding, compiling, HF loading)
     transformer.py    sentence embedding models (transformers + sentence-transformers pooling)
     architectures.py  the HF model_types the transformer runtime loads, and the refusal of the rest

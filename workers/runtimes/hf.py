@@ -10,6 +10,7 @@ never a download.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,8 +20,9 @@ import numpy as np
 from appliance.config import ModelKind
 from appliance.protocol import ModelInfo
 from workers.compile_cache import compile_afresh
+from workers.runtimes import precision
 from workers.runtimes.base import Tokenized, model_info
-from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, forward_in_chunks, measure_overhead_tokens
+from workers.runtimes.chunking import MAX_OVERHEAD_TOKENS, forward_by_length, forward_in_chunks, measure_overhead_tokens
 from workers.runtimes.tokenizer import TextTokenizer
 
 # huggingface_hub reads these once, when transformers first imports it
@@ -151,10 +153,15 @@ class TorchRuntime:
     """A torch module behind the runtime interface; a subclass says what it is for.
 
     A forward pass is the batch padded to its longest row, split into length-sorted passes when
-    padding costs more than a pass (``chunking``). The module is called as ``module(input_ids,
-    attention_mask, token_type_ids)``, the last None unless ``type_ids`` is set. A subclass adds
-    ``kind``, ``tokenize``/``tokenize_pairs`` and ``sample``: some texts tokenized as its
-    requests will be, to warm up on.
+    padding costs more than a pass (``chunking``). Cast to a reduced precision with
+    ``short_max_tokens``, it computes the rows of at most that many tokens in passes of their own,
+    through a second module: float32 activations, only the matmuls at the reduced precision (on
+    the cast module's weights). Short rows drift furthest from float32 at the reduced precision
+    everywhere, and that module holds them within the bound at nearly the reduced speed
+    (``precision``). The module is called as ``module(input_ids, attention_mask,
+    token_type_ids)``, the last None unless ``type_ids`` is set. A subclass adds ``kind``,
+    ``tokenize``/``tokenize_pairs`` and ``sample``: some texts tokenized as its requests will be,
+    to warm up on.
     """
 
     kind: ModelKind
@@ -178,6 +185,8 @@ class TorchRuntime:
         self.default_prompt_name = ""
         self._run: Callable[..., torch.Tensor] = module
         self._min_shape = 1
+        self.short: nn.Module | None = None  # short rows' module: float32 but for the matmuls (``cast``)
+        self.short_max_tokens = 0
         self.overhead_tokens = float(MAX_OVERHEAD_TOKENS)  # no splitting until warm-up measures it
 
     def sample(self, texts: list[str]) -> list[Tokenized]:
@@ -187,14 +196,29 @@ class TorchRuntime:
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
         if not batch:
             return np.zeros((0, self.dim) if self.dim else (0,), dtype=np.float32)
+        if self.short is None:
+            return self._forward_served(batch)
+        return forward_by_length(self._forward_short, self._forward_served, batch, self.short_max_tokens)
+
+    def _forward_served(self, batch: Sequence[Tokenized]) -> np.ndarray:
         return forward_in_chunks(self.forward_padded, batch, self.overhead_tokens)
 
+    def _forward_short(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        return forward_in_chunks(self.forward_padded_short, batch, self.overhead_tokens)
+
     def forward_padded(self, batch: Sequence[Tokenized]) -> np.ndarray:
-        """One pass over the whole batch, padded to its longest row."""
+        """One pass over the whole batch, padded to its longest row, at the served dtype."""
+        return self._pass(self._run, batch, self._min_shape)
+
+    def forward_padded_short(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        """One pass through the short rows' module (the served one when nothing was cast)."""
+        return self._pass(self.short or self._run, batch, 1)
+
+    def _pass(self, run: Callable[..., torch.Tensor], batch: Sequence[Tokenized], min_shape: int) -> np.ndarray:
         ids, mask, types = pad_batch(batch, self.pad_id, self.device, with_type_ids=self.type_ids,
-                                     min_shape=self._min_shape)  # fmt: skip
+                                     min_shape=min_shape)  # fmt: skip
         with torch.inference_mode():
-            out = self._run(ids, mask, types)
+            out = run(ids, mask, types)
         return out[: len(batch)].to("cpu", torch.float32).numpy()
 
     def warmup(self) -> None:
@@ -205,18 +229,26 @@ class TorchRuntime:
         else:
             self.forward(self.sample(["warm up"]))
         self.forward(self.sample(["warm up", "a somewhat longer text to warm up the model with padding"] * 2))
+        self.forward_padded(self.sample(["warm up"]))  # the served module, whatever the short rows' split
         self.overhead_tokens = calibrate(self.forward_padded, self.sample(["word " * 100])[0], self.device)
 
-    def cast(self, dtype: torch.dtype) -> None:
-        """Serve at ``dtype`` from now on (the precision guard casts a model it has checked)."""
-        self.module.to(dtype)
+    def cast(self, dtype: torch.dtype, *, short_max_tokens: int = 0) -> None:
+        """Serve at ``dtype`` from now on (the precision guard casts a model it has checked); with
+        ``short_max_tokens``, rows of at most that many tokens run through the module as loaded,
+        its activations kept float32 and its matmuls at ``dtype`` on the cast copy's weights (held
+        once): only the float32 embeddings and norms are held twice."""
+        reduced = copy.deepcopy(self.module).to(dtype) if short_max_tokens > 0 else self.module.to(dtype)
+        if short_max_tokens > 0:
+            self.short = precision.with_reduced_matmuls(self.module, reduced)
+            self.short_max_tokens = short_max_tokens
+        self.module = self._run = reduced
         self.dtype = dtype_name(dtype)
 
     def compile_now(self) -> None:
         """Compile the module: its first forward compiles (or loads what the cache holds)."""
         self._run = compile_module(self.module)
         self._min_shape = COMPILED_MIN_SHAPE
-        self.forward(self.sample(["warm up"]))
+        self.forward_padded(self.sample(["warm up"]))  # the compiled path, whatever the text's length
 
     def info(self) -> ModelInfo:
         return model_info(self)
