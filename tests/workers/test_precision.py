@@ -96,9 +96,19 @@ def test_auto_serves_bf16_when_it_agrees_with_fp32(tiny_transformer: Path, cpu_f
     assert verdict.dtype == torch.bfloat16 and verdict.agreement.passes() and verdict.agreement.mean < 1.0
     assert runtime.dtype == "bfloat16" and next(runtime.module.parameters()).dtype == torch.bfloat16
     assert loads.asked == [torch.float32]  # loaded once, checked at fp32, cast down
-    assert runtime.short_max_tokens == precision.SHORT_MAX_TOKENS and runtime.short is not None
     vectors = runtime.forward(runtime.sample(["a text", "another"]))
     assert vectors.dtype == np.float32 and vectors.shape == (2, runtime.dim)
+
+
+def test_auto_keeps_no_short_rows_module_when_the_cast_alone_meets_the_bounds(
+        tiny_transformer: Path, cpu_flags: dict[str, Any]) -> None:  # fmt: skip
+    """Where every probe row is within the bounds at the reduced dtype (fp16 on a GPU, a model that
+    drifts less), the short rows' split would only cost memory and a pass: it is dropped."""
+    runtime, verdict = load_guarded(transformer_loads(tiny_transformer), "auto", "cpu", min_cosine=0.5,
+                                    min_row_cosine=0.5)  # fmt: skip
+    assert verdict.dtype == torch.bfloat16 and runtime.short is None and runtime.short_max_tokens == 0
+    whole = runtime.forward(runtime.sample(["ok", "a text that is somewhat longer than twelve tokens, by a margin"]))
+    assert whole.shape == (2, runtime.dim) and np.isfinite(whole).all()
 
 
 def test_auto_falls_back_to_a_fresh_fp32_load_and_logs_the_figure(
@@ -161,6 +171,7 @@ def test_minilm_serves_bf16_by_default_where_the_cpu_has_it(minilm_path: Path, c
     runtime, verdict = load_guarded(loads, "auto", "cpu")
     assert verdict.dtype == torch.bfloat16, str(verdict.agreement)
     assert verdict.agreement.lowest >= precision.MIN_ROW_COSINE
+    assert runtime.short is not None  # bf16 alone answers "ok" below the bound: the split is kept
 
 
 def test_minilm_all_in_bf16_fails_the_row_bound_and_auto_serves_fp32(

@@ -203,6 +203,16 @@ class TorchRuntime:
     def _forward_served(self, batch: Sequence[Tokenized]) -> np.ndarray:
         return forward_in_chunks(self.forward_padded, batch, self.overhead_tokens)
 
+    def forward_cast(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        """Every row through the served module, the short ones too (what the guard compares the
+        short rows' split against)."""
+        return self._forward_served(batch)
+
+    def without_short_rows(self) -> None:
+        """Compute every row through the served module from now on; the short rows' module (its
+        float32 embeddings and norms) is dropped."""
+        self.short, self.short_max_tokens = None, 0
+
     def _forward_short(self, batch: Sequence[Tokenized]) -> np.ndarray:
         return forward_in_chunks(self.forward_padded_short, batch, self.overhead_tokens)
 

@@ -152,6 +152,8 @@ class Castable(Protocol):
     def sample(self, texts: list[str]) -> list[object]: ...
     def forward(self, batch: Sequence[object]) -> np.ndarray: ...
     def cast(self, dtype: torch.dtype, *, short_max_tokens: int = 0) -> None: ...
+    def forward_cast(self, batch: Sequence[object]) -> np.ndarray: ...
+    def without_short_rows(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,18 +171,25 @@ def load_guarded(load_at: Callable[[torch.dtype], C], setting: str, device: str,
 
     At fp32 the model loads once, unchecked. Otherwise it loads at fp32, answers the probe, is
     cast down and answers again, as it will serve (under ``auto`` its rows of up to
-    ``SHORT_MAX_TOKENS`` tokens with fp32 activations; a configured dtype computes every row at
-    that dtype); under ``auto`` figures below the bounds load it afresh at fp32 (and the runtime
-    that holds the reduced copy is dropped)."""
+    ``SHORT_MAX_TOKENS`` tokens with fp32 activations, unless every probe row is within the bounds
+    without them; a configured dtype computes every row at that dtype); under ``auto`` figures
+    below the bounds load it afresh at fp32 (and the runtime that holds the reduced copy is
+    dropped)."""
     wanted = resolve_dtype(setting, device)
     if wanted == torch.float32:
         return load_at(torch.float32), Verdict(torch.float32, Agreement())
     runtime = load_at(torch.float32)
     probe = runtime.sample(list(PROBE_TEXTS))
     reference = runtime.forward(probe)
-    runtime.cast(wanted, short_max_tokens=SHORT_MAX_TOKENS if setting == "auto" else 0)
+    split = setting == "auto" and SHORT_MAX_TOKENS > 0
+    runtime.cast(wanted, short_max_tokens=SHORT_MAX_TOKENS if split else 0)
     found = agreement(reference, runtime.forward(probe))
     name = str(wanted).removeprefix("torch.")
+    if split and (whole := agreement(reference, runtime.forward_cast(probe))).passes(min_cosine, min_row_cosine):
+        # every row within the bounds at the reduced dtype (fp16 on a GPU, a model that drifts
+        # less): no second module to hold, no extra pass for the short rows
+        runtime.without_short_rows()
+        found = whole
     if found.passes(min_cosine, min_row_cosine):
         log.info("model %s serves %s: %s to float32 over the probe", runtime.name, name, found)
         return runtime, Verdict(wanted, found)
