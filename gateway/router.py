@@ -12,6 +12,9 @@
   that holds the model; when none is up, it is parked and sent to the first holder that comes
   back (its deadline still bounds it). A part lost twice fails with 503: it may be what kills
   workers.
+- A request's only part, interactive, sent to an idle CPU worker while every other worker is
+  idle too, carries the other CPU workers' cores for its forward pass (``gateway/lending.py``;
+  ``lend_idle_cores``).
 
 Priority (``priority=BACKGROUND``: bulk-job chunks; the worker's batcher runs them in the room
 interactive batches leave, ``workers/batcher.py``). Background parts must not crowd the workers:
@@ -66,6 +69,7 @@ from gateway import errors
 from gateway.backend import EmbedOutcome, ModelCard, RerankOutcome, Timings, WorkerCard
 from gateway.busy import BusyWindow
 from gateway.holders import HolderWait
+from gateway.lending import spare_cores
 from gateway.parts import Part, cut, estimate_tokens, merge_vectors, record_budget, served_by
 from gateway.priority import free_slots, least_loaded, place
 
@@ -98,6 +102,8 @@ class WorkerState:
     parts: dict[int, Part] = field(default_factory=dict)
     stats: Stats | None = None
     pid: int = 0  # from its Ready; its Stats (every second) may not have come yet
+    device: str = "cpu"  # from its Ready: "cpu" or "cuda:<gpu>"
+    cores: list[int] = field(default_factory=list)  # from its Ready: the cores it is pinned to
     background: Part | None = None  # its one background part in flight, if any
     status: SlotStatus | None = None  # the supervisor's view of the slot (``worker_status``)
     busy: BusyWindow = field(default_factory=BusyWindow)  # compute share of the last minute
@@ -236,7 +242,7 @@ class Router:
         loop = asyncio.get_running_loop()
         try:
             for part in parts:
-                await self.dispatch(part, deadline)
+                await self.dispatch(part, deadline, alone=len(parts) == 1)
             timeout = deadline - loop.time()
             if timeout <= 0:
                 raise asyncio.TimeoutError
@@ -249,9 +255,10 @@ class Router:
                 self.forget(part)  # a part still on a worker is answered into the void
         return list(done)
 
-    async def dispatch(self, part: Part, deadline: float) -> None:
+    async def dispatch(self, part: Part, deadline: float, *, alone: bool = False) -> None:
         """Send a part where ``place`` allows. An interactive part waits briefly on a full ring,
-        then 429; a background part waits for its turn (a free slot, room, ring space)."""
+        then 429; a background part waits for its turn (a free slot, room, ring space). A request's
+        only part (``alone``) may borrow idle workers' cores (``lending_record``)."""
         part.message.sent = time.monotonic()  # the worker adds its wait in the ring to the queue stage
         record = self.link.encode(part.message)
         if len(record) > self.record_budget:
@@ -266,7 +273,8 @@ class Router:
                 await self.holders(part.model, deadline, background=part.background)
                 continue
             worker = place(part, holders, self.config.max_pending_inputs)
-            if worker is not None and self.link.send_record(worker.index, record):
+            if worker is not None and self.link.send_record(worker.index,
+                                                            self.lending_record(part, worker, record, alone)):
                 self.track(part, worker)
                 return
             if part.background:
@@ -277,6 +285,21 @@ class Router:
             ring_full_since = ring_full_since or loop.time()
             if not await self.wait_for_change(min(deadline, ring_full_since + FULL_RING_WAIT_S)):
                 raise errors.QueueFull("worker ring full; retry", retry_after=RETRY_AFTER_S)
+
+    def lending_record(self, part: Part, worker: WorkerState, record: bytes, alone: bool) -> bytes:
+        """``record``, or when the part may borrow the idle workers' cores on ``worker``
+        (``gateway/lending.py``), the part encoded with them. The message keeps no loan: a resend
+        elsewhere, later, must not carry one decided for now."""
+        if not self.config.lend_idle_cores:
+            return record
+        spare = spare_cores(part, worker, self.workers_state, alone=alone)
+        if not spare:
+            return record
+        part.message.spare_cores = spare
+        try:
+            return self.link.encode(part.message)
+        finally:
+            part.message.spare_cores = []
 
     def track(self, part: Part, worker: WorkerState) -> None:
         part.worker = worker.index
@@ -319,6 +342,7 @@ class Router:
         state = self.workers_state[worker]
         state.models = {m.name: m for m in ready.models}
         state.pid = ready.pid
+        state.device, state.cores = ready.device, list(ready.cores)
         self.cards = None
         self.known.update(state.models)
         state.up = True
