@@ -104,6 +104,7 @@ class WorkerState:
     pid: int = 0  # from its Ready; its Stats (every second) may not have come yet
     device: str = "cpu"  # from its Ready: "cpu" or "cuda:<gpu>"
     cores: list[int] = field(default_factory=list)  # from its Ready: the cores it is pinned to
+    idle_since: float = 0.0  # time.monotonic() when its last part left it or it came up (lending)
     background: Part | None = None  # its one background part in flight, if any
     status: SlotStatus | None = None  # the supervisor's view of the slot (``worker_status``)
     busy: BusyWindow = field(default_factory=BusyWindow)  # compute share of the last minute
@@ -292,7 +293,7 @@ class Router:
         elsewhere, later, must not carry one decided for now."""
         if not self.config.lend_idle_cores:
             return record
-        spare = spare_cores(part, worker, self.workers_state, alone=alone)
+        spare = spare_cores(part, worker, self.workers_state, alone=alone, now=time.monotonic())
         if not spare:
             return record
         part.message.spare_cores = spare
@@ -316,6 +317,8 @@ class Router:
             return False
         worker.outstanding_tokens -= part.tokens
         worker.outstanding_inputs -= part.inputs
+        if not worker.parts:
+            worker.idle_since = time.monotonic()
         if worker.background is part:
             worker.background = None
             if worker.up:
@@ -343,6 +346,7 @@ class Router:
         state.models = {m.name: m for m in ready.models}
         state.pid = ready.pid
         state.device, state.cores = ready.device, list(ready.cores)
+        state.idle_since = time.monotonic()
         self.cards = None
         self.known.update(state.models)
         state.up = True
@@ -388,6 +392,7 @@ class Router:
         orphans = list(state.parts.values())
         state.parts.clear()
         state.outstanding_tokens = state.outstanding_inputs = 0
+        state.idle_since = time.monotonic()
         state.background = None
         if orphans:
             log.warning("worker %d %s with %d part(s) in flight", worker, reason, len(orphans))

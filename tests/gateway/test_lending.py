@@ -4,9 +4,11 @@ on their way to a worker, and which never do."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from appliance.protocol import BACKGROUND, INTERACTIVE, ModelInfo, Ready
+from gateway.lending import IDLE_BEFORE_LENDING_S
 from gateway.router import Router
 from scripted_workers import DIM, ScriptedWorkers, deadline, make_router
 
@@ -14,12 +16,20 @@ CPU_SLOTS = [("cpu", [0]), ("cpu", [1]), ("cpu", [2, 3])]
 
 
 def lending_router(workers: ScriptedWorkers, slots: list[tuple[str, list[int]]], **settings: Any) -> Router:
-    """``make_router`` whose workers said, in their Ready, the device and cores of ``slots``."""
+    """``make_router`` whose workers said, in their Ready, the device and cores of ``slots``, and
+    have been idle long enough to lend them."""
     router = make_router(workers, **settings)
     for i, (device, cores) in enumerate(slots):
         router.worker_ready(i, Ready(i, 100 + i, [ModelInfo("m", "transformer", DIM, 512)], device=device,
                                      cores=cores))  # fmt: skip
+    idle_for(router, 1.0)
     return router
+
+
+def idle_for(router: Router, seconds: float) -> None:
+    """As if every worker's last part had left ``seconds`` ago."""
+    for worker in router.workers_state:
+        worker.idle_since = time.monotonic() - seconds
 
 
 def send(router: Router, texts: list[str], priority: int = INTERACTIVE) -> asyncio.Future[Any]:
@@ -126,5 +136,20 @@ def test_workers_sharing_the_chosen_worker_s_cores_lend_none_of_them() -> None:
         router = lending_router(workers, [("cpu", [0]), ("cpu", [0]), ("cpu", [1])])  # more slots than cores
         await send(router, ["alone"])
         assert loans(workers) == [(0, [1])]
+
+    asyncio.run(main())
+
+
+def test_a_worker_that_computed_a_moment_ago_lends_nothing_until_it_has_idled() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(workers=2)
+        router = lending_router(workers, CPU_SLOTS[:2])
+        router.workers_state[0].outstanding_tokens = 10**6  # steer the first request to worker 1
+        await send(router, ["to worker 1"])
+        router.workers_state[0].outstanding_tokens = 0
+        await send(router, ["just after"])  # worker 1 answered a moment ago: two at a time, perhaps
+        idle_for(router, IDLE_BEFORE_LENDING_S)
+        await send(router, ["after a pause"])
+        assert loans(workers) == [(1, [0]), (0, []), (0, [1])]
 
     asyncio.run(main())
