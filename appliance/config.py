@@ -119,8 +119,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_wait_us: Annotated[int, _doc("Extra wait to fill a batch, in microseconds (0 = none).", ge=0)] = 0
     lend_idle_cores: Annotated[
         bool, _doc("A lone interactive request on a CPU worker also computes on the idle CPU workers' cores "
-                   "(one torch thread per core), when no other worker has work; false: each worker stays on its own.")
-    ] = True
+                   "(one torch thread per core) when no other worker has work; off by default: no win measured yet.")
+    ] = False
     ring_bytes: Annotated[
         Bytes, _doc("Bytes of each shared-memory ring (two per worker): a multiple of 8, 64 KiB to 4 GiB.")
     ] = 8 << 20

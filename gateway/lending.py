@@ -3,7 +3,8 @@ loads, so that the router itself only asks and sends.
 
 On a CPU machine each worker computes on its own cores, one torch thread per core. At low load the
 other workers' cores idle while one worker computes alone, and a one-sentence forward on every core
-takes about 0.7x its time on one. A worker cannot tell that the others are idle; the gateway can,
+takes about 0.7x its time on one, in a process whose OpenMP threads spin (``python -m bench lone``;
+a worker's do not yet, so ``lend_idle_cores`` is off by default). A worker cannot tell that the others are idle; the gateway can,
 since it books every part in flight. So it lends the idle workers' cores to the worker it sends a
 lone request to (``Embed.spare_cores``, ``Rerank.spare_cores``), and that worker runs the pass with
 one thread per core, its own and the lent ones, then goes back to its own (``workers/pinning.py``).

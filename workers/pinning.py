@@ -14,7 +14,9 @@ may run on a lent core, and narrowed back after it. Pool threads keep their wide
 ``OMP_WAIT_POLICY=PASSIVE`` the ones a narrow pass does not use sleep in the kernel, and OpenMP
 keeps them for the next wide pass (measured: the pool's threads outlive a narrowing). A widen and
 restore costs about 10 us (two ``sched_setaffinity`` calls; ``set_num_threads`` 0.2 us) against
-a 7-10 ms forward.
+a 7-10 ms forward. It does not make that forward faster yet: a sleeping pool thread is woken for
+each of the forward's parallel regions, which costs what the second core saves
+(``docs/architecture.md``, "Lent cores"), so the gateway lends no cores unless ``lend_idle_cores``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ CPU_SLOTS = [("cpu", [0]), ("cpu", [1]), ("cpu", [2, 3])]
 def lending_router(workers: ScriptedWorkers, slots: list[tuple[str, list[int]]], **settings: Any) -> Router:
     """``make_router`` whose workers said, in their Ready, the device and cores of ``slots``, and
     have been idle long enough to lend them."""
-    router = make_router(workers, **settings)
+    router = make_router(workers, **{"lend_idle_cores": True, **settings})
     for i, (device, cores) in enumerate(slots):
         router.worker_ready(i, Ready(i, 100 + i, [ModelInfo("m", "transformer", DIM, 512)], device=device,
                                      cores=cores))  # fmt: skip
