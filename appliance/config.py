@@ -118,6 +118,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_batch_tokens: Annotated[int, _doc("Token budget of one forward batch (rows x longest row).", ge=1)] = 16384
     max_batch_size: Annotated[int, _doc("Most inputs in one forward batch.", ge=1)] = 128
     max_wait_us: Annotated[int, _doc("Extra wait to fill a batch, in microseconds (0 = none).", ge=0)] = 0
+    lend_idle_cores: Annotated[
+        bool, _doc("A lone interactive request on a CPU worker also computes on the idle CPU workers' cores "
+                   "(one torch thread per core) when no other worker has work; off by default: no win measured yet.")
+    ] = False
     ring_bytes: Annotated[
         Bytes, _doc("Bytes of each shared-memory ring (two per worker): a multiple of 8, 64 KiB to 4 GiB.")
     ] = 8 << 20

@@ -59,6 +59,10 @@ class Embed(msgspec.Struct, tag="embed", array_like=True, gc=False):
     # time.monotonic() when the gateway encoded it for a ring: the worker counts the time it waited
     # there, unread while a batch ran, as queueing (0: not stamped, an older gateway)
     sent: float = 0.0
+    # idle CPU workers' cores this request may borrow for its forward pass: the gateway lends them
+    # only to a lone interactive request on a CPU worker, when no other worker has anything to do
+    # (gateway/lending.py); empty: compute on the worker's own cores
+    spare_cores: list[int] = []
 
 
 class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
@@ -76,6 +80,7 @@ class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
     # the same either way
     raw_scores: bool = False
     sent: float = 0.0  # as Embed.sent
+    spare_cores: list[int] = []  # as Embed.spare_cores
 
 
 class Cancel(msgspec.Struct, tag="cancel", array_like=True, gc=False):
@@ -200,6 +205,9 @@ class WorkerCounters(msgspec.Struct, kw_only=True, gc=False):
     # [i] = batches of at most BOUNDS[i] inputs (padded tokens), [-1] = every batch; always that long
     batch_size_counts: list[int] = msgspec.field(default_factory=lambda: [0] * (len(BATCH_SIZE_BOUNDS) + 1))
     batch_token_counts: list[int] = msgspec.field(default_factory=lambda: [0] * (len(BATCH_TOKEN_BOUNDS) + 1))
+    # batches run on the worker's own cores plus idle workers' ones lent by the gateway (``spare_cores``)
+    widened_batches: int = 0
+    threads: int = 0  # torch's intra-op threads when the counters were read: the own cores' count between batches
 
 
 class Stats(msgspec.Struct, tag="stats", array_like=True, gc=False):

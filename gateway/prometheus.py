@@ -177,7 +177,9 @@ WORKER_COUNTERS = (("batches", "Batches the worker ran", lambda w: w.batches),
                     lambda w: w.cancelled),
                    ("expired_requests", "Requests dropped by the worker: their deadline passed first",
                     lambda w: w.expired),
-                   ("failed_batches", "Forward passes that raised", lambda w: w.failed_batches))  # fmt: skip
+                   ("failed_batches", "Forward passes that raised", lambda w: w.failed_batches),
+                   ("widened_batches", "Batches computed on idle workers' cores too, lent by the gateway",
+                    lambda w: w.widened_batches))  # fmt: skip
 
 
 def worker_families(workers: list[WorkerCard]) -> Iterator[Metric]:

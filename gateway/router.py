@@ -16,6 +16,9 @@
   that holds the model; when none is up, it is parked and sent to the first holder that comes
   back (its deadline still bounds it). A part lost twice fails with 503: it may be what kills
   workers.
+- A request's only part, interactive, sent to an idle CPU worker while every other worker is
+  idle too, carries the other CPU workers' cores for its forward pass (``gateway/lending.py``;
+  ``lend_idle_cores``).
 
 Priority (``priority=BACKGROUND``: bulk-job chunks; the worker's batcher runs them in the room
 interactive batches leave, ``workers/batcher.py``). Background parts must not crowd the workers:
@@ -70,6 +73,7 @@ from gateway import errors
 from gateway.backend import EmbedOutcome, ModelCard, RerankOutcome, Timings, WorkerCard
 from gateway.busy import BusyWindow
 from gateway.holders import HolderWait
+from gateway.lending import spare_cores
 from gateway.parts import Part, cut, estimate_tokens, merge_vectors, record_budget, served_by
 from gateway.priority import free_slots, least_loaded, place
 
@@ -105,6 +109,9 @@ class WorkerState:
     parts: dict[int, Part] = field(default_factory=dict)
     stats: Stats | None = None
     pid: int = 0  # from its Ready; its Stats (every second) may not have come yet
+    device: str = "cpu"  # from its Ready: "cpu" or "cuda:<gpu>"
+    cores: list[int] = field(default_factory=list)  # from its Ready: the cores it is pinned to
+    idle_since: float = 0.0  # time.monotonic() when its last part left it or it came up (lending)
     background: Part | None = None  # its one background part in flight, if any
     status: SlotStatus | None = None  # the supervisor's view of the slot (``worker_status``)
     busy: BusyWindow = field(default_factory=BusyWindow)  # compute share of the last minute
@@ -257,8 +264,9 @@ class Router:
         try:
             for part in parts:
                 record = self.record_of(part)
-                if not self.send(part, record):  # the common case sends at once, awaiting nothing
-                    await self.dispatch(part, record, deadline)
+                alone = len(parts) == 1  # a request's only part may borrow idle workers' cores
+                if not self.send(part, record, alone):  # the common case sends at once, awaiting nothing
+                    await self.dispatch(part, record, deadline, alone)
             if len(parts) == 1:  # the common case: no gather
                 return [await parts[0].future]
             return list(await asyncio.gather(*(p.future for p in parts)))
@@ -276,19 +284,21 @@ class Router:
                                       f"{self.record_budget} (raise ring_bytes)")  # fmt: skip
         return record
 
-    def send(self, part: Part, record: bytes) -> bool:
+    def send(self, part: Part, record: bytes, alone: bool = False) -> bool:
         """Send a part where ``place`` allows, now; False when it must wait (no holder up, no
-        room, a full ring, a busy background slot). 429 as ``place`` says."""
+        room, a full ring, a busy background slot). 429 as ``place`` says. A request's only part
+        (``alone``) may borrow idle workers' cores (``lending_record``)."""
         holders = self.up_holders(part.model)
         if not holders:
             return False
         worker = place(part, holders, self.config.max_pending_inputs)
-        if worker is not None and self.link.send_record(worker.index, record):
+        if worker is not None and self.link.send_record(worker.index,
+                                                        self.lending_record(part, worker, record, alone)):
             self.track(part, worker)
             return True
         return False
 
-    async def dispatch(self, part: Part, record: bytes, deadline: float) -> None:
+    async def dispatch(self, part: Part, record: bytes, deadline: float, alone: bool = False) -> None:
         """Send a part that could not be sent at once (``send``). An interactive part waits
         briefly on a full ring, then 429; a background part waits for its turn (a free slot,
         room, ring space)."""
@@ -298,7 +308,7 @@ class Router:
             if not self.up_holders(part.model):  # every holder went down since the request arrived
                 await self.holders(part.model, deadline, background=part.background)
                 continue
-            if self.send(part, record):
+            if self.send(part, record, alone):
                 return
             if part.background:
                 if not await self.wait_for_change(deadline):
@@ -308,6 +318,21 @@ class Router:
             ring_full_since = ring_full_since or loop.time()
             if not await self.wait_for_change(min(deadline, ring_full_since + FULL_RING_WAIT_S)):
                 raise errors.QueueFull("worker ring full; retry", retry_after=RETRY_AFTER_S)
+
+    def lending_record(self, part: Part, worker: WorkerState, record: bytes, alone: bool) -> bytes:
+        """``record``, or when the part may borrow the idle workers' cores on ``worker``
+        (``gateway/lending.py``), the part encoded with them. The message keeps no loan: a resend
+        elsewhere, later, must not carry one decided for now."""
+        if not self.config.lend_idle_cores:
+            return record
+        spare = spare_cores(part, worker, self.workers_state, alone=alone, now=time.monotonic())
+        if not spare:
+            return record
+        part.message.spare_cores = spare
+        try:
+            return self.link.encode(part.message)
+        finally:
+            part.message.spare_cores = []
 
     def track(self, part: Part, worker: WorkerState) -> None:
         part.worker = worker.index
@@ -355,6 +380,8 @@ class Router:
             return False
         worker.outstanding_tokens -= part.tokens
         worker.outstanding_inputs -= part.inputs
+        if not worker.parts:
+            worker.idle_since = time.monotonic()
         if worker.background is part:
             worker.background = None
             if worker.up:
@@ -384,6 +411,8 @@ class Router:
         state = self.workers_state[worker]
         state.models = {m.name: m for m in ready.models}
         state.pid = ready.pid
+        state.device, state.cores = ready.device, list(ready.cores)
+        state.idle_since = time.monotonic()
         self.cards = None
         self.known.update(state.models)
         state.up = True
@@ -429,6 +458,7 @@ class Router:
         orphans = list(state.parts.values())
         state.parts.clear()
         state.outstanding_tokens = state.outstanding_inputs = 0
+        state.idle_since = time.monotonic()
         state.background = None
         if orphans:
             log.warning("worker %d %s with %d part(s) in flight", worker, reason, len(orphans))

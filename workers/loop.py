@@ -20,6 +20,13 @@ Priority: each request's items join its model's batcher in the message's class (
 ``Rerank.priority``), and each step runs the batch of the model with the most urgent queued work
 (round-robin among equals), so interactive work of one model never waits behind background work
 of another.
+
+Lent cores: a request may carry idle workers' cores the gateway lends it (``Embed.spare_cores``,
+``gateway/lending.py``). A batch runs on them too (``workers/pinning.py`` ``TorchThreads``) only
+when every request in it carries a loan and nothing else is queued here: the loan was made for a
+lone request, and a batch with other work in it, or behind it, is not one. The intersection of
+the loans is used; ``widened_batches`` counts such batches, and ``Stats`` carries the thread count
+as it is between batches (``threads``), back to the own cores' count.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ from appliance.protocol import (
 from workers.batcher import Batch, Batcher
 from workers.histogram import Histogram
 from workers.models import device_for
+from workers.pinning import TorchThreads
 from workers.runtimes import InputTooLong, Runtime, Tokenized, cosine_scores, l2_normalize, sigmoid
 from workers.signals import sigterm_received
 
@@ -93,6 +101,7 @@ class Pending:
     compute_us: int = 0
     normalize: bool = False  # embed: L2-normalise the rows (resolved: the request's, else the model's)
     raw_scores: bool = False  # cross_rerank: the logits, not their sigmoid
+    spare_cores: tuple[int, ...] = ()  # idle workers' cores the gateway lent it (``Embed.spare_cores``)
 
 
 class WorkerLoop:
@@ -115,6 +124,9 @@ class WorkerLoop:
         self.batch_sizes = Histogram(BATCH_SIZE_BOUNDS)
         self.batch_tokens = Histogram(BATCH_TOKEN_BOUNDS)
         self.device = device_for(spec)
+        self.threads = TorchThreads(spec.cores)
+        # a GPU worker's forward runs on its GPU: lent cores would not speed it (nor are any lent)
+        self.may_widen = self.device == "cpu"
         self.draining = False
         self.process = psutil.Process()
         self._next_stats = 0.0
@@ -276,7 +288,8 @@ class WorkerLoop:
             return
         self.counters.requests += 1
         self.pending[message.id] = Pending(message.id, message.model, mode, lengths, received, tokenize_us,
-                                           normalize=normalize, raw_scores=raw_scores)  # fmt: skip
+                                           normalize=normalize, raw_scores=raw_scores,
+                                           spare_cores=tuple(message.spare_cores))  # fmt: skip
         if message.deadline:
             heapq.heappush(self.deadlines, (message.deadline, message.id))
 
@@ -285,7 +298,7 @@ class WorkerLoop:
         started = time.perf_counter_ns()
         batcher = self.batchers[name]
         try:
-            outputs = forward_splitting_on_oom(self.runtimes[name].forward, batch.payloads)
+            outputs = self.forward(name, batch)
         except Exception as exc:
             self.counters.failed_batches += 1
             log.exception("batch of %d item(s) on %r failed", len(batch.payloads), name,
@@ -306,6 +319,24 @@ class WorkerLoop:
             request = self.pending.pop(int(key), None)
             if request is not None:
                 self.send(self.result(request, result))
+
+    def forward(self, name: str, batch: Batch) -> np.ndarray:
+        """The batch's forward pass; on the lent cores too when it may use them (``lent_cores``)."""
+        spare = self.lent_cores(batch)
+        if not self.may_widen or not spare:
+            return forward_splitting_on_oom(self.runtimes[name].forward, batch.payloads)
+        with self.threads.widened(spare) as widened:
+            self.counters.widened_batches += widened
+            return forward_splitting_on_oom(self.runtimes[name].forward, batch.payloads)
+
+    def lent_cores(self, batch: Batch) -> tuple[int, ...]:
+        """The cores every request in ``batch`` was lent, when nothing else is queued; else none."""
+        if any(batcher.pending_items for batcher in self.batchers.values()):
+            return ()  # more work here: the gateway lent the cores to a lone request, not to this
+        loans = [request.spare_cores for key in set(batch.keys) if (request := self.pending.get(int(key)))]
+        if not loans or not all(loans):
+            return ()
+        return tuple(sorted(set(loans[0]).intersection(*loans[1:])))
 
     def count_batch(self, batch: Batch, elapsed_us: int) -> None:
         c = self.counters
@@ -368,6 +399,7 @@ class WorkerLoop:
         c.gpu_memory_bytes = gpu_memory_bytes(self.device)
         c.batch_size_counts = self.batch_sizes.cumulative()
         c.batch_token_counts = self.batch_tokens.cumulative()
+        c.threads = self.threads.count()
         return Stats(self.spec.worker, os.getpid(), c)
 
 

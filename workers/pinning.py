@@ -4,6 +4,19 @@ Each worker applies its own slot (planned by ``appliance.slots``) as the first t
 ``apply_in_child`` sets ``CUDA_VISIBLE_DEVICES``, the native thread-pool sizes and the CPU
 affinity before torch is imported, because CUDA and OpenMP read them once, when they start;
 ``apply_torch_threads`` then sizes torch's own pools once torch is imported.
+
+``TorchThreads`` widens torch's intra-op pool onto cores the gateway lends for one forward pass
+(idle workers' cores, ``gateway/lending.py``) and narrows it back after. The affinity matters as
+much as the count: the worker pinned its main thread before torch started, and every thread
+created since inherits that mask, OpenMP's pool included, so more threads alone would share the
+worker's own cores. The main thread's mask is widened for the pass, so a pool thread created in it
+may run on a lent core, and narrowed back after it. Pool threads keep their wide mask: with
+``OMP_WAIT_POLICY=PASSIVE`` the ones a narrow pass does not use sleep in the kernel, and OpenMP
+keeps them for the next wide pass (measured: the pool's threads outlive a narrowing). A widen and
+restore costs about 10 us (two ``sched_setaffinity`` calls; ``set_num_threads`` 0.2 us) against
+a 7-10 ms forward. It does not make that forward faster yet: a sleeping pool thread is woken for
+each of the forward's parallel regions, which costs what the second core saves
+(``docs/architecture.md``, "Lent cores"), so the gateway lends no cores unless ``lend_idle_cores``.
 """
 
 from __future__ import annotations
@@ -11,6 +24,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 from appliance.slots import VISIBLE, Slot, by_uuid, discover_gpus, visible_entries
 
@@ -19,7 +34,7 @@ log = logging.getLogger("appliance.pinning")
 # Native thread pools that size themselves from the environment when the library loads.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
-__all__ = ["THREAD_VARS", "apply_in_child", "apply_torch_threads", "gpu_device_name"]
+__all__ = ["THREAD_VARS", "TorchThreads", "apply_in_child", "apply_torch_threads", "gpu_device_name"]
 
 
 def apply_in_child(slot: Slot) -> None:
@@ -85,3 +100,51 @@ def apply_torch_threads(slot: Slot) -> None:
             torch.set_num_interop_threads(1)
         except RuntimeError as exc:
             log.debug("inter-op threads stay at %d: %s", torch.get_num_interop_threads(), exc)
+
+
+class TorchThreads:
+    """The worker's torch intra-op threads: one per own core, widened onto lent cores for a pass."""
+
+    def __init__(self, own: Sequence[int]) -> None:
+        self.own = tuple(sorted(own))
+        self.threads = max(1, len(self.own))
+        self._refused = False  # the lent cores were outside what this process may use: logged once
+
+    @contextmanager
+    def widened(self, spare: Sequence[int]) -> Iterator[bool]:
+        """Run the body on the own cores plus ``spare``, one thread per core; yields whether it
+        widened (False: nothing to add, the worker has no cores of its own, or the kernel refused)."""
+        cores = self._widen(spare)
+        if cores <= self.threads:
+            yield False
+            return
+        import torch
+
+        torch.set_num_threads(cores)
+        try:
+            yield True
+        finally:
+            # order matters: fewer threads first, so no pass ever has more threads than cores
+            torch.set_num_threads(self.threads)
+            os.sched_setaffinity(0, self.own)
+
+    def _widen(self, spare: Sequence[int]) -> int:
+        """Widen the main thread's mask; the cores it now may use (the own count when unchanged)."""
+        wanted = set(self.own).union(spare)
+        if not self.own or len(wanted) <= self.threads:
+            return self.threads
+        try:
+            os.sched_setaffinity(0, wanted)
+        except OSError as exc:  # every lent core is outside this process's cpuset
+            if not self._refused:
+                log.warning("cannot run on lent cores %s: %s; computing on the own cores", sorted(spare), exc)
+                self._refused = True
+            return self.threads
+        # a cpuset may allow only some of them: the kernel keeps those, so count what it kept
+        return len(os.sched_getaffinity(0))
+
+    def count(self) -> int:
+        """torch's intra-op threads now."""
+        import torch
+
+        return int(torch.get_num_threads())
