@@ -31,7 +31,7 @@ import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 import psutil
 
@@ -45,6 +45,8 @@ from bench.loadgen import closed_loop_point, corpus_texts
 FLOOR = "http floor (bare aiohttp)"
 HERE = Path(__file__).resolve().parent.parent  # this checkout's root
 DEFAULT_STATE = HERE / ".state"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -173,6 +175,13 @@ def print_table(figures: dict[str, dict[str, float]]) -> None:
               f"{f['gateway_growth_kb_per_1k_requests']:>15.1f}")  # fmt: skip
 
 
+def rotated(items: list[T], round_: int) -> list[T]:
+    """``items`` starting one further along each round: on a loaded box the system measured first
+    in a round read higher in every run, so each takes that slot in turn."""
+    shift = round_ % len(items) if items else 0
+    return items[shift:] + items[:shift]
+
+
 def main(argv: Sequence[str]) -> int:
     args = parse(argv)
     model = static_model_path(args)
@@ -181,7 +190,7 @@ def main(argv: Sequence[str]) -> int:
     samples: list[Sample] = []
     for round_ in range(args.rounds):
         answer = b""
-        for system, source in systems.items():
+        for system, source in rotated(list(systems.items()), round_):
             sample, answer = run_system(system, source, args, model, corpus)
             samples.append(show(round_, sample))
         samples.append(show(round_, run_floor(answer, args, corpus)))

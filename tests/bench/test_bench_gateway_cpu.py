@@ -27,3 +27,11 @@ def test_a_short_run_reports_every_system(tiny_static: Path, capsys: pytest.Capt
         assert all(math.isfinite(v) for v in values.values()), (system, values)
     assert figures["this checkout"]["gateway_us_per_request"] > 0
     assert figures[gateway_cpu.FLOOR]["workers_us_per_request"] == 0  # the floor has no workers
+
+
+def test_each_system_takes_the_first_slot_in_turn() -> None:
+    systems = ["this checkout", "base", "other"]
+    firsts = [gateway_cpu.rotated(systems, round_)[0] for round_ in range(4)]
+    assert firsts == ["this checkout", "base", "other", "this checkout"]
+    assert sorted(gateway_cpu.rotated(systems, 1)) == sorted(systems)  # every system, once
+    assert gateway_cpu.rotated([], 3) == []
