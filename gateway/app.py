@@ -71,7 +71,8 @@ def build_app(config: Config, backend: Backend, admission: Admission | None = No
     app = web.Application(client_max_size=config.max_body_bytes)
     app[CONTEXT] = context = Context(config=config, backend=backend, started=time.time(), admission=admission,
                                      jobs=jobs, telemetry=telemetry)  # fmt: skip
-    app[EXPORTER] = Exporter(context)
+    app[EXPORTER] = exporter = Exporter(context)
+    app.cleanup_ctx.append(exporter.running)
     app[API_DESCRIPTION] = description = ApiDescription()
 
     def add(method: str, path: str, handler: Handler, doc: RouteDoc | None = None, /) -> None:
