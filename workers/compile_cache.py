@@ -26,13 +26,26 @@ Stale artefacts cost nothing but a miss: every key includes torch's version, ind
 hash, its config and the graph, so another torch or a changed model simply compiles. Corrupt ones
 (a crash mid-write, a full disk): torch reads an unreadable cache entry as a miss; anything that
 still fails while compiling (say a truncated kernel library) is handled by ``compile_afresh``:
-the cache dir is moved aside and removed, and the module compiled again from nothing.
+the shared cache dir is moved aside and removed, and the module compiled again from nothing in
+a folder of this process's own, ``compile-cache.own-<pid>``, which it keeps using for the rest
+of its life (later compiles of new shapes or other models included).
+
+Why its own folder: workers start together, so several can fail on the same broken artefacts at
+once. Had each retried in the shared folder, one worker's removal (another rename of
+``compile-cache``) would pull the folder from under another's retry, which would then fail too
+and cost that worker its start. Now a retry touches no folder another process uses; a removal
+can only make another worker's *first* try fail, and that worker falls back to its own folder in
+turn. The next start of any worker compiles into the shared folder again. Every folder moved
+aside is renamed to a unique name first (one ``rename``: nobody sees it half removed), and
+``use`` sweeps the own and aside folders of processes that are gone.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +54,8 @@ from typing import Callable, TypeVar
 log = logging.getLogger("appliance.worker")
 
 CACHE_DIR = "compile-cache"  # under state_dir
+# compile-cache.own-<pid>: one process's fallback; compile-cache.unusable-<pid>-<hex>: moved aside
+LEFTOVER = re.compile(rf"^{re.escape(CACHE_DIR)}\.(?:own|unusable)-(\d+)(?:-[0-9a-f]+)?$")
 T = TypeVar("T")
 
 
@@ -50,10 +65,39 @@ def use(state_dir: str) -> Path:
     its own /tmp choice into our environment (inductor writes the folder it chose back into
     ``os.environ``)."""
     path = Path(os.path.abspath(os.path.join(state_dir, CACHE_DIR)))
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    sweep(path.parent)
+    point_at(path)
     os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "1"
     os.environ["TORCHINDUCTOR_AUTOGRAD_CACHE"] = "1"
     return path
+
+
+def point_at(path: Path) -> None:
+    """inductor's cache dir from now on: it reads the variable on every use."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+
+
+def sweep(state_dir: Path) -> None:
+    """Remove the fallback and moved-aside folders of processes that are gone (a worker killed
+    mid-removal, or one that fell back and has since exited)."""
+    try:
+        names = os.listdir(state_dir)
+    except FileNotFoundError:
+        return
+    for name in names:
+        match = LEFTOVER.match(name)
+        if match and not alive(int(match.group(1))):
+            shutil.rmtree(state_dir / name, ignore_errors=True)  # two sweepers at once: each skips what the other took
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    return True
 
 
 @dataclass(frozen=True)
@@ -90,16 +134,20 @@ def counts() -> CacheCounts:
 
 def compile_afresh(compile_and_run: Callable[[], T], name: str) -> T:
     """``compile_and_run()`` (its first call compiles), reusing whatever the cache holds; if that
-    fails, once more with the cache dir removed, so unusable artefacts cost a compile, not the
-    worker. A failure the second time is the model's own and propagates (a load error)."""
+    fails, once more in this process's own empty folder, with the shared one removed, so unusable
+    artefacts cost a compile, not the worker. A failure the second time is the model's own and
+    propagates (a load error)."""
     before = counts()
     try:
         result = compile_and_run()
     except Exception as exc:  # any failure reading or loading artefacts: torch raises many kinds
-        path = cache_dir()
-        log.warning("model %r: compiling with the artefacts in %s failed (%s); removing them and compiling afresh",
-                    name, path, exc)  # fmt: skip
-        discard(path)
+        shared = cache_dir()
+        own = own_dir(shared.parent)
+        log.warning("model %r: compiling with the artefacts in %s failed (%s); removing them and compiling afresh "
+                    "in %s", name, shared, exc, own)  # fmt: skip
+        discard(shared)
+        discard(own)  # a second model's fallback in this process: its own folder may be the broken one
+        point_at(own)  # order matters: before the retry, which must touch no folder another worker uses
         reset_compiler()
         result = compile_and_run()
     log.info("model %r compiled: %s", name, (counts() - before).describe())
@@ -112,10 +160,16 @@ def cache_dir() -> Path:
     return Path(inductor_cache_dir())
 
 
+def own_dir(state_dir: Path) -> Path:
+    """This process's fallback folder, beside the shared one."""
+    return state_dir / f"{CACHE_DIR}.own-{os.getpid()}"
+
+
 def discard(path: Path) -> None:
-    """Move the cache dir aside (one rename: another worker never sees it half removed), then
-    remove it. A worker still using its kernels keeps them: they are mapped, not reopened."""
-    aside = path.with_name(f"{path.name}.unusable-{os.getpid()}")
+    """Move the folder aside under a name no other removal uses (one rename: another worker
+    never sees it half removed, and two removals never take the same folder), then remove it. A
+    worker still using its kernels keeps them: they are mapped, not reopened."""
+    aside = path.with_name(f"{CACHE_DIR}.unusable-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         path.rename(aside)
     except FileNotFoundError:
