@@ -1,7 +1,9 @@
 """Device slots: which GPU and which CPU cores each worker owns, planned in the parent.
 
 The composition root (``appliance/cli.py``) plans the slots (``plan_slots``) without touching CUDA or torch; each
-worker then pins itself to its own slot (``workers.pinning``).
+worker then pins itself to its own slot (``workers.pinning``). The native thread pools' sizes are
+the exception, set by the supervisor in the worker's environment at spawn (``thread_env``): a
+worker loads numpy, whose OpenBLAS sizes its pool once as it loads, before it can pin itself.
 
 Planning rules (``workers = "auto"``):
 
@@ -52,6 +54,9 @@ VISIBLE = "CUDA_VISIBLE_DEVICES"
 PROC_GPUS = Path("/proc/driver/nvidia/gpus")
 DEV = Path("/dev")
 PCI_DEVICES = Path("/sys/bus/pci/devices")
+# Native thread pools that size themselves from the environment when their library loads
+# (OpenMP and MKL in torch, OpenBLAS in numpy).
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class Slot(NamedTuple):
@@ -61,6 +66,13 @@ class Slot(NamedTuple):
     role: WorkerRole  # "primary" (slot 0: every model) or "light" (the main model only)
     cores: tuple[int, ...]
     gpu: int | None
+
+
+def thread_env(slot: Slot) -> dict[str, str]:
+    """The environment that sizes a worker's native thread pools to its slot: one thread per
+    core (one for a slot without cores). Given at spawn, so it holds before the worker's first
+    import: its boot path loads numpy (``appliance.protocol``) before it pins itself."""
+    return dict.fromkeys(THREAD_VARS, str(max(1, len(slot.cores))))
 
 
 # ---- discovery (no CUDA, no torch) -----------------------------------------------------------

@@ -3,7 +3,8 @@
 Each worker slot has a channel in the ``WorkerLink`` (``appliance/link.py``), which owns the
 segments; the supervisor hears its workers' ``Ready``, ``Stats`` and ``Bye`` through it and reads
 their heartbeats from it. Workers are fresh interpreters (spawn semantics: never fork after torch
-import) started with ``worker_command`` and the channel's eventfds inherited. The gateway learns
+import) started with ``worker_command``, the channel's eventfds inherited and the slot's native
+thread-pool sizes in the environment (``appliance.slots.thread_env``). The gateway learns
 about workers only through ``WorkerEvents``; the supervisor never imports the gateway or the
 workers package (the composition root, ``appliance/cli.py``, names the worker's entry point).
 
@@ -53,7 +54,7 @@ from appliance.protocol import (
     Stats,
     WorkerSpec,
 )
-from appliance.slots import Slot
+from appliance.slots import Slot, thread_env
 
 log = logging.getLogger("appliance.supervisor")
 
@@ -161,7 +162,8 @@ class Supervisor:
     def spawn(self, handle: WorkerHandle) -> None:
         spec = self.worker_spec(handle)
         argv = [*self.worker_command, msgspec.json.encode(spec).decode()]
-        handle.process = subprocess.Popen(argv, pass_fds=self.link.pass_fds(handle.index), stdin=subprocess.DEVNULL)
+        handle.process = subprocess.Popen(argv, pass_fds=self.link.pass_fds(handle.index), stdin=subprocess.DEVNULL,
+                                          env=worker_env(handle.slot))  # fmt: skip
         handle.ready, handle.exit_code, handle.planned_exit, handle.kill_cause = None, None, False, None
         self.set_state(handle, "starting")
         handle.stats = None  # the last incarnation's counters must not trigger a recycle
@@ -428,6 +430,12 @@ def exit_cause(handle: WorkerHandle) -> RestartCause:
     if handle.planned_exit:
         return "recycle"
     return "boot_failure" if handle.state == "starting" else "crash"
+
+
+def worker_env(slot: Slot) -> dict[str, str]:
+    """This process's environment with ``slot``'s thread-pool sizes: the worker pins itself too,
+    but only after its first imports, numpy's OpenBLAS among them, have sized their pools."""
+    return {**os.environ, **thread_env(slot)}
 
 
 def slot_status(handle: WorkerHandle) -> SlotStatus:

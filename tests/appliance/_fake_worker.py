@@ -15,7 +15,10 @@ that speaks the worker protocol and plays a scripted part instead of loading mod
 A ``ready`` worker reports the models its role loads (the primary every configured one, a light
 worker the main one). ``<dir>/batches-<slot>``, when present, is taken (renamed away) by the first
 ready incarnation of that slot that finds it, which then reports that many batches in its
-``Stats``. Every incarnation appends ``<slot> <incarnation> <pid> <event>`` lines to ``<dir>/log``.
+``Stats``. When ``<dir>/report-blas`` exists, every incarnation notes ``blas=<n>``: the thread
+count of numpy's BLAS pool, which numpy sized as this fake's first imports loaded it, before any
+code of the fake ran. Every incarnation appends ``<slot> <incarnation> <pid> <event>`` lines to
+``<dir>/log``.
 Whatever happens, a fake exits once its parent is gone or after LIFETIME_S.
 """
 
@@ -69,6 +72,8 @@ class Fake:
 
     def run(self) -> int:
         self.note("start")
+        if (self.state / "report-blas").exists():
+            self.note(f"blas={blas_threads()}")
         if self.mode.startswith("exit"):
             return int(self.mode[len("exit") :])
         signal.signal(signal.SIGTERM, self.on_sigterm)
@@ -145,6 +150,15 @@ class Fake:
         assert self.channel is not None
         if not self.channel.send_response(self.responses.encode(message)):
             raise RuntimeError(f"response ring full: cannot send {type(message).__name__}")
+
+
+def blas_threads() -> int:
+    """numpy's BLAS pool size, as threadpoolctl reads it from the loaded library."""
+    from threadpoolctl import threadpool_info
+
+    sizes = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+    assert len(sizes) == 1, f"expected numpy's one BLAS library: {threadpool_info()}"
+    return sizes.pop()
 
 
 def main(argv: list[str]) -> int:

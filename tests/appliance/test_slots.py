@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from appliance import slots
-from appliance.slots import Slot, discover_gpus, parse_cpulist, plan_slots
+from appliance.slots import Slot, discover_gpus, parse_cpulist, plan_slots, thread_env
 
 
 # ---- discover_gpus ---------------------------------------------------------------------------
@@ -215,3 +215,10 @@ def test_default_plan_on_this_machine_uses_the_allowed_cpus() -> None:
     allowed = sorted(os.sched_getaffinity(0))
     plan = plan_slots("auto", 1)
     check_plan(plan, allowed)
+
+
+# ---- thread_env --------------------------------------------------------------------------------
+def test_thread_env_sizes_every_native_pool_to_the_slots_cores() -> None:
+    assert thread_env(Slot(1, "light", (2, 3, 4), None)) == dict.fromkeys(slots.THREAD_VARS, "3")
+    assert thread_env(Slot(0, "primary", (), 0)) == dict.fromkeys(slots.THREAD_VARS, "1")  # a GPU slot without cores
+    assert "OPENBLAS_NUM_THREADS" in slots.THREAD_VARS  # numpy's: it loads in a worker before pinning

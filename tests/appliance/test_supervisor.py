@@ -1,7 +1,8 @@
 """The supervisor (``appliance/supervisor.py``) over real processes and real shared memory.
 
 Every worker is ``_fake_worker.py``: a fresh interpreter that attaches its real channel in a real
-``WorkerLink`` and plays a scripted part (crash, hang, refuse to boot, report batches, drain).
+``WorkerLink`` and plays a scripted part (crash, hang, refuse to boot, report batches, drain, report
+the size of numpy's BLAS pool).
 The supervisor is driven as the serving lifecycle drives it: ``start``, ``run`` in the
 background, then ``stop`` and ``link.close``. Timings are checked against the supervisor's own
 clock readings where it exposes them (``next_spawn_at``, ``spawned_at``), so back-off delays are
@@ -132,10 +133,13 @@ class Rig:
 
     def log(self, worker: int | None = None) -> list[tuple[int, int, int, str]]:
         """The fakes' own record: (slot, incarnation, pid, event)."""
-        path = self.dir / "log"
+        return [r for r in self.log_of(self.dir) if worker is None or r[0] == worker]
+
+    @staticmethod
+    def log_of(folder: Path) -> list[tuple[int, int, int, str]]:
+        path = folder / "log"
         rows = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
-        records = [(int(s), int(i), int(p), e) for s, i, p, e in rows]
-        return [r for r in records if worker is None or r[0] == worker]
+        return [(int(s), int(i), int(p), e) for s, i, p, e in rows]
 
     def incarnations(self, worker: int) -> int:
         return sum(1 for r in self.log(worker) if r[3] == "start")
@@ -510,3 +514,22 @@ def test_a_heartbeat_kill_logs_kill_exit_and_respawn_events(tmp_path: Path, capl
     assert (exit_["pid"], exit_["cause"], exit_["reason"]) == (silent_pid, "heartbeat", "killed by SIGKILL")
     assert respawn["delay_s"] == BACKOFF_FIRST_S
     assert names.index("worker_kill") < names.index("worker_exit") < names.index("worker_respawn_scheduled")
+
+
+# ---- 8. the environment a worker starts with -------------------------------------------------
+@pytest.mark.timeout(60)
+def test_a_worker_starts_with_numpys_blas_pool_sized_to_its_slot(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """numpy loads in a worker before the worker can pin itself (its first imports reach
+    ``appliance.protocol``), so the spawner's environment must size OpenBLAS's pool to the slot,
+    over whatever the gateway's own environment says. One core: OpenBLAS caps its pool at the
+    machine's cores, so only a slot smaller than the machine shows the difference."""
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
+    (tmp_path / "report-blas").touch()
+
+    async def scenario() -> None:
+        async with Rig(tmp_path, {0: ["ready"]}, slots=[Slot(0, "primary", (0,))]) as rig:
+            await rig.supervisor.start()
+
+    asyncio.run(scenario())
+    assert [event for *_, event in Rig.log_of(tmp_path) if event.startswith("blas=")] == ["blas=1"]
