@@ -141,12 +141,12 @@ def compile_afresh(compile_and_run: Callable[[], T], name: str) -> T:
     try:
         result = compile_and_run()
     except Exception as exc:  # any failure reading or loading artefacts: torch raises many kinds
-        shared = cache_dir()
-        own = own_dir(shared.parent)
+        failed_in = cache_dir()  # the shared folder, or this process's own after an earlier fallback
+        own = own_dir(failed_in.parent)
         log.warning("model %r: compiling with the artefacts in %s failed (%s); removing them and compiling afresh "
-                    "in %s", name, shared, exc, own)  # fmt: skip
-        discard(shared)
-        discard(own)  # a second model's fallback in this process: its own folder may be the broken one
+                    "in %s", name, failed_in, exc, own)  # fmt: skip
+        discard(failed_in)
+        discard(own)  # leftovers of a dead process that had our pid
         point_at(own)  # order matters: before the retry, which must touch no folder another worker uses
         reset_compiler()
         result = compile_and_run()
