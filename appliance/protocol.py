@@ -208,6 +208,8 @@ class WorkerCounters(msgspec.Struct, kw_only=True, gc=False):
     # batches run on the worker's own cores plus idle workers' ones lent by the gateway (``spare_cores``)
     widened_batches: int = 0
     threads: int = 0  # torch's intra-op threads when the counters were read: the own cores' count between batches
+    contended_loans: int = 0  # widened batches that ran with a lent core busy (``workers/loans.py``)
+    declined_loans: int = 0  # lent batches computed on the own cores while the worker backed off
 
 
 class Stats(msgspec.Struct, tag="stats", array_like=True, gc=False):
@@ -289,6 +291,7 @@ class WorkerSpec(msgspec.Struct, forbid_unknown_fields=False):
     log_level: str = "info"
     stats_interval_s: float = 1.0
     parent_pid: int = 0
+    borrows_cores: bool = False  # the gateway may lend it idle workers' cores (``lend_idle_cores``)
 
 
 # ---- supervision, as the gateway is told it --------------------------------------------------

@@ -183,6 +183,7 @@ class Supervisor:
             channel=self.link.spec(handle.index), models=list(c.models), state_dir=c.state_dir,
             max_batch_tokens=c.max_batch_tokens, max_batch_size=c.max_batch_size, max_wait_us=c.max_wait_us,
             log_level=c.log_level, parent_pid=os.getpid(),
+            borrows_cores=c.lend_idle_cores and handle.slot.gpu is None,
         )  # fmt: skip
 
     def watch_exit(self, handle: WorkerHandle) -> None:

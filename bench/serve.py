@@ -48,6 +48,8 @@ from bench.corpus import sentences
 from bench.floor import http_floor
 from bench.loadgen import Texts, corpus_texts, pinned, split_cores
 from bench.loadgen.apis import APIS
+from bench.loadgen.drive import Target, open_loop
+from bench.loadgen.mix import Request
 from bench.loadgen import closed_loop_point as closed_loop
 from bench.points import Point, show, table
 from bench.raw import measure_raw
@@ -61,6 +63,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="device of the raw-limit measurement (cpu, cuda:0)")
     p.add_argument("--concurrency", default="1,8,32,64")
     p.add_argument("--batches", default="1,32", help="sentences per request")
+    p.add_argument("--rates", default="",
+                   help="open-loop points after the closed ones: Poisson arrivals at these requests/s "
+                        "(comma-separated; latency from each scheduled send)")  # fmt: skip
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per point")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--raw-seconds", type=float, default=8.0, help="seconds of each raw-limit measurement")
@@ -182,7 +187,19 @@ def run_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> list[Poi
             if args.batching:  # a closed loop's mean round trip: its concurrency over its request rate
                 figures = batching.between(before, batching.settled_counters(url, headers))
                 print(figures.line(1000 * concurrency / point.rps if point.rps else 0.0), flush=True)
+        points += [open_point(args, url, corpus_texts(corpus, batch), float(rate), headers)
+                   for rate in args.rates.split(",") if rate]  # fmt: skip
     return points
+
+
+def open_point(args: argparse.Namespace, url: str, texts: Texts, rate: float, headers: dict[str, str]) -> Point:
+    """Poisson arrivals at ``rate`` requests/s: the latency a server shows to independent clients,
+    where a closed loop's next request waits for the last answer (scenario ``open@<rate>``)."""
+    target = Target(url, args.api, headers)
+    with pinned(args.load_cores):
+        result = asyncio.run(open_loop(target, lambda i: Request(args.model, texts(i)), rate=rate,
+                                       seconds=args.seconds, warmup=args.warmup, scenario=f"open@{rate:g}"))  # fmt: skip
+    return show(result.point)
 
 
 def hot_set(corpus: list[str], size: int) -> list[str]:

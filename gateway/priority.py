@@ -3,7 +3,11 @@ functions of the workers' loads, so that the router itself only waits, sends and
 
 A worker's load counts every part in flight on it; its ``background`` part, at most one, runs
 below the interactive ones in the worker's batcher (``workers/batcher.py``), so an interactive
-part is placed by the interactive load alone, and a background part only in a free slot.
+part is placed by the interactive load alone, and a background part only in a free slot. A worker
+whose cores are lent (``gateway/lending.py``) also counts the part computing on them, and loses a
+tie to the borrower: a part placed on it would start at once and share its cores with the lent
+pass, slowing both (a lent core that turns out busy costs several times the forward), while one
+queued behind the lent pass waits less than that pass takes.
 """
 
 from __future__ import annotations
@@ -21,22 +25,33 @@ class Load(Protocol):
     outstanding_tokens: int
     outstanding_inputs: int
     background: Part | None  # its one background part in flight, if any
+    lent: Part | None  # the part computing on its cores too, in flight on another worker
 
 
 W = TypeVar("W", bound=Load)
 
 
 def least_loaded(workers: Sequence[W]) -> W | None:
-    """Fewest outstanding tokens (estimated), then inputs."""
-    return min(workers, key=lambda w: (w.outstanding_tokens, w.outstanding_inputs), default=None)
+    """Fewest outstanding tokens (estimated), then inputs, a lent part counted."""
+    return min(workers, key=booked, default=None)
 
 
-def interactive_load(worker: Load) -> tuple[int, int, int]:
-    """What an interactive part queues behind on ``worker``: interactive tokens, then inputs,
-    then (a tie-break that spreads parts away from background work) all tokens."""
+def booked(worker: Load) -> tuple[int, int, bool]:
+    """Outstanding tokens and inputs, with the part computing on its lent cores; then whether
+    its cores are lent."""
+    lent = worker.lent
+    if lent is None:
+        return worker.outstanding_tokens, worker.outstanding_inputs, False
+    return worker.outstanding_tokens + lent.tokens, worker.outstanding_inputs + lent.inputs, True
+
+
+def interactive_load(worker: Load) -> tuple[int, int, bool, int]:
+    """What an interactive part queues behind on ``worker``: interactive tokens, then inputs
+    (a lent part counted), then two tie-breaks: away from lent cores, away from background work."""
     other = worker.background
-    return (worker.outstanding_tokens - (other.tokens if other else 0),
-            worker.outstanding_inputs - (other.inputs if other else 0), worker.outstanding_tokens)  # fmt: skip
+    tokens, inputs, lent = booked(worker)
+    return (tokens - (other.tokens if other else 0), inputs - (other.inputs if other else 0), lent,
+            worker.outstanding_tokens)  # fmt: skip
 
 
 def free_slots(workers: Sequence[W]) -> list[W]:

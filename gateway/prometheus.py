@@ -234,7 +234,11 @@ WORKER_COUNTERS = (("batches", "Batches the worker ran", lambda w: w.batches),
                     lambda w: w.expired),
                    ("failed_batches", "Forward passes that raised", lambda w: w.failed_batches),
                    ("widened_batches", "Batches computed on idle workers' cores too, lent by the gateway",
-                    lambda w: w.widened_batches))  # fmt: skip
+                    lambda w: w.widened_batches),
+                   ("contended_loans", "Widened batches that ran with a lent core busy",
+                    lambda w: w.contended_loans),
+                   ("declined_loans", "Lent batches the worker computed on its own cores, backing off after "
+                    "a contended one", lambda w: w.declined_loans))  # fmt: skip
 
 
 def worker_families(workers: list[WorkerCard]) -> Iterator[Metric]:

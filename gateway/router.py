@@ -113,6 +113,7 @@ class WorkerState:
     cores: list[int] = field(default_factory=list)  # from its Ready: the cores it is pinned to
     idle_since: float = 0.0  # time.monotonic() when its last part left it or it came up (lending)
     background: Part | None = None  # its one background part in flight, if any
+    lent: Part | None = None  # the part computing on its cores too, in flight elsewhere (lending)
     status: SlotStatus | None = None  # the supervisor's view of the slot (``worker_status``)
     busy: BusyWindow = field(default_factory=BusyWindow)  # compute share of the last minute
 
@@ -287,16 +288,20 @@ class Router:
     def send(self, part: Part, record: bytes, alone: bool = False) -> bool:
         """Send a part where ``place`` allows, now; False when it must wait (no holder up, no
         room, a full ring, a busy background slot). 429 as ``place`` says. A request's only part
-        (``alone``) may borrow idle workers' cores (``lending_record``)."""
+        (``alone``) may borrow idle workers' cores (``spare_for``)."""
         holders = self.up_holders(part.model)
         if not holders:
             return False
         worker = place(part, holders, self.config.max_pending_inputs)
-        if worker is not None and self.link.send_record(worker.index,
-                                                        self.lending_record(part, worker, record, alone)):
-            self.track(part, worker)
-            return True
-        return False
+        if worker is None:
+            return False
+        spare = self.spare_for(part, worker, alone)
+        if not self.link.send_record(worker.index, self.with_loan(part, record, spare) if spare else record):
+            return False
+        self.track(part, worker)
+        if spare:
+            self.book_loan(part, worker, spare)
+        return True
 
     async def dispatch(self, part: Part, record: bytes, deadline: float, alone: bool = False) -> None:
         """Send a part that could not be sent at once (``send``). An interactive part waits
@@ -319,20 +324,33 @@ class Router:
             if not await self.wait_for_change(min(deadline, ring_full_since + FULL_RING_WAIT_S)):
                 raise errors.QueueFull("worker ring full; retry", retry_after=RETRY_AFTER_S)
 
-    def lending_record(self, part: Part, worker: WorkerState, record: bytes, alone: bool) -> bytes:
-        """``record``, or when the part may borrow the idle workers' cores on ``worker``
-        (``gateway/lending.py``), the part encoded with them. The message keeps no loan: a resend
-        elsewhere, later, must not carry one decided for now."""
+    def spare_for(self, part: Part, worker: WorkerState, alone: bool) -> list[int]:
+        """The idle workers' cores ``part`` may borrow on ``worker`` (``gateway/lending.py``)."""
         if not self.config.lend_idle_cores:
-            return record
-        spare = spare_cores(part, worker, self.workers_state, alone=alone, now=time.monotonic())
-        if not spare:
-            return record
+            return []
+        return spare_cores(part, worker, self.workers_state, alone=alone, now=time.monotonic())
+
+    def with_loan(self, part: Part, record: bytes, spare: list[int]) -> bytes:
+        """``part`` encoded with the cores it may borrow. The message keeps no loan: a resend
+        elsewhere, later, must not carry one decided for now."""
         part.message.spare_cores = spare
         try:
             return self.link.encode(part.message)
         finally:
             part.message.spare_cores = []
+
+    def book_loan(self, part: Part, worker: WorkerState, spare: list[int]) -> None:
+        """Count ``part`` on the workers whose cores it borrows until it leaves ``worker``: a part
+        placed on a lender meanwhile would share a core with the loaned pass (``lent``)."""
+        lent = set(spare)
+        for other in self.workers_state:
+            if other is not worker and lent.intersection(other.cores):
+                other.lent = part
+
+    def end_loans(self, part: Part) -> None:
+        for other in self.workers_state:
+            if other.lent is part:
+                other.lent = None
 
     def track(self, part: Part, worker: WorkerState) -> None:
         part.worker = worker.index
@@ -378,6 +396,7 @@ class Router:
         the senders waiting for room; a freed background slot goes to a parked part first."""
         if worker.parts.pop(part.id, None) is None:
             return False
+        self.end_loans(part)
         worker.outstanding_tokens -= part.tokens
         worker.outstanding_inputs -= part.inputs
         if not worker.parts:
@@ -457,6 +476,9 @@ class Router:
         self.cards = None
         orphans = list(state.parts.values())
         state.parts.clear()
+        state.lent = None
+        for part in orphans:
+            self.end_loans(part)
         state.outstanding_tokens = state.outstanding_inputs = 0
         state.idle_since = time.monotonic()
         state.background = None

@@ -26,7 +26,10 @@ Lent cores: a request may carry idle workers' cores the gateway lends it (``Embe
 when every request in it carries a loan and nothing else is queued here: the loan was made for a
 lone request, and a batch with other work in it, or behind it, is not one. The intersection of
 the loans is used; ``widened_batches`` counts such batches, and ``Stats`` carries the thread count
-as it is between batches (``threads``), back to the own cores' count.
+as it is between batches (``threads``), back to the own cores' count. A widened pass that ran
+contended (a lent core busy with something the gateway cannot see) makes the worker compute its
+loans on its own cores for a while (``workers/loans.py``; counted in ``contended_loans`` and
+``declined_loans``).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ from appliance.protocol import (
 )
 from workers.batcher import Batch, Batcher
 from workers.histogram import Histogram
+from workers.loans import LoanGuard
 from workers.models import device_for
 from workers.pinning import TorchThreads
 from workers.runtimes import InputTooLong, Runtime, Tokenized, cosine_scores, l2_normalize, sigmoid
@@ -125,8 +129,10 @@ class WorkerLoop:
         self.batch_tokens = Histogram(BATCH_TOKEN_BOUNDS)
         self.device = device_for(spec)
         self.threads = TorchThreads(spec.cores)
-        # a GPU worker's forward runs on its GPU: lent cores would not speed it (nor are any lent)
-        self.may_widen = self.device == "cpu"
+        self.loans = LoanGuard()
+        # a GPU worker's forward runs on its GPU: lent cores would not speed it (nor are any lent);
+        # one not set to borrow has passive OpenMP threads, which lose on lent cores (workers/pinning.py)
+        self.may_widen = self.device == "cpu" and spec.borrows_cores
         self.draining = False
         self.process = psutil.Process()
         self._next_stats = 0.0
@@ -323,11 +329,17 @@ class WorkerLoop:
     def forward(self, name: str, batch: Batch) -> np.ndarray:
         """The batch's forward pass; on the lent cores too when it may use them (``lent_cores``)."""
         spare = self.lent_cores(batch)
-        if not self.may_widen or not spare:
+        if not self.may_widen or not spare or not self.loans.allows():
             return forward_splitting_on_oom(self.runtimes[name].forward, batch.payloads)
         with self.threads.widened(spare) as widened:
-            self.counters.widened_batches += widened
-            return forward_splitting_on_oom(self.runtimes[name].forward, batch.payloads)
+            if not widened:
+                return forward_splitting_on_oom(self.runtimes[name].forward, batch.payloads)
+            self.counters.widened_batches += 1
+            threads = self.threads.count()
+            wall, cpu = time.perf_counter(), time.process_time()
+            outputs = forward_splitting_on_oom(self.runtimes[name].forward, batch.payloads)
+            self.loans.record(threads, time.perf_counter() - wall, time.process_time() - cpu)
+            return outputs
 
     def lent_cores(self, batch: Batch) -> tuple[int, ...]:
         """The cores every request in ``batch`` was lent, when nothing else is queued; else none."""
@@ -400,6 +412,7 @@ class WorkerLoop:
         c.batch_size_counts = self.batch_sizes.cumulative()
         c.batch_token_counts = self.batch_tokens.cumulative()
         c.threads = self.threads.count()
+        c.contended_loans, c.declined_loans = self.loans.contended, self.loans.declined
         return Stats(self.spec.worker, os.getpid(), c)
 
 

@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
 def attach(spec: WorkerSpec) -> Channel:
     """Pin the process, keep compiled artefacts under state_dir, install the signal record, attach
     the channel."""
-    pinning.apply_in_child(slot_of(spec))  # order matters: before torch is imported
+    pinning.apply_in_child(slot_of(spec), borrows=spec.borrows_cores)  # order matters: before torch is imported
     compile_cache.use(spec.state_dir)  # order matters: inductor reads the cache switches when torch imports it
     signals.install()
     return Channel.attach(spec.channel)

@@ -10,17 +10,25 @@ affinity before torch is imported, because CUDA and OpenMP read them once, when 
 much as the count: the worker pinned its main thread before torch started, and every thread
 created since inherits that mask, OpenMP's pool included, so more threads alone would share the
 worker's own cores. The main thread's mask is widened for the pass, so a pool thread created in it
-may run on a lent core, and narrowed back after it. Pool threads keep their wide mask: with
-``OMP_WAIT_POLICY=PASSIVE`` the ones a narrow pass does not use sleep in the kernel, and OpenMP
+may run on a lent core, and narrowed back after it. Pool threads keep their wide mask; OpenMP
 keeps them for the next wide pass (measured: the pool's threads outlive a narrowing). A widen and
 restore costs about 10 us (two ``sched_setaffinity`` calls; ``set_num_threads`` 0.2 us) against
-a 7-10 ms forward. It does not make that forward faster yet: a sleeping pool thread is woken for
-each of the forward's parallel regions, which costs what the second core saves
-(``docs/architecture.md``, "Lent cores"), so the gateway lends no cores unless ``lend_idle_cores``.
+a 7-10 ms forward.
+
+Two things make the wide pass pay, both set before torch starts. OpenMP's threads must stay
+awake between the forward's parallel regions: a worker that may borrow (``borrows``) spins for
+``SPIN_ON_LENT_CORES`` at a barrier before it sleeps (``GOMP_SPINCOUNT``), where passive waiting
+(every other worker: a spinning thread burns a core that another process wants) woke a sleeping
+thread at every region, which cost what the second core saved. And libgomp must count every core
+the process may use, which it does once, when it loads: ``start_openmp_unpinned`` loads it before
+the pin (``docs/architecture.md``, "Lent cores").
 """
 
 from __future__ import annotations
 
+import ctypes
+import glob
+import importlib.util
 import logging
 import os
 import sys
@@ -33,13 +41,18 @@ log = logging.getLogger("appliance.pinning")
 
 # Native thread pools that size themselves from the environment when the library loads.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# libgomp's barrier spin (iterations, ~100,000 a millisecond by its own estimate) in a worker that
+# may compute on lent cores; a worker that computes only on its own cores keeps passive waiting.
+SPIN_ON_LENT_CORES = 100_000
 
-__all__ = ["THREAD_VARS", "TorchThreads", "apply_in_child", "apply_torch_threads", "gpu_device_name"]
+__all__ = ["SPIN_ON_LENT_CORES", "THREAD_VARS", "TorchThreads", "apply_in_child", "apply_torch_threads", "gpu_device_name",
+           "start_openmp_unpinned"]
 
 
-def apply_in_child(slot: Slot) -> None:
+def apply_in_child(slot: Slot, *, borrows: bool = False) -> None:
     """Pin this process to its slot. Must run before torch is imported (CUDA and OpenMP read the
-    environment once, when they start)."""
+    environment once, when they start). ``borrows``: the gateway may lend this worker idle cores
+    for a pass (``lend_idle_cores``), so its OpenMP threads spin briefly at barriers."""
     _refuse_after_cuda()
     _set_visible_gpu(slot)
     threads = str(max(1, len(slot.cores)))
@@ -49,6 +62,13 @@ def apply_in_child(slot: Slot) -> None:
     # core for a moment, the spinning siblings burn it too: measured here with MiniLM, 2 threads,
     # a busy 2-core box: 194-236 ms per single-sentence forward spinning vs 31 ms passive.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if borrows:
+        # Passive threads sleep at every barrier, and waking one at each of a forward's parallel
+        # regions cost what a lent core saves. A short spin keeps the lent thread awake between
+        # regions and lets it sleep soon after the pass: SPIN_ON_LENT_CORES is about 1 ms of
+        # spinning by libgomp's own estimate (measured below, ``bench lone --as-worker``).
+        os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_ON_LENT_CORES))
+    start_openmp_unpinned()
     if slot.cores and hasattr(os, "sched_setaffinity"):
         try:
             os.sched_setaffinity(0, slot.cores)
@@ -56,6 +76,28 @@ def apply_in_child(slot: Slot) -> None:
             allowed = sorted(os.sched_getaffinity(0))
             raise OSError(f"cannot pin worker {slot.index} to cores {list(slot.cores)} "
                           f"(this process may use {allowed}): {exc}") from exc  # fmt: skip
+
+
+def start_openmp_unpinned() -> None:
+    """Load torch's OpenMP runtime before the process narrows its mask.
+
+    libgomp counts the cores the process may use once, when it loads, and from then on treats a
+    team larger than that count as oversubscribed: its threads wait at barriers without spinning
+    whatever ``GOMP_SPINCOUNT`` says. Loaded after pinning to one core, a pass widened onto lent
+    cores is such a team, and waking its sleeping thread at every parallel region cost more than
+    the second core saved (measured: 1.09-1.19x one thread's time for a MiniLM sentence; loaded
+    first, 0.75x). torch's own import later binds to this copy (same soname).
+    """
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    for location in spec.submodule_search_locations:
+        for path in sorted(glob.glob(os.path.join(location, "lib", "libgomp*.so*"))):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError as exc:
+                log.debug("OpenMP runtime %s not preloaded: %s", path, exc)
+            return
 
 
 def _set_visible_gpu(slot: Slot) -> None:

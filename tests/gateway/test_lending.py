@@ -57,9 +57,31 @@ def test_a_second_part_outstanding_anywhere_lends_nothing() -> None:
         router = lending_router(workers, CPU_SLOTS)
         first, second = send(router, ["first"]), send(router, ["second"])
         await asyncio.sleep(0.01)
-        # the first found every worker idle; the second, another worker busy with the first
-        assert loans(workers) == [(0, [1, 2, 3]), (1, [])]
+        # the first found every worker idle; the second, another worker busy with the first, and
+        # queues behind it: the idle-looking workers' cores compute the first
+        assert loans(workers) == [(0, [1, 2, 3]), (0, [])]
         for task in (first, second):
+            task.cancel()
+
+    asyncio.run(main())
+
+
+def test_a_part_arriving_during_a_loan_queues_behind_it_instead_of_sharing_a_lent_core() -> None:
+    async def main() -> None:
+        workers = ScriptedWorkers(workers=2, answer=False)
+        router = lending_router(workers, CPU_SLOTS[:2])
+        first = send(router, ["alone"])
+        await asyncio.sleep(0.01)
+        assert router.workers_state[1].lent is not None
+        second = send(router, ["during the loan"])
+        await asyncio.sleep(0.01)
+        workers.reply(*workers.records[0])  # the lent pass ends: worker 1's core is its own again
+        await first
+        assert router.workers_state[1].lent is None
+        third = send(router, ["while the second computes"])
+        await asyncio.sleep(0.01)
+        assert loans(workers) == [(0, [1]), (0, []), (1, [])]
+        for task in (second, third):
             task.cancel()
 
     asyncio.run(main())
@@ -114,6 +136,7 @@ def test_a_worker_that_is_not_up_lends_nothing_and_a_resent_part_carries_no_old_
         router.worker_lost(0, "was killed")  # resent to worker 1, which lent its core a moment ago
         (_, resent), = workers.records[1:]
         assert resent.spare_cores == []
+        assert all(worker.lent is None for worker in router.workers_state)
         workers.reply(1, resent)
         await task
 

@@ -1,7 +1,8 @@
 """Child process for test_pinning: applies a slot the way a worker boots, then reports what stuck.
 
-Usage: python _pin_child.py '<slot JSON>' [--no-torch] [--omp-drift]. Prints one JSON object.
-``--omp-drift`` starts torch with 1 OpenMP thread, so only ``apply_torch_threads`` can fix the count.
+Usage: python _pin_child.py '<slot JSON>' [--no-torch] [--omp-drift] [--borrows]. Prints one JSON
+object. ``--omp-drift`` starts torch with 1 OpenMP thread, so only ``apply_torch_threads`` can fix
+the count; ``--borrows`` pins as a worker the gateway may lend cores to.
 """
 
 from __future__ import annotations
@@ -11,17 +12,25 @@ import os
 import sys
 
 
+def openmp_loaded() -> list[str]:
+    """The OpenMP runtime files mapped into this process."""
+    with open("/proc/self/maps") as maps:
+        return sorted({line.split()[-1] for line in maps if "libgomp" in line})
+
+
 def main(argv: list[str]) -> int:
     from appliance.slots import Slot
     from workers.pinning import apply_in_child, apply_torch_threads
 
     fields = json.loads(argv[0])
     slot = Slot(fields["index"], fields["role"], tuple(fields["cores"]), fields["gpu"])
-    apply_in_child(slot)  # first, before torch, as workers/main.py does
+    apply_in_child(slot, borrows="--borrows" in argv)  # first, before torch, as workers/main.py does
     report: dict[str, object] = {
         "affinity": sorted(os.sched_getaffinity(0)),
         "env": {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        "spin": os.environ.get("GOMP_SPINCOUNT"),
         "torch_imported_before": "torch" in sys.modules,
+        "openmp_before_torch": openmp_loaded(),
     }
     if "--omp-drift" in argv:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
@@ -35,6 +44,7 @@ def main(argv: list[str]) -> int:
         report["threads"] = torch.get_num_threads()
         report["interop_threads"] = torch.get_num_interop_threads()
         report["cuda_devices"] = torch.cuda.device_count()
+        report["openmp_after_torch"] = openmp_loaded()
     print(json.dumps(report), flush=True)
     return 0
 

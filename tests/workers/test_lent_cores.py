@@ -1,10 +1,13 @@
 """A real worker computing on cores the gateway lent it (``workers/loop.py`` with
 ``workers/pinning.py``'s ``TorchThreads``): the same answers as on its own core, the widened
-batches counted, and the worker back on its own core and thread count after each of them."""
+batches counted, the worker back on its own core and thread count after each of them, and loans
+declined for a while after a pass that found its lent core busy (``workers/loans.py``)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -15,9 +18,11 @@ import pytest
 from appliance.config import ModelConfig
 from appliance.protocol import Embed, Ready, Rerank, Scores, Stats, Vectors
 from worker_under_test import WorkerUnderTest, running_worker
+from workers.loans import MIN_BACKOFF_S
 
 pytestmark = pytest.mark.slow
 
+SPIN = "import os\nos.sched_setaffinity(0, {{{core}}})\nwhile True: pass"  # a process busy on one core
 TEXTS = ["a lone request", "computed on every idle core", "and then back on its own"]
 
 
@@ -33,7 +38,7 @@ def worker(tiny_transformer: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     # float32: the widened pass splits its matrix products another way, which bf16 rounds differently
     model = ModelConfig(name="tiny", path=str(tiny_transformer), main=True, dtype="float32")
     own, _ = own_and_spare()
-    with running_worker([model], "primary", tmp_path_factory.mktemp("lent"), cores=[own]) as worker:
+    with running_worker([model], "primary", tmp_path_factory.mktemp("lent"), cores=[own], borrows=True) as worker:
         worker.wait_for(Ready)
         yield worker
 
@@ -68,6 +73,8 @@ def test_a_rerank_on_lent_cores_scores_alike_and_a_loan_outside_this_machine_is_
         worker: WorkerUnderTest) -> None:  # fmt: skip
     own, spare = own_and_spare()
     before = counters_once(worker, batches=0).counters
+    if before.contended_loans:  # the box was busy during the last widened pass: wait out the backoff
+        time.sleep(MIN_BACKOFF_S)
     worker.send(Rerank(3, "tiny", TEXTS[0], TEXTS[1:]))
     alone = worker.wait_for(Scores, id=3)
     worker.send(Rerank(4, "tiny", TEXTS[0], TEXTS[1:], spare_cores=[spare]))
@@ -80,6 +87,34 @@ def test_a_rerank_on_lent_cores_scores_alike_and_a_loan_outside_this_machine_is_
     after = counters_once(worker, batches=before.batches + 3).counters
     assert (after.widened_batches - before.widened_batches, after.threads) == (1, 1)
     assert os.sched_getaffinity(worker.process.pid) == {own}
+
+
+def test_a_pass_that_finds_its_lent_core_busy_makes_the_worker_decline_loans_for_a_while(
+        tiny_transformer: Path, tmp_path: Path) -> None:  # fmt: skip
+    own, spare = own_and_spare()
+    model = ModelConfig(name="tiny", path=str(tiny_transformer), main=True, dtype="float32")
+    # a worker of its own: the shared one may be backing off after passes a busy box slowed
+    with running_worker([model], "primary", tmp_path, cores=[own], borrows=True) as worker:
+        worker.wait_for(Ready)
+        busy_lent_core_passes(worker, spare)
+
+
+def busy_lent_core_passes(worker: WorkerUnderTest, spare: int) -> None:
+    before = counters_once(worker, batches=0).counters
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN.format(core=spare)])
+    try:
+        time.sleep(0.5)  # the spinner holds the lent core
+        for i in range(6):  # long enough passes that a thread waiting for the core shows
+            worker.send(Embed(10 + i, "tiny", [" ".join(TEXTS * 8)] * 4, spare_cores=[spare]))
+            assert isinstance(worker.wait_for(Vectors, id=10 + i), Vectors)
+    finally:
+        spinner.kill()
+        spinner.wait(10)
+    after = counters_once(worker, batches=before.batches + 6).counters
+    assert after.contended_loans - before.contended_loans >= 1
+    assert after.declined_loans - before.declined_loans >= 1  # the passes after it ran on the own core
+    widened = after.widened_batches - before.widened_batches
+    assert widened + (after.declined_loans - before.declined_loans) == 6
 
 
 def threads_of(pid: int) -> list[int]:

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import pytest
 
 from appliance.slots import Slot
-from workers.pinning import gpu_device_name
+from workers.pinning import SPIN_ON_LENT_CORES, gpu_device_name
 
 CHILD = Path(__file__).with_name("_pin_child.py")
 CHILD_TIMEOUT_S = 60
@@ -92,6 +92,26 @@ def test_child_is_really_pinned_and_sized(spawn: Spawn) -> None:
                                  "OMP_NUM_THREADS": str(len(cores)), "MKL_NUM_THREADS": str(len(cores))}  # fmt: skip
         assert report["torch_imported_before"] is False
         assert report["cuda_devices"] == 0
+
+
+@pytest.mark.parametrize("borrows", [False, True])
+def test_openmp_starts_before_the_pin_and_torch_uses_that_copy(spawn: Spawn, borrows: bool) -> None:
+    # libgomp counts the usable cores when it loads; loaded after a one-core pin, a pass widened
+    # onto lent cores would count as oversubscribed and never spin (workers/pinning.py)
+    slot = Slot(1, "light", (sorted(os.sched_getaffinity(0))[-1],), None)
+    code, report, err = finish(spawn(slot, *(["--borrows"] if borrows else []), env={"GOMP_SPINCOUNT": None}))
+    assert code == 0, err
+    assert report["torch_imported_before"] is False
+    assert len(report["openmp_before_torch"]) == 1, report
+    assert report["openmp_after_torch"] == report["openmp_before_torch"]
+    assert report["spin"] == (str(SPIN_ON_LENT_CORES) if borrows else None)
+
+
+def test_an_operators_spin_count_is_kept(spawn: Spawn) -> None:
+    slot = Slot(1, "light", (sorted(os.sched_getaffinity(0))[-1],), None)
+    code, report, err = finish(spawn(slot, "--borrows", "--no-torch", env={"GOMP_SPINCOUNT": "5000"}))
+    assert code == 0, err
+    assert report["spin"] == "5000"
 
 
 def test_apply_torch_threads_resizes_a_running_torch(spawn: Spawn) -> None:

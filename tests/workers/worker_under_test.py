@@ -60,24 +60,27 @@ class WorkerUnderTest:
 
 WORKER = [sys.executable, "-m", "workers.main"]
 def worker_spec(channel: Channel, models: list[ModelConfig], role: str, tmp_path: Path, parent_pid: int,
-                cores: list[int] | None = None) -> WorkerSpec:  # fmt: skip
-    """``cores``: the slot's (default: every core this process may use)."""
+                cores: list[int] | None = None, borrows: bool = False) -> WorkerSpec:  # fmt: skip
+    """``cores``: the slot's (default: every core this process may use); ``borrows``: it may be
+    lent idle cores, as with ``lend_idle_cores``."""
     cores = sorted(os.sched_getaffinity(0)) if cores is None else cores
     return WorkerSpec(worker=0 if role == "primary" else 1, role=role, cores=cores,
                       gpu=None, channel=channel.spec, models=models, state_dir=str(tmp_path),
                       max_batch_tokens=4096, max_batch_size=32, parent_pid=parent_pid,
-                      stats_interval_s=0.2)  # fmt: skip
+                      stats_interval_s=0.2, borrows_cores=borrows)  # fmt: skip
 
 
 @contextmanager
 def running_worker(models: list[ModelConfig], role: str, tmp_path: Path, command: list[str] = WORKER,
-                   parent_pid: int | None = None, cores: list[int] | None = None) -> Iterator[WorkerUnderTest]:  # fmt: skip
+                   parent_pid: int | None = None, cores: list[int] | None = None,
+                   borrows: bool = False) -> Iterator[WorkerUnderTest]:  # fmt: skip
     """A worker process on a fresh channel (``command`` + its spec JSON); killed, and its channel
     removed, however the test ends."""
     channel = Channel.create(1 << 20)
     process: subprocess.Popen[bytes] | None = None
     try:
-        spec = worker_spec(channel, models, role, tmp_path, os.getpid() if parent_pid is None else parent_pid, cores)
+        spec = worker_spec(channel, models, role, tmp_path, os.getpid() if parent_pid is None else parent_pid, cores,
+                           borrows)  # fmt: skip
         with open(tmp_path / f"worker-{role}.log", "wb") as log:
             process = subprocess.Popen([*command, msgspec.json.encode(spec).decode()],
                                        pass_fds=channel.pass_fds, stdin=subprocess.DEVNULL, stderr=log)  # fmt: skip
