@@ -520,8 +520,9 @@ class Router:
     def wake_senders(self) -> None:
         """Every sender waiting in ``wait_for_change`` retries (one attribute test when none waits:
         results call this)."""
-        change, self.change = self.change, None
+        change = self.change
         if change is not None:
+            self.change = None
             change.set_result(None)
 
 

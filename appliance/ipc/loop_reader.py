@@ -7,9 +7,9 @@ for ``spin_s``, unparked, so a fast answer costs neither side a syscall nor a wa
 response ring stops the reader and goes to ``on_corrupt``.
 
 It also hears the worker's room signal (``channel.py``): after a refused send (``_want_room``),
-a doorbell, or at the latest a rescue tick, that finds the request ring's head moved past the one
-the refused write saw calls ``on_room`` once. The check is an integer compare while a refusal is
-outstanding and nothing otherwise.
+the first doorbell, or at the latest rescue tick, that finds the request ring's head past the one
+the refused write saw calls ``on_room``, once. While no refusal is outstanding that costs one
+integer test per doorbell and tick.
 
 ``LoopReader`` is a base of ``Channel`` (``channel.py``), which owns the rings, doorbells and
 counters it reads; it holds only the reader's own state.
@@ -113,8 +113,8 @@ class LoopReader:
         ring = self.requests
         if ring.head == self._room_head:
             if rung and not ring.room_wanted:
-                # The worker cleared the word for an earlier refusal after this one set it (or
-                # the doorbell was for responses): still full, so ask again.
+                # The worker's clear, meant for an earlier refusal, landed after this one's set:
+                # the ring is still full, so ask again.
                 ring.want_room()
             return
         self._room_head = -1
