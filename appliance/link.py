@@ -10,13 +10,17 @@
                            │
                            ├─ Vectors | Scores | Failed ─▶ Router.worker_result
                            ├─ Ready | Stats | Bye ───────▶ Supervisor (and Stats to the Router)
+                           ├─ Room ──────────────────────▶ Router.worker_room (senders retry)
                            └─ RingCorrupted ─────────────▶ Supervisor (replaces the worker)
 
 Both codecs live here and nowhere else on the gateway side. ``subscribe`` says who hears which
 message type; each worker's response ring has one reader (``listen``) that decodes each record
 and calls the subscribers of its type in the order they subscribed. A response ring found corrupt
-stops its reader and is reported once to the subscribers of ``RingCorrupted``. The composition root
-(``appliance/cli.py``) builds the link and hands it to the router and the supervisor.
+stops its reader and is reported once to the subscribers of ``RingCorrupted``. Room in a request
+ring that a send had found full (the worker's room signal, ``appliance/ipc/channel.py``) goes to
+the subscribers of ``Room``, an event of the channel (in process, never on a ring). The
+composition root (``appliance/cli.py``) builds the link and hands it to the router and the
+supervisor.
 
 Lifecycle: constructing a link allocates nothing. ``open`` creates one channel (a ``/dev/shm``
 segment and two eventfds) per worker slot; ``close`` stops every reader, closes and unlinks every
@@ -31,12 +35,15 @@ from typing import Any, Callable, TypeVar
 
 from appliance.ipc.channel import Channel
 from appliance.ipc.ring import RingCorrupted
-from appliance.protocol import ChannelSpec, Request, RequestCodec, Response, ResponseCodec
+from appliance.protocol import ChannelSpec, Request, RequestCodec, Response, ResponseCodec, Room
 
 log = logging.getLogger("appliance.link")
 
 M = TypeVar("M")
 Handler = Callable[[int, Any], None]  # (worker index, decoded message)
+
+
+ROOM = Room()  # the one event of its kind: it carries nothing
 
 
 class LinkClosed(RuntimeError):
@@ -107,7 +114,13 @@ class WorkerLink:
         """Deliver ``worker``'s responses from the running event loop (doorbell + rescue timer)."""
         loop = asyncio.get_running_loop()
         self.channel(worker).start_reader(loop, lambda records: self.dispatch(worker, records),
-                                          lambda error: self.corrupted(worker, error))  # fmt: skip
+                                          lambda error: self.corrupted(worker, error),
+                                          lambda: self.room(worker))  # fmt: skip
+
+    def room(self, worker: int) -> None:
+        """``worker``'s request ring has room again after a refused send: tell who subscribed."""
+        for handler in self._handlers.get(Room, ()):
+            handler(worker, ROOM)
 
     def corrupted(self, worker: int, error: RingCorrupted) -> None:
         """The reader found ``worker``'s response ring corrupt and stopped: tell who subscribed."""

@@ -5,8 +5,9 @@ Two tagged unions, one per direction of a worker's channel:
     gateway -> worker   Request  = Embed | Rerank | Cancel | Drain
     worker  -> gateway  Response = Ready | Vectors | Scores | Failed | Stats | Bye
 
-plus the one in-process type the supervisor and the router share (``SlotStatus``), which lives
-here because the gateway may import this module and never the supervisor.
+plus the in-process types the gateway's parts share, which live here because the gateway may
+import this module and never the supervisor or the IPC: ``SlotStatus`` (supervisor -> router) and
+``Room`` (the worker link's event for a worker's room signal -> router).
 
 Hot-path structs are ``array_like=True`` (msgpack arrays, no field names on the wire) and
 ``gc=False`` (they hold no reference cycles). Schema evolution rule: fields are only ever
@@ -225,6 +226,13 @@ class Bye(msgspec.Struct, tag="bye", array_like=True, gc=False):
 
     worker: int
     reason: str = ""
+
+
+class Room:
+    """In process only, never encoded: a worker took records off its request ring after a send had
+    found it full (its room signal, ``appliance/ipc/channel.py``); the link hands it to the router."""
+
+    __slots__ = ()
 
 
 Request = Union[Embed, Rerank, Cancel, Drain]

@@ -63,6 +63,8 @@ class WorkerCard(WorkerCounters, kw_only=True):
     models: list[str]
     outstanding_inputs: int
     outstanding_tokens: int
+    ring_full: int = 0  # sends its request ring refused (full); the part waited, then perhaps 429
+    room_signals: int = 0  # times it said it took records off that full ring (the senders retried)
     pid: int = 0
     role: str = ""  # "primary" | "light"
     device: str = ""  # "cuda:0", "cpu" (with its cores in ``cores``)

@@ -6,6 +6,8 @@
 - Every part is one work record on a worker's request ring and one future here. Outstanding
   inputs per worker are bounded (``max_pending_inputs``): over it, 429 with Retry-After.
   A full ring waits briefly for the worker to catch up, then 429: never drop, never overwrite.
+  The wait ends when the worker takes records off that ring: it rings its room signal
+  (``appliance/ipc/channel.py``, delivered as ``Room``), so nobody polls for ring space.
 - A request for a model with no holder up (its only holder respawning) parks until a holder's
   ``Ready`` wakes it, up to its deadline (``gateway/holders.py``).
 - Deadlines: one sweep (``expire``, every ``SWEEP_S`` while any part is out) fails each sent or
@@ -62,6 +64,7 @@ from appliance.protocol import (
     Ready,
     Request,
     Rerank,
+    Room,
     Scores,
     SlotStatus,
     Stats,
@@ -114,6 +117,8 @@ class WorkerState:
     idle_since: float = 0.0  # time.monotonic() when its last part left it or it came up (lending)
     background: Part | None = None  # its one background part in flight, if any
     lent: Part | None = None  # the part computing on its cores too, in flight elsewhere (lending)
+    ring_full: int = 0  # sends its request ring refused (full)
+    room_signals: int = 0  # its room signals: it took records off that ring after a refusal
     status: SlotStatus | None = None  # the supervisor's view of the slot (``worker_status``)
     busy: BusyWindow = field(default_factory=BusyWindow)  # compute share of the last minute
 
@@ -132,11 +137,13 @@ class Router:
         for kind in (Vectors, Scores, Failed):
             link.subscribe(kind, self.worker_result)
         link.subscribe(Stats, self.worker_stats)
+        link.subscribe(Room, self.worker_room)
         self.ids = itertools.count(1)
         self.draining = False
         self.main = config.main_model().name
         self.configured = {m.name: m for m in config.models}
-        self.space = asyncio.Condition()
+        # resolved (and replaced) by the next ``wake_senders``; made by the first sender to wait
+        self.change: asyncio.Future[None] | None = None
         self.completed_parts = 0
         self.withdrawn = 0  # parts cancelled on their worker before an answer came
         self.booted = False  # every model has been up at once
@@ -240,17 +247,20 @@ class Router:
         return [w for w in self.workers_state if w.up and model in w.models]
 
     async def wait_for_change(self, until: float) -> bool:
-        """Wait for a result or a worker coming up, at most until ``until``; False once past it.
-        Wakes at least every 50 ms: a worker taking records off a full request ring tells the
-        gateway nothing, so ring space can only be seen by looking again."""
-        remaining = until - asyncio.get_running_loop().time()
+        """Wait for a result, a worker coming up or going, or room in a request ring (``Room``),
+        at most until ``until``; False once past it. No poll: every change that can let a part
+        go calls ``wake_senders``. The caller's failed send and this registration run with no
+        await between them, so no wake can fall between the two; a room signal the worker's and
+        the gateway's stores race past is caught by the channel's rescue timer (2 ms)."""
+        loop = asyncio.get_running_loop()
+        remaining = until - loop.time()
         if remaining <= 0:
             return False
-        async with self.space:
-            try:
-                await asyncio.wait_for(self.space.wait(), min(remaining, 0.05))
-            except asyncio.TimeoutError:
-                pass
+        change = self.change
+        if change is None:
+            change = self.change = loop.create_future()
+        # asyncio.wait, not wait_for: a timeout must not cancel the future the other senders share
+        await asyncio.wait((change,), timeout=remaining)
         return True
 
     def part(self, model: str, message: Embed | Rerank, inputs: int, tokens: int, offset: int,
@@ -297,6 +307,7 @@ class Router:
             return False
         spare = self.spare_for(part, worker, alone)
         if not self.link.send_record(worker.index, self.with_loan(part, record, spare) if spare else record):
+            worker.ring_full += 1  # the link asked the worker for a room signal
             return False
         self.track(part, worker)
         if spare:
@@ -456,6 +467,12 @@ class Router:
     def worker_unavailable(self, worker: int) -> None:
         self.workers_state[worker].up = False
         self.cards = None
+        self.wake_senders()  # a part waiting on its full ring may go to another holder now
+
+    def worker_room(self, worker: int, _: Room) -> None:
+        """The worker took records off its request ring after a send found it full."""
+        self.workers_state[worker].room_signals += 1
+        self.wake_senders()
 
     def worker_result(self, worker: int, message: Vectors | Scores | Failed) -> None:
         state = self.workers_state[worker]
@@ -522,12 +539,12 @@ class Router:
                 part.future.set_exception(errors.QueueFull("worker ring full; retry", retry_after=RETRY_AFTER_S))
 
     def wake_senders(self) -> None:
-        if self.space._waiters:  # type: ignore[attr-defined]  (cheap check on the hot path)
-            asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self.space:
-            self.space.notify_all()
+        """Every sender waiting in ``wait_for_change`` retries (one attribute test when none waits:
+        results call this)."""
+        change = self.change
+        if change is not None:
+            self.change = None
+            change.set_result(None)
 
 
 def worker_card(w: WorkerState) -> WorkerCard:
@@ -535,6 +552,7 @@ def worker_card(w: WorkerState) -> WorkerCard:
     counters = w.stats.counters if w.stats and w.stats.pid == w.pid else WorkerCounters()
     card = WorkerCard(index=w.index, up=w.up, models=sorted(w.models), outstanding_inputs=w.outstanding_inputs,
                       outstanding_tokens=w.outstanding_tokens, pid=w.pid, busy_share=round(w.busy.share(), 6),
+                      ring_full=w.ring_full, room_signals=w.room_signals,
                       **msgspec.structs.asdict(counters))  # fmt: skip
     if w.status is not None:  # None only for a router no supervisor reports to (tests)
         card.role, card.device, card.cores = w.status.role, w.status.device, list(w.status.cores)

@@ -6,7 +6,8 @@ attach checks, and the sweep of segments a killed run left behind.
 ``doorbell``: the eventfd doorbells, the park/ring protocol (why every sleep is bounded, why
 spins yield) and the spin policy.
 ``channel``: a worker's channel, two rings and two doorbells in one segment, with the gateway's
-event-loop reader and the worker's blocking reader.
+event-loop reader and the worker's blocking reader, and the room signal: a worker that drains a
+request ring the gateway found full rings the response doorbell, so no sender polls for space.
 
 Imports: the standard library, psutil and ``appliance.protocol``; never ``gateway`` or
 ``workers``.

@@ -17,6 +17,18 @@ response eventfd into the event loop, with a rescue timer and a spin window afte
 
 The worker side blocks, always with a timeout: ``wait_requests`` spins with yields, then sleeps
 on the request doorbell in slices of ``rescue_s``; ``send_response`` naps while the ring is full.
+
+The room signal. A full request ring makes ``send_request`` return False, and the gateway's
+senders wait (``gateway/router.py``). So that they wait no longer than the worker takes to drain,
+a refused send sets the request ring's room word (``Ring.want_room``); the worker, after any drain
+that took records, finds it set, clears it and rings the *response* doorbell (``Doorbell.ring``:
+the gateway listens on that eventfd already, and a record on the full-or-not response ring could
+not always be written). The gateway, woken, sees the request ring's head past the one its refused
+write saw and calls ``on_room``. A drain that finds the word clear costs one load: no syscall is
+added per record or per drain. The Dekker race of parking applies here too (the gateway stores the
+word then loads the head; the worker stores the head then loads the word): both may miss the
+other's store, so the gateway's rescue timer also compares the head (``room_rescues``), and a lost
+room signal costs at most ``rescue_s``, like a lost wake-up.
 """
 
 from __future__ import annotations
@@ -40,6 +52,9 @@ COUNTERS = (
     "full_waits",  # send_response calls that had to wait for room
     "spins_cut",  # worker spins abandoned because another task wanted the core
     "spin_catches",  # gateway polls that found responses inside a spin window
+    "room_rung",  # worker: room signals rung (it drained a request ring the gateway had found full)
+    "room_signals",  # gateway: request-ring room seen on a doorbell
+    "room_rescues",  # gateway: request-ring room found by the rescue timer (a lost room signal)
 )
 
 
@@ -161,6 +176,7 @@ class Channel(LoopReader):
     def send_request(self, record: bytes) -> bool:
         """Publish a request; False when the ring is full (back-pressure). Never blocks."""
         if not self.requests.try_write(record):
+            self._want_room()
             return False
         self._sent += 1
         self._request_bell.ring_if_parked(self.requests.park_word)
@@ -184,6 +200,7 @@ class Channel(LoopReader):
         for bell in (self._request_bell, self._response_bell):
             bell.clear()
             bell.last_rung = 0
+        self._room_head = -1  # the worker that was to make room is gone; its successor starts empty
 
     # ---- worker side -------------------------------------------------------------------
     def poll_requests(self) -> list[bytes]:
@@ -243,7 +260,12 @@ class Channel(LoopReader):
         return records
 
     def _count_received(self, records: list[bytes]) -> list[bytes]:
-        self._received += len(records)
+        if records:
+            self._received += len(records)
+            # order matters: after the drain stored the head, so the gateway woken sees the room
+            if self.requests.take_room_request():
+                self._response_bell.ring()
+                self._counts["room_rung"] += 1
         return records
 
     def send_response(self, record: bytes, timeout: float = 5.0) -> bool:

@@ -3,7 +3,8 @@
 Each direction of a ``Channel`` has a ring and a doorbell. A consumer drains until empty, spins
 briefly, parks (``Ring.park``), re-checks the ring and only then sleeps on its eventfd. A
 producer rings the eventfd only when the park word says parked, once per park
-(``Doorbell.ring_if_parked``): a consumer that keeps up costs its producer no syscall.
+(``Doorbell.ring_if_parked``): a consumer that keeps up costs its producer no syscall. The
+response doorbell also carries the worker's room signal (``Doorbell.ring``, see ``channel.py``).
 
 Why every sleep is bounded. Parking and the producer's check form a Dekker pattern: the consumer
 stores "parked" then loads the tail, the producer stores the tail then loads the park word. Each
@@ -49,6 +50,12 @@ class Doorbell:
             self.last_rung = park_word
             os.eventfd_write(self.fd, 1)
             self.rung += 1
+
+    def ring(self) -> None:
+        """Ring whatever the park word says: for news the other side waits on outside its ring
+        (``Channel``'s room signal), which is rare enough that a syscall each time is nothing."""
+        os.eventfd_write(self.fd, 1)
+        self.rung += 1
 
     def clear(self) -> int:
         """Consume pending rings without blocking; how many there were (0: none)."""

@@ -6,6 +6,11 @@ after a send (``Channel.send_request`` opens it), one poll of the response ring 
 for ``spin_s``, unparked, so a fast answer costs neither side a syscall nor a wake-up. A corrupt
 response ring stops the reader and goes to ``on_corrupt``.
 
+It also hears the worker's room signal (``channel.py``): after a refused send (``_want_room``),
+the first doorbell, or at the latest rescue tick, that finds the request ring's head past the one
+the refused write saw calls ``on_room``, once. While no refusal is outstanding that costs one
+integer test per doorbell and tick.
+
 ``LoopReader`` is a base of ``Channel`` (``channel.py``), which owns the rings, doorbells and
 counters it reads; it holds only the reader's own state.
 """
@@ -23,6 +28,7 @@ from appliance.ipc.ring import Ring, RingCorrupted
 class LoopReader:
     """The event-loop half of ``Channel``; the attributes below are the channel's."""
 
+    requests: Ring
     responses: Ring
     _response_bell: Doorbell
     _counts: dict[str, int]
@@ -37,6 +43,8 @@ class LoopReader:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_records: Callable[[list[bytes]], None] | None = None
         self._on_corrupt: Callable[[RingCorrupted], None] | None = None
+        self._on_room: Callable[[], None] | None = None
+        self._room_head = -1  # the request ring's head at the latest refused send; -1: nobody waits
         self._rescue_timer: asyncio.TimerHandle | None = None
         self._spin_handle: asyncio.Handle | None = None
         self._spin_until = 0.0
@@ -45,8 +53,10 @@ class LoopReader:
         self._unspun_since = 0.0  # first send since the last delivery that opened no window
 
     def start_reader(self, loop: asyncio.AbstractEventLoop, on_records: Callable[[list[bytes]], None],
-                     on_corrupt: Callable[[RingCorrupted], None] | None = None) -> None:  # fmt: skip
-        """Deliver response records to ``on_records`` from ``loop`` (doorbell + rescue timer).
+                     on_corrupt: Callable[[RingCorrupted], None] | None = None,
+                     on_room: Callable[[], None] | None = None) -> None:  # fmt: skip
+        """Deliver response records to ``on_records`` from ``loop`` (doorbell + rescue timer), and
+        room in the request ring after a refused send to ``on_room``.
 
         A corrupt response ring stops the reader, once, and goes to ``on_corrupt`` (raised from
         the callback that found it when there is none): polling a ring that stays corrupt would
@@ -55,6 +65,7 @@ class LoopReader:
         """
         self.stop_reader()
         self._loop, self._on_records, self._on_corrupt = loop, on_records, on_corrupt
+        self._on_room = on_room
         loop.add_reader(self._response_bell.fd, self._on_doorbell)
         self._rescue_timer = loop.call_later(self.rescue_s, self._on_rescue_tick)
         self._deliver()  # whatever arrived before we listened; also parks
@@ -63,6 +74,7 @@ class LoopReader:
         if self._loop is None:
             return
         loop, self._loop, self._on_records, self._on_corrupt = self._loop, None, None, None
+        self._on_room = None
         for handle in (self._rescue_timer, self._spin_handle):
             if handle is not None:
                 handle.cancel()
@@ -75,15 +87,40 @@ class LoopReader:
     def _on_doorbell(self) -> None:
         if self._response_bell.clear():
             self._counts["wakeups"] += 1
+        if self._room_head >= 0:
+            self._check_room(rung=True)
         self._deliver()
 
     def _on_rescue_tick(self) -> None:
         assert self._loop is not None
         self._rescue_timer = self._loop.call_later(self.rescue_s, self._on_rescue_tick)
+        if self._room_head >= 0:
+            self._check_room(rung=False)
         if self.responses.pending():
             if self._spin_handle is None and not self._response_bell.clear():
                 self._counts["rescues"] += 1  # data the doorbell never announced
             self._deliver()
+
+    # ---- room in the request ring ----------------------------------------------------------
+    def _want_room(self) -> None:
+        """A send found the request ring full: ask the worker to signal when it has taken records."""
+        ring = self.requests
+        self._room_head = ring.full_head
+        ring.want_room()
+
+    def _check_room(self, *, rung: bool) -> None:
+        """``on_room`` once the worker's head has moved past the refused write's (module doc)."""
+        ring = self.requests
+        if ring.head == self._room_head:
+            if rung and not ring.room_wanted:
+                # The worker's clear, meant for an earlier refusal, landed after this one's set:
+                # the ring is still full, so ask again.
+                ring.want_room()
+            return
+        self._room_head = -1
+        self._counts["room_signals" if rung else "room_rescues"] += 1
+        if self._on_room is not None:
+            self._on_room()
 
     def _deliver(self) -> None:
         ring = self.responses

@@ -11,6 +11,7 @@ the producer's and the consumer's stores never share a cache line)::
         | capacity u64 | flags u64 (bit 0: checked) |  line 0  written once, by the creator
      64 +-------------------------------------------+
         | tail u64   bytes ever published           |  line 1  producer writes, consumer reads
+        | room u64   1: the producer found it full  |          producer sets, consumer clears
     128 +-------------------------------------------+
         | head u64   bytes ever consumed            |  line 2  consumer writes, producer reads
     192 +-------------------------------------------+
@@ -66,6 +67,15 @@ writer: ``RingCorrupted``.
 
 The park word is the consumer's "I am asleep, ring my doorbell" flag (``Channel`` uses it); each
 park bumps the sequence so a producer can ring once per sleep, not once per record.
+
+The room word is the other way round: the producer's "I found you full, tell me when you took
+something" flag. A refused ``try_write`` remembers the head it saw (``full_head``); the producer
+then sets the word (``want_room``), and the consumer, after a drain that moved the head, clears it
+and says so (``take_room_request``; ``Channel`` rings a doorbell). It sits on the tail's line, which
+the consumer loads on every drain anyway, so checking it costs no extra cache miss, and both sides
+write it only around a full ring. Set and clear race without a lock, harmlessly: a clear that
+overwrites a newer set is followed by the consumer's doorbell, after which the producer looks at
+the head again and sets the word again if it is still full.
 """
 
 from __future__ import annotations
@@ -84,7 +94,7 @@ MIN_CAPACITY = 32
 MAX_CAPACITY = 1 << 32  # record lengths are u32
 
 # Word (u64) indices into the ring header; tests use the byte offsets (index * 8).
-CAPACITY_WORD, FLAGS_WORD, TAIL_WORD, HEAD_WORD, PARK_WORD = 0, 1, 8, 16, 24
+CAPACITY_WORD, FLAGS_WORD, TAIL_WORD, ROOM_WORD, HEAD_WORD, PARK_WORD = 0, 1, 8, 9, 16, 24
 
 _STRONGLY_ORDERED = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 
@@ -115,7 +125,8 @@ class Ring:
 
     HEADER_BYTES = 4 * LINE
     __slots__ = ("capacity", "checked", "max_payload", "corrupt_after_s", "full_events", "invalid_reads",
-                 "_header", "_counters", "_data", "_words", "_tail", "_head", "_invalid_since")  # fmt: skip
+                 "full_head", "_header", "_counters", "_data", "_words", "_tail", "_head",
+                 "_invalid_since")  # fmt: skip
 
     @staticmethod
     def region_bytes(capacity: int) -> int:
@@ -146,6 +157,7 @@ class Ring:
         self.corrupt_after_s = CORRUPT_AFTER_S
         self.full_events = 0  # refused writes (back-pressure), counted by the writing side
         self.invalid_reads = 0  # records seen published but not (yet) valid
+        self.full_head = 0  # producer: the head its latest refused write saw (room = head moved past it)
         self._tail = self._counters[TAIL_WORD]  # only the producer stores tail: it may cache it
         self._head = self._counters[HEAD_WORD]  # likewise head for the consumer
         self._invalid_since = 0.0
@@ -168,8 +180,10 @@ class Ring:
         tail = self._tail
         pos = tail % cap
         skip = cap - pos if pos + need > cap else 0
-        if tail + skip + need - self._counters[HEAD_WORD] > cap:
+        head = self._counters[HEAD_WORD]
+        if tail + skip + need - head > cap:
             self.full_events += 1
+            self.full_head = head
             return False
         if skip:
             self._words[pos >> 3] = WRAP | ((tail ^ tail >> 32) & MASK32) << 32
@@ -282,8 +296,31 @@ class Ring:
     def unpark(self) -> None:
         self._counters[PARK_WORD] = self._counters[PARK_WORD] & ~1
 
+    @property
+    def head(self) -> int:
+        """Bytes ever consumed, as the consumer published them."""
+        return self._counters[HEAD_WORD]
+
+    @property
+    def room_wanted(self) -> bool:
+        return bool(self._counters[ROOM_WORD])
+
+    def want_room(self) -> None:
+        """Producer: it found the ring full and waits; the consumer is to say when it took records."""
+        self._counters[ROOM_WORD] = 1
+
+    def take_room_request(self) -> bool:
+        """Consumer, after a drain: True (and the word cleared) when the producer waits for room.
+
+        One load when nobody waits: the common path gains no store and no syscall.
+        """
+        if not self._counters[ROOM_WORD]:
+            return False
+        self._counters[ROOM_WORD] = 0
+        return True
+
     def reset(self) -> None:
-        """Both sides stopped: drop everything unread and clear the parked bit.
+        """Both sides stopped: drop everything unread, clear the parked bit and the room word.
 
         The counters move forward (head := tail) instead of back to zero, so no stamp is ever
         reused and a stale record can never pass for a new one.
@@ -292,6 +329,8 @@ class Ring:
         self._counters[HEAD_WORD] = tail
         self._head = self._tail = tail
         self.unpark()
+        self._counters[ROOM_WORD] = 0
+        self.full_head = 0
         self._invalid_since = 0.0
 
     def release(self) -> None:

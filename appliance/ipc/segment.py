@@ -46,7 +46,7 @@ NAME_PREFIX = "appl-"
 NAME_RE = re.compile(r"^appl-(\d+)-([0-9a-f]{16})$")
 
 MAGIC = int.from_bytes(b"APPLCHAN", "little")
-VERSION = 1
+VERSION = 2  # 2: the request ring's room word (ring.py)
 HEADER_BYTES = 2 * LINE
 # Word (u64) indices into the header drawn above.
 MAGIC_WORD, VERSION_WORD, RING_BYTES_WORD, PID_WORD, HEARTBEAT_WORD = 0, 1, 2, 3, 8

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from appliance.ipc.ring import (
     HEAD_WORD,
+    LINE,
     RECORD_HEADER,
+    ROOM_WORD,
     TAIL_WORD,
     RecordTooLarge,
     Ring,
@@ -195,6 +197,41 @@ def test_park_word_counts_parks() -> None:
     assert not ring.parked and ring.park_word == first & ~1
     ring.park()
     assert ring.parked and ring.park_word == first + 2  # a new sleep, a new word to ring for
+
+
+def test_a_refused_write_remembers_the_head_it_saw_and_room_is_that_head_moving() -> None:
+    _, ring = make_ring(64)
+    assert ring.try_write(bytes(24)) and ring.try_write(bytes(16))
+    assert not ring.try_write(bytes(16)) and ring.full_head == ring.head == 0
+    assert ring.drain(1) == [bytes(24)]
+    assert ring.head == 32 != ring.full_head  # what the gateway compares to see room
+    assert ring.try_write(bytes(16))
+
+
+def test_the_room_word_is_set_by_the_producer_and_taken_once_by_the_consumer() -> None:
+    buf, producer = make_ring(64)
+    consumer = Ring(memoryview(buf), 64, init=False)  # the other process's view of the same bytes
+    assert not consumer.room_wanted and not consumer.take_room_request()
+    producer.want_room()
+    assert consumer.room_wanted
+    assert consumer.take_room_request()  # the consumer rings once...
+    assert not producer.room_wanted and not consumer.take_room_request()  # ...and only once
+    producer.want_room()
+    producer.want_room()  # two senders refused before the consumer looked: still one signal
+    assert consumer.take_room_request() and not consumer.take_room_request()
+
+
+def test_the_room_word_shares_the_tail_line_and_reset_clears_it() -> None:
+    # the consumer loads the tail's cache line on every drain: checking the word costs no miss
+    assert ROOM_WORD * 8 // LINE == TAIL_WORD * 8 // LINE
+    buf, ring = make_ring(64)
+    assert ring.try_write(bytes(24)) and ring.try_write(bytes(24)) and not ring.try_write(bytes(8))
+    ring.want_room()
+    counters = memoryview(buf)[: Ring.HEADER_BYTES].cast("Q")
+    assert counters[ROOM_WORD] == 1
+    ring.reset()
+    assert counters[ROOM_WORD] == 0 and not ring.room_wanted and ring.full_head == 0
+    counters.release()
 
 
 def test_release_lets_the_mapping_close() -> None:

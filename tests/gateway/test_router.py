@@ -335,8 +335,8 @@ def sent(workers: ScriptedWorkers) -> list[tuple[int, int, list[str]]]:
 
 
 async def records(workers: ScriptedWorkers, count: int) -> list[tuple[int, int, list[str]]]:
-    """``sent`` once ``count`` records are out: a waiting sender may miss a wake-up and see the
-    room it waits for at its next 50 ms check (``Router.wait_for_change``)."""
+    """``sent`` once ``count`` records are out: a woken sender goes on at the event loop's next
+    turns, not at once (``Router.wait_for_change``)."""
     for _ in range(100):
         if len(workers.records) >= count:
             break
