@@ -196,10 +196,15 @@ def open_point(args: argparse.Namespace, url: str, texts: Texts, rate: float, he
     """Poisson arrivals at ``rate`` requests/s: the latency a server shows to independent clients,
     where a closed loop's next request waits for the last answer (scenario ``open@<rate>``)."""
     target = Target(url, args.api, headers)
+    before = batching.settled_counters(url, headers) if args.batching else {}
     with pinned(args.load_cores):
         result = asyncio.run(open_loop(target, lambda i: Request(args.model, texts(i)), rate=rate,
                                        seconds=args.seconds, warmup=args.warmup, scenario=f"open@{rate:g}"))  # fmt: skip
-    return show(result.point)
+    point = show(result.point)
+    if args.batching:  # the client's mean: what the stages add up to, from the scheduled send
+        figures = batching.between(before, batching.settled_counters(url, headers))
+        print(figures.line(result.mean_ms), flush=True)
+    return point
 
 
 def hot_set(corpus: list[str], size: int) -> list[str]:

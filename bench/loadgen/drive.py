@@ -51,6 +51,7 @@ class LoadResult:
     failures: dict[str, int]
     offered_rps: float = 0.0  # open loop: the schedule's rate
     send_lag_p99_ms: float = 0.0  # open loop: how late the client sent, 99th percentile
+    mean_ms: float = 0.0  # open loop: mean latency from the scheduled send
 
 
 @dataclass
@@ -133,8 +134,9 @@ async def open_loop(target: Target, requests: Requests, *, rate: float, seconds:
     measured = sum(1 for offset in offsets if offset >= warmup)
     point = summarize(scenario, len(requests(0).texts), 0, tally.latencies, sum(tally.failures.values()), seconds)
     lag_ms = percentile([lag * 1000 for lag in lags], 99) if lags else 0.0
+    mean_ms = 1000 * sum(tally.latencies) / len(tally.latencies) if tally.latencies else 0.0
     return LoadResult(point, {k: v for k, v in tally.failures.items() if v}, round(measured / seconds, 1),
-                      round(lag_ms, 2))  # fmt: skip
+                      round(lag_ms, 2), round(mean_ms, 2))  # fmt: skip
 
 
 async def stop(tasks: list[asyncio.Task[None]]) -> None:

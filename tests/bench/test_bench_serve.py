@@ -94,13 +94,14 @@ def test_serve_bench_runs_every_scenario_on_a_tiny_model(tiny_transformer: Path,
     keys = tmp_path / "keys"
     keys.write_text("bench-key-1\n")
     argv = ["--model", "tiny", "--model-path", str(tiny_transformer), "--workers", "1", "--seconds", "0.5",
-            "--warmup", "0.2", "--raw-seconds", "0.3", "--concurrency", "1,4", "--batches", "1,4",
-            "--repeat-fractions", "0,0.6", "--repeat-concurrency", "4", "--hit-concurrency", "4",
+            "--warmup", "0.2", "--raw-seconds", "0.3", "--concurrency", "1,4", "--batches", "1,4", "--rates", "40",
+            "--batching", "--repeat-fractions", "0,0.6", "--repeat-concurrency", "4", "--hit-concurrency", "4",
             "--env", f"APPLIANCE_API_KEYS_FILE={keys}", "--api-key", "bench-key-1"]  # fmt: skip
     assert serve.main(argv) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     points = {(p["scenario"], p["batch"], p["concurrency"]): p for p in report["points"]}
     assert {("embed", b, c) for b in (1, 4) for c in (1, 4)} <= set(points)
+    assert {("open@40", 1, 0), ("open@40", 4, 0)} <= set(points)  # Poisson arrivals, after the closed loops
     assert {("repeat-0", 1, 4), ("repeat-0.6", 1, 4)} <= set(points)
     assert report["raw_limit_sps"] > 0 and len(report["raw_runs"]) == 2
     assert report["repeat_0.6_over_0"] > 0
