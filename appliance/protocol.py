@@ -63,6 +63,10 @@ class Embed(msgspec.Struct, tag="embed", array_like=True, gc=False):
     # only to a lone interactive request on a CPU worker, when no other worker has anything to do
     # (gateway/lending.py); empty: compute on the worker's own cores
     spare_cores: list[int] = []
+    # answer per item: an input refused on its own (too long with truncate false, an invalid token
+    # id) is named in ``Vectors.refused`` and the others are computed, instead of the whole record
+    # failing for it (False: the whole record fails, as an older gateway expects)
+    isolate: bool = False
 
 
 class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
@@ -120,8 +124,18 @@ class Ready(msgspec.Struct, tag="ready", array_like=True, gc=False):
     cores: list[int] = []
 
 
+class Refusal(msgspec.Struct, array_like=True, gc=False):
+    """One input an isolating request (``Embed.isolate``) did not compute, and why: ``index``
+    counts the record's inputs, ``kind`` and ``message`` are what a ``Failed`` for it would say."""
+
+    index: int
+    kind: FailureKind
+    message: str
+
+
 class Vectors(msgspec.Struct, tag="vectors", array_like=True, gc=False):
-    """``len(tokens)`` vectors of ``dim`` float32 each, row-major, in input order."""
+    """``len(tokens)`` vectors of ``dim`` float32 each, row-major, in input order: the inputs of
+    the request less those in ``refused`` (only an isolating request refuses any)."""
 
     id: int
     dim: int
@@ -130,6 +144,7 @@ class Vectors(msgspec.Struct, tag="vectors", array_like=True, gc=False):
     compute_us: int = 0
     queue_us: int = 0  # from the gateway's send (``Embed.sent``) to its first batch, less tokenizing
     tokenize_us: int = 0
+    refused: list[Refusal] = []  # in index order; ``tokens`` and the rows skip them
 
     def array(self) -> np.ndarray:
         """Zero-copy (n, dim) float32 view of ``data``."""

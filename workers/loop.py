@@ -21,6 +21,12 @@ Priority: each request's items join its model's batcher in the message's class (
 (round-robin among equals), so interactive work of one model never waits behind background work
 of another.
 
+Per-item refusals: an ``Embed`` with ``isolate`` is tokenized by ``workers/refusals.py``, which
+leaves out each input the tokenizer refuses on its own and names it in a ``Refusal``; the rest
+are batched as usual, and the one ``Vectors`` answering the request carries their rows and
+``tokens`` (the refused skipped) and the refusals. Without ``isolate`` the first refused input
+fails the whole request with a ``Failed`` naming it.
+
 Lent cores: a request may carry idle workers' cores the gateway lends it (``Embed.spare_cores``,
 ``gateway/lending.py``). A batch runs on them too (``workers/pinning.py`` ``TorchThreads``) only
 when every request in it carries a loan and nothing else is queued here: the loan was made for a
@@ -58,6 +64,7 @@ from appliance.protocol import (
     Ready,
     Request,
     RequestCodec,
+    Refusal,
     Rerank,
     ResponseCodec,
     Scores,
@@ -72,6 +79,7 @@ from workers.batcher import Batch, Batcher
 from workers.histogram import Histogram
 from workers.models import device_for
 from workers.pinning import TorchThreads
+from workers.refusals import tokenize_each
 from workers.runtimes import InputTooLong, Runtime, Tokenized, cosine_scores, l2_normalize, sigmoid
 from workers.signals import sigterm_received
 
@@ -102,6 +110,7 @@ class Pending:
     normalize: bool = False  # embed: L2-normalise the rows (resolved: the request's, else the model's)
     raw_scores: bool = False  # cross_rerank: the logits, not their sigmoid
     spare_cores: tuple[int, ...] = ()  # idle workers' cores the gateway lent it (``Embed.spare_cores``)
+    refused: list[Refusal] | None = None  # an isolating embed's refused inputs (``workers/refusals.py``)
 
 
 class WorkerLoop:
@@ -233,9 +242,19 @@ class WorkerLoop:
         if runtime is not None:
             # a cross-encoder's own tokenize refuses (TypeError), which fails the request as unsupported
             normalize = runtime.normalize if message.normalize is None else message.normalize
-            self.admit(message, "embed", lambda: runtime.tokenize(message.inputs, truncate=message.truncate,
-                                                                  direction=message.truncation_direction),
-                       normalize=normalize)  # fmt: skip
+            if not message.isolate:
+                self.admit(message, "embed", lambda: runtime.tokenize(message.inputs, truncate=message.truncate,
+                                                                      direction=message.truncation_direction),
+                           normalize=normalize)  # fmt: skip
+                return
+            refused: list[Refusal] = []  # filled by tokenize_each, inside admit's error handling
+
+            def tokenize_run(lo: int, hi: int) -> list[Tokenized]:
+                return runtime.tokenize(message.inputs[lo:hi], truncate=message.truncate,
+                                        direction=message.truncation_direction)  # fmt: skip
+
+            self.admit(message, "embed", lambda: tokenize_each(tokenize_run, len(message.inputs), refused),
+                       normalize=normalize, refused=refused)  # fmt: skip
 
     def rerank(self, message: Rerank) -> None:
         runtime = self.runtime_for(message)
@@ -261,9 +280,10 @@ class WorkerLoop:
         return runtime
 
     def admit(self, message: Embed | Rerank, mode: Mode, tokenize: Callable[[], list[Tokenized]], *,
-              normalize: bool = False, raw_scores: bool = False) -> None:  # fmt: skip
-        """Tokenize ``message`` and queue its items; a bad input fails only this request.
-        ``normalize`` and ``raw_scores`` are kept for ``result``."""
+              normalize: bool = False, raw_scores: bool = False, refused: list[Refusal] | None = None) -> None:  # fmt: skip
+        """Tokenize ``message`` and queue its items; a bad input fails only this request (an
+        isolating one's only that input: ``tokenize`` fills ``refused`` and leaves it out).
+        ``normalize``, ``raw_scores`` and ``refused`` are kept for ``result``."""
         received = time.perf_counter_ns()
         try:
             items = tokenize()
@@ -277,6 +297,11 @@ class WorkerLoop:
             self.fail(message.id, FailureKind.UNSUPPORTED, str(exc))
             return
         tokenize_us = (time.perf_counter_ns() - received) // 1000
+        if not items and refused:  # every input refused: nothing to compute, answer now
+            self.counters.requests += 1
+            dim = self.runtimes[message.model].dim
+            self.send(Vectors(message.id, dim, b"", [], tokenize_us=tokenize_us, refused=refused))
+            return
         # back-dated by the time it waited unread in the ring (a batch was running): queueing too
         received -= ring_wait_ns(message.sent)
         lengths = [t.length for t in items]
@@ -289,7 +314,7 @@ class WorkerLoop:
         self.counters.requests += 1
         self.pending[message.id] = Pending(message.id, message.model, mode, lengths, received, tokenize_us,
                                            normalize=normalize, raw_scores=raw_scores,
-                                           spare_cores=tuple(message.spare_cores))  # fmt: skip
+                                           spare_cores=tuple(message.spare_cores), refused=refused)  # fmt: skip
         if message.deadline:
             heapq.heappush(self.deadlines, (message.deadline, message.id))
 
@@ -353,7 +378,7 @@ class WorkerLoop:
         if request.mode == "embed":
             vectors = l2_normalize(output) if request.normalize else output
             return Vectors(request.id, int(output.shape[1]), f32_bytes(vectors), request.tokens,
-                           request.compute_us, queue_us, request.tokenize_us)  # fmt: skip
+                           request.compute_us, queue_us, request.tokenize_us, request.refused or [])  # fmt: skip
         if request.mode == "bi_rerank":
             scores = cosine_scores(output[0], output[1:])
             return Scores(request.id, f32_bytes(scores), request.tokens[1:], request.compute_us, queue_us,
