@@ -191,7 +191,7 @@ class Router:
     # ---- Backend: work -------------------------------------------------------------------
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
                     use_cache: bool = True, priority: int = INTERACTIVE, normalize: bool | None = None,
-                    truncation_direction: TruncationDirection = "right") -> EmbedOutcome:  # fmt: skip
+                    truncation_direction: TruncationDirection = "right", isolate: bool = False) -> EmbedOutcome:  # fmt: skip
         del use_cache  # the router computes everything it is given; the cache wraps it
         holders = self.holders_now(model) or await self.holder_wait.wait(model, deadline, priority > INTERACTIVE,
                                                                          self.up_holders)  # fmt: skip
@@ -199,10 +199,10 @@ class Router:
         slices = cut(inputs, answer_bytes=max(dim, 1) * 4, budget=self.record_budget, ways=len(holders))
         expires = monotonic_deadline(deadline)
         parts = [self.part(model, Embed(0, model, list(inputs[a:b]), truncate, expires, priority, normalize,
-                                        truncation_direction), b - a,
+                                        truncation_direction, isolate=isolate), b - a,
                            sum(map(estimate_tokens, inputs[a:b])), a, deadline) for a, b in slices]  # fmt: skip
         results = await self.run_parts(parts, deadline)
-        outcome = merge_vectors(results)
+        outcome = merge_vectors(parts, results)
         outcome.workers = served_by(parts)
         return outcome
 
