@@ -7,6 +7,9 @@ Cutting (``cut``) bounds each part twice: its request record (the inputs, ``reco
 upper bound of each one's msgpack size) and its answer record (``answer_bytes`` per input) must
 each fit in half a ring (``record_budget``), the most a ring takes in one record. A request of
 ``SPLIT_MIN_INPUTS`` or more inputs is also spread over every worker that holds its model.
+
+Merging (``merge_vectors``) puts the parts' rows back in request order; an isolating request's
+refused inputs (``Vectors.refused``) become errors named by their index in the whole request.
 """
 
 from __future__ import annotations
