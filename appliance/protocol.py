@@ -85,6 +85,7 @@ class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
     raw_scores: bool = False
     sent: float = 0.0  # as Embed.sent
     spare_cores: list[int] = []  # as Embed.spare_cores
+    isolate: bool = False  # as Embed.isolate, for the documents (``Scores.refused``); the query still fails it whole
 
 
 class Cancel(msgspec.Struct, tag="cancel", array_like=True, gc=False):
@@ -125,8 +126,9 @@ class Ready(msgspec.Struct, tag="ready", array_like=True, gc=False):
 
 
 class Refusal(msgspec.Struct, array_like=True, gc=False):
-    """One input an isolating request (``Embed.isolate``) did not compute, and why: ``index``
-    counts the record's inputs, ``kind`` and ``message`` are what a ``Failed`` for it would say."""
+    """One input an isolating request (``Embed.isolate``, ``Rerank.isolate``) did not compute, and
+    why: ``index`` counts the record's inputs (a rerank's documents), ``kind`` and ``message`` are
+    what a ``Failed`` for it would say."""
 
     index: int
     kind: FailureKind
@@ -165,6 +167,7 @@ class Scores(msgspec.Struct, tag="scores", array_like=True, gc=False):
     queue_us: int = 0
     tokenize_us: int = 0
     query_tokens: int = 0
+    refused: list[Refusal] = []  # an isolating rerank's refused documents; ``scores`` and ``tokens`` skip them
 
     def array(self) -> np.ndarray:
         return np.frombuffer(self.scores, dtype="<f4")

@@ -44,6 +44,7 @@ class RerankOutcome(msgspec.Struct, gc=False):
     tokens: list[int]
     workers: str = ""
     timings: Timings = msgspec.field(default_factory=Timings)
+    refused: dict[int, ApiError] = {}  # as EmbedOutcome.refused, by document; ``scores`` skips them
 
 
 class ModelCard(msgspec.Struct):
@@ -137,10 +138,12 @@ class UncachedBackend(Protocol):
     async def rerank(
         self, model: str, query: str, documents: Sequence[str], *, truncate: bool, deadline: float,
         priority: int = INTERACTIVE, raw_scores: bool = False, truncation_direction: TruncationDirection = "right",
+        isolate: bool = False,
     ) -> RerankOutcome:
         """Cross-encoder scores for a cross_encoder model (its raw logits with ``raw_scores``, else
         their sigmoid), else query/document cosine (``raw_scores`` changes nothing there);
-        ``priority`` and ``truncation_direction`` as for ``embed``."""
+        ``priority``, ``truncation_direction`` and ``isolate`` (its documents; a refused query
+        still raises) as for ``embed``."""
         ...
 
 

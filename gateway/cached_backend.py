@@ -142,10 +142,11 @@ class CachedBackend:
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool,
                      deadline: float, priority: int = INTERACTIVE, raw_scores: bool = False,
-                     truncation_direction: TruncationDirection = "right") -> RerankOutcome:  # fmt: skip
+                     truncation_direction: TruncationDirection = "right", isolate: bool = False) -> RerankOutcome:  # fmt: skip
         return await self.inner.rerank(model, query, documents, truncate=truncate, deadline=deadline,
                                        priority=priority, raw_scores=raw_scores,
-                                       truncation_direction=truncation_direction)  # fmt: skip
+                                       truncation_direction=truncation_direction,
+                                       **isolate_option(isolate))  # fmt: skip
 
     def variant(self, model: str, truncate: bool, normalize: bool | None, direction: TruncationDirection) -> bytes:
         """The key variant of a request's options (``key_variant``), against the model's default."""

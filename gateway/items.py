@@ -5,11 +5,12 @@ fails alone (``on_error: "skip"`` on the batch route, the stream, every job chun
    there is nothing to embed, and no worker needs to say so.
 2. One call serves every input still live, asking to ``isolate`` them: a worker then answers
    per item (``workers/refusals.py``). Each input refused on its own (too long with ``truncate:
-   false``, a token id the tokenizer refuses) comes back in ``EmbedOutcome.refused`` with the
-   error it would have failed the call with, its message ending "(input N)"; it is set aside
-   with that error, and every other input has its vector. One round, whatever the failures.
+   false``, a token id the tokenizer refuses) comes back in ``EmbedOutcome.refused`` (a rerank
+   job chunk's in ``RerankOutcome.refused``) with the error it would have failed the call with,
+   its message ending "(input N)"; it is set aside with that error, and every other input has
+   its vector (score). One round, whatever the failures.
 3. Fallback: a call that still fails whole for ONE input it names (a backend that does not
-   answer per item: the rerank path, an older worker, a test double) sets that input aside and
+   answer per item: a worker from before ``isolate``, a test double) sets that input aside and
    step 2 runs again without it. Every such round sets one input aside, so a call is made at
    most ``len(inputs)`` times, and none after the deadline: the old cost, up to about n²/2
    input sends for n inputs, is kept only where per-item answers are not to be had.

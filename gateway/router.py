@@ -208,18 +208,18 @@ class Router:
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool,
                      deadline: float, priority: int = INTERACTIVE, raw_scores: bool = False,
-                     truncation_direction: TruncationDirection = "right") -> RerankOutcome:  # fmt: skip
+                     truncation_direction: TruncationDirection = "right", isolate: bool = False) -> RerankOutcome:  # fmt: skip
         await self.holders(model, deadline, background=priority > INTERACTIVE)
         tokens = estimate_tokens(query) * len(documents) + sum(map(estimate_tokens, documents))
         message = Rerank(0, model, query, list(documents), truncate, monotonic_deadline(deadline), priority,
-                         truncation_direction, raw_scores)  # fmt: skip
+                         truncation_direction, raw_scores, isolate=isolate)  # fmt: skip
         part = self.part(model, message, len(documents) + 1, tokens, 0, deadline)
         (result,) = await self.run_parts([part], deadline)
         assert isinstance(result, Scores)
         timings = Timings(result.queue_us, result.tokenize_us, result.compute_us)
         # usage counts the query once for a bi-encoder (it was embedded once), per pair for a cross-encoder
         tokens = list(result.tokens) + ([result.query_tokens] if result.query_tokens else [])
-        return RerankOutcome(result.array().copy(), tokens, served_by([part]), timings)
+        return RerankOutcome(result.array().copy(), tokens, served_by([part]), timings, part.refused(result))
 
     async def holders(self, model: str, deadline: float, *, background: bool = False) -> list[WorkerState]:
         """The up workers holding ``model``. When none is up (a recycle or a crash of the only

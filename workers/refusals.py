@@ -1,6 +1,6 @@
-"""An isolating request (``Embed.isolate``) tokenized input by input's fate: each input the
+"""An isolating request (``Embed.isolate``; ``Rerank.isolate``, its documents) tokenized input by input's fate: each input the
 tokenizer refuses on its own is named in a ``Refusal``, the others are tokenized and computed,
-and the request is answered with ONE ``Vectors`` that carries both.
+and the request is answered with ONE ``Vectors`` (``Scores``) that carries both.
 
 A runtime's ``tokenize`` is batched and stops at the first input it refuses, naming its index
 (``InputTooLong``, ``InvalidInput``). ``tokenize_each`` tokenizes runs of inputs, starting with
@@ -11,8 +11,9 @@ the whole request; a run that stops at input ``bad`` is taken apart there:
 3. the inputs after ``bad`` are two runs, each half of what is left, so that many refusals cost
    about log2(n) batched calls per refusal rather than one call over every following input.
 
-An error that names no input (a bi-encoder rerank's query, ``TypeError`` for a request the model
-cannot do) is raised: it fails the whole request, as without ``isolate``. Tokenizing is
+An error that names no input (index -1, ``TypeError`` for a request the model cannot do) is
+raised, and so is anything about a rerank's query (tokenized apart, ``workers/loop.py``): it
+fails the whole request, as without ``isolate``. Tokenizing is
 microseconds an input against the forward pass's milliseconds, and nothing crosses a ring again.
 """
 

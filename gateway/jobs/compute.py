@@ -4,9 +4,8 @@ A chunk goes to the backend as one call (so the workers batch it, and it uses th
 and coalescing like any request), at background priority, with the options the job was
 submitted with (resolved then: the prompt put before each text, the normalisation, the
 truncation side). An item the backend refuses on its own (blank, too long with ``truncate:
-false``, an invalid token id) gets its error and the rest are served in the same call (an embed
-chunk asks the workers to answer per item; a rerank chunk is served again without it:
-``gateway/items.py``). Any other error (a worker lost twice, no holder
+false``, an invalid token id) gets its error and the rest are served in the same call (the
+workers answer per item: ``gateway/items.py``). Any other error (a worker lost twice, no holder
 within the deadline, a full queue) is about the chunk, not an item, and is raised for the runner
 to retry the whole chunk later.
 """
@@ -59,8 +58,9 @@ async def serve(backend: Backend, task: str, model: str, options: dict[str, Any]
     if task == "rerank":
         outcome = await backend.rerank(model, str(options["query"]), [str(item) for item in items],
                                        truncate=truncate, deadline=deadline, priority=BACKGROUND,
-                                       truncation_direction=direction)  # fmt: skip
-        return [score_maker(float(score), tokens) for score, tokens in zip(outcome.scores, outcome.tokens)], {}
+                                       truncation_direction=direction, **isolate_option(True))  # fmt: skip
+        makers = [score_maker(float(score), tokens) for score, tokens in zip(outcome.scores, outcome.tokens)]
+        return makers, outcome.refused
     normalize = options.get("normalize")  # None for a job submitted before the options existed
     outcome = await backend.embed(model, apply_prompt(str(options.get("prompt", "")), items), truncate=truncate,
                                   deadline=deadline, use_cache=bool(options.get("use_cache", True)),

@@ -1,7 +1,8 @@
-"""``workers/refusals.py`` and the worker loop's isolating embed: an ``Embed`` with ``isolate``
+"""``workers/refusals.py`` and the worker loop's isolating requests: an ``Embed`` with ``isolate``
 is answered by ONE ``Vectors`` holding the good inputs' rows (as each computes alone) and a
-``Refusal`` per refused input, named by its place in the record. Against the real tokenizer in
-process, then a real worker process on a real channel."""
+``Refusal`` per refused input, named by its place in the record; a ``Rerank`` with ``isolate`` by
+ONE ``Scores`` for its good documents (bi-encoder and cross-encoder) and its refused ones. Against
+the real tokenizer in process, then a real worker process on a real channel."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from appliance.config import ModelConfig
-from appliance.protocol import Embed, Failed, FailureKind, Input, Ready, Refusal, Vectors
+from appliance.protocol import Embed, Failed, FailureKind, Input, Ready, Refusal, Rerank, Scores, Vectors
 from workers.refusals import tokenize_each
 from workers.runtimes import Runtime, Tokenized, load_runtime
 from worker_under_test import running_worker
@@ -98,3 +99,27 @@ def test_a_worker_answers_one_record_with_the_good_vectors_and_the_refusals(mode
     # the first refusal says what the whole record's failure says
     assert (whole.kind, whole.message, whole.index) == (answer.refused[0].kind, answer.refused[0].message, 2)
     assert none_left.tokens == [] and none_left.data == b"" and [r.index for r in none_left.refused] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_a_worker_answers_an_isolating_rerank_with_the_good_scores(model: ModelConfig, tiny_cross_encoder: Path,
+                                                                  tmp_path: Path) -> None:  # fmt: skip
+    cross = ModelConfig(name="cross", path=str(tiny_cross_encoder), kind="cross_encoder", dtype="float32")
+    documents = ["a short document", LONG, "another document", LONG + " again", "the last one"]
+    good = [d for d in documents if not d.startswith("word")]
+    with running_worker([model, cross], "primary", tmp_path) as worker:
+        worker.wait_for(Ready)
+        answers = {}
+        for number, name in enumerate(["tiny", "cross"]):
+            worker.send(Rerank(10 + number, name, "a query", documents, truncate=False, isolate=True))
+            worker.send(Rerank(20 + number, name, "a query", good, truncate=False))
+            answers[name] = (worker.wait_for(Scores, id=10 + number), worker.wait_for(Scores, id=20 + number))
+        worker.send(Rerank(30, "tiny", LONG, documents, truncate=False, isolate=True))
+        query_refused = worker.wait_for(Failed, id=30)
+    for name, (isolated, plain) in answers.items():
+        assert isinstance(isolated, Scores) and isinstance(plain, Scores)
+        np.testing.assert_allclose(isolated.array(), plain.array(), rtol=0, atol=1e-5, err_msg=name)
+        assert (isolated.tokens, isolated.query_tokens) == (plain.tokens, plain.query_tokens)
+        assert [(r.index, r.kind) for r in isolated.refused] == [(1, FailureKind.INPUT_TOO_LONG),
+                                                                 (3, FailureKind.INPUT_TOO_LONG)]  # fmt: skip
+    assert isinstance(query_refused, Failed) and "the query" in query_refused.message
