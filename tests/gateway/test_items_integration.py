@@ -2,7 +2,8 @@
 at float32, max length 128 tokens) over real HTTP: a batch with many inputs refused on their own
 (``on_error: "skip"``, ``truncate: false``) is ONE record to the worker, counted from the
 worker's own statistics; the good inputs get the vectors they get alone, the refused ones their
-errors; and a refused input is never cached, nor does it shift a vector onto another's key.
+errors; a refused input is never cached, nor does it shift a vector onto another's key; and a
+rerank job's chunk with refused documents is one record too.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
+import time
+
 import numpy as np
 import pytest
 
-from harness import Appliance, post, serving
+from harness import Appliance, get, post, serving
 from test_cache_integration import settled_items
 
 pytestmark = pytest.mark.slow
@@ -91,3 +94,37 @@ def test_refused_inputs_are_not_cached_and_the_rest_are_cached_right(appliance: 
     assert again["cache_stats"] == {"hits": len(good), "misses": 0, "hit_rate": 1.0}
     assert vectors_of(again) == vectors_of(first)  # the very numbers, from the cache
     check_items(again, texts, np.asarray(plain["batches"][0], dtype=np.float32))  # each cached under its own key
+
+
+def test_a_rerank_job_chunk_with_refused_documents_is_one_record(appliance: Appliance) -> None:
+    documents = inputs("rerank")
+    good = [i for i in range(len(documents)) if i not in REFUSED_AT]
+    records, _ = records_and_items(appliance)
+    job = finished_job(appliance, {"model": MAIN, "task": "rerank", "query": "a search query", "inputs": documents,
+                                   "truncate": False})  # fmt: skip
+    assert job["status"] == "SUCCESS" and job["progress"]["failed"] == len(REFUSED_AT), job
+    assert records_and_items(appliance)[0] == records + 1  # one chunk, one record
+    status, _, page = get(f"{appliance.url}/v1/jobs/{job['id']}/results?limit=100")
+    assert status == 200
+    items = {item["index"]: item for item in page["data"]}
+    for index in REFUSED_AT:
+        error = items[index]["error"]
+        assert error["type"] == "input_too_long" and error["message"].endswith(f"(input {index})"), error
+    status, _, direct = post(appliance.url + "/v1/rerank", {"model": MAIN, "query": "a search query",
+                                                            "documents": [documents[i] for i in good]})  # fmt: skip
+    assert status == 200
+    by_place = {good[r["index"]]: r["relevance_score"] for r in direct["results"]}
+    np.testing.assert_allclose([items[i]["score"] for i in good], [by_place[i] for i in good], atol=1e-5)
+
+
+def finished_job(appliance: Appliance, body: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+    """The job ``body`` submits, once it has finished."""
+    status, _, answer = post(appliance.url + "/v1/jobs", body)
+    assert status == 202, answer
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = get(f"{appliance.url}/v1/jobs/{answer['id']}")[2]
+        if job["status"] in ("SUCCESS", "FAILURE", "CANCELLED"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {answer['id']} not finished within {timeout}s")
