@@ -226,6 +226,10 @@ class WorkerCounters(msgspec.Struct, kw_only=True, gc=False):
     # batches run on the worker's own cores plus idle workers' ones lent by the gateway (``spare_cores``)
     widened_batches: int = 0
     threads: int = 0  # torch's intra-op threads when the counters were read: the own cores' count between batches
+    # requests failed whole at tokenizing for one input (too long, an invalid token id): with
+    # ``requests`` (admitted), every work record that got that far; an isolating request is not
+    # refused whole, it is admitted with its refusals
+    refused_requests: int = 0
 
 
 class Stats(msgspec.Struct, tag="stats", array_like=True, gc=False):

@@ -179,7 +179,9 @@ WORKER_COUNTERS = (("batches", "Batches the worker ran", lambda w: w.batches),
                     lambda w: w.expired),
                    ("failed_batches", "Forward passes that raised", lambda w: w.failed_batches),
                    ("widened_batches", "Batches computed on idle workers' cores too, lent by the gateway",
-                    lambda w: w.widened_batches))  # fmt: skip
+                    lambda w: w.widened_batches),
+                   ("refused_requests", "Requests the worker failed whole for one input (too long, invalid)",
+                    lambda w: w.refused_requests))  # fmt: skip
 
 
 def worker_families(workers: list[WorkerCard]) -> Iterator[Metric]:

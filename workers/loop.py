@@ -289,9 +289,11 @@ class WorkerLoop:
         try:
             items = tokenize()
         except InputTooLong as exc:
+            self.counters.refused_requests += 1
             self.fail(message.id, FailureKind.INPUT_TOO_LONG, str(exc), exc.index)
             return
         except ValueError as exc:  # e.g. a token id outside the vocabulary
+            self.counters.refused_requests += 1
             self.fail(message.id, FailureKind.INVALID_INPUT, str(exc), getattr(exc, "index", -1))
             return
         except TypeError as exc:  # the model cannot do this kind of request

@@ -1,8 +1,8 @@
 """``gateway/items.py`` in the real appliance (subprocess, one worker, the tiny random transformer
 at float32, max length 128 tokens) over real HTTP: a batch with many inputs refused on their own
-(``on_error: "skip"``, ``truncate: false``) is ONE record to the worker, counted from the
-worker's own statistics; the good inputs get the vectors they get alone, the refused ones their
-errors; a refused input is never cached, nor does it shift a vector onto another's key; and a
+(``on_error: "skip"``, ``truncate: false``) is ONE record to the worker, none refused whole,
+counted from the worker's own statistics; the good inputs get the vectors they get alone, the
+refused ones their errors; a refused input is never cached, nor does it shift a vector onto another's key; and a
 rerank job's chunk with refused documents is one record too.
 """
 
@@ -44,9 +44,13 @@ def skip_batch(appliance: Appliance, texts: list[str], **body: Any) -> dict[str,
     return answer
 
 
-def records_and_items(appliance: Appliance) -> tuple[int, int]:
-    """The worker's requests (records it admitted) and inputs it computed, so far."""
-    return settled_items(appliance, counter="requests"), settled_items(appliance)
+def records_and_items(appliance: Appliance) -> tuple[int, int, int]:
+    """The worker's records admitted (``requests``), records failed whole for one input
+    (``refused_requests``) and inputs computed (``items``), so far. Once ``requests`` has settled
+    (two reads more than a Stats period apart), the last read is fresh for every counter."""
+    admitted = settled_items(appliance, counter="requests")
+    (worker,) = get(appliance.url + "/stats")[2]["workers"]
+    return admitted, worker["refused_requests"], worker["items"]
 
 
 def check_items(answer: dict[str, Any], texts: list[str], alone: np.ndarray) -> None:
@@ -67,10 +71,10 @@ def vectors_of(answer: dict[str, Any]) -> list[list[float]]:
 def test_many_refused_inputs_cost_one_record(appliance: Appliance) -> None:
     texts = inputs("once")
     good = [t for i, t in enumerate(texts) if i not in REFUSED_AT]
-    records, computed = records_and_items(appliance)
+    records, refused, computed = records_and_items(appliance)
     answer = skip_batch(appliance, texts, use_cache=False)
     after = records_and_items(appliance)
-    assert after == (records + 1, computed + len(good))  # one record; each good input computed once
+    assert after == (records + 1, refused, computed + len(good))  # one record; each good input computed once
     alone = np.asarray([post(appliance.url + "/api/embed", {"model": MAIN, "input": [t]})[2]["embeddings"][0]
                         for t in good], dtype=np.float32)  # fmt: skip
     check_items(answer, texts, alone)
@@ -88,9 +92,9 @@ def test_refused_inputs_are_not_cached_and_the_rest_are_cached_right(appliance: 
     status, _, plain = post(appliance.url + "/api/embed/batch", {"model": MAIN, "inputs": [good], "use_cache": False})
     assert status == 200
     first = skip_batch(appliance, texts)  # fills the cache with the good inputs' vectors
-    records, computed = records_and_items(appliance)
+    records, refused, computed = records_and_items(appliance)
     again = skip_batch(appliance, texts)
-    assert records_and_items(appliance) == (records + 1, computed)  # only the refused were sent again
+    assert records_and_items(appliance) == (records + 1, refused, computed)  # only the refused were sent again
     assert again["cache_stats"] == {"hits": len(good), "misses": 0, "hit_rate": 1.0}
     assert vectors_of(again) == vectors_of(first)  # the very numbers, from the cache
     check_items(again, texts, np.asarray(plain["batches"][0], dtype=np.float32))  # each cached under its own key
@@ -99,11 +103,11 @@ def test_refused_inputs_are_not_cached_and_the_rest_are_cached_right(appliance: 
 def test_a_rerank_job_chunk_with_refused_documents_is_one_record(appliance: Appliance) -> None:
     documents = inputs("rerank")
     good = [i for i in range(len(documents)) if i not in REFUSED_AT]
-    records, _ = records_and_items(appliance)
+    before = records_and_items(appliance)
     job = finished_job(appliance, {"model": MAIN, "task": "rerank", "query": "a search query", "inputs": documents,
                                    "truncate": False})  # fmt: skip
     assert job["status"] == "SUCCESS" and job["progress"]["failed"] == len(REFUSED_AT), job
-    assert records_and_items(appliance)[0] == records + 1  # one chunk, one record
+    assert records_and_items(appliance)[:2] == (before[0] + 1, before[1])  # one chunk, one record, none refused
     status, _, page = get(f"{appliance.url}/v1/jobs/{job['id']}/results?limit=100")
     assert status == 200
     items = {item["index"]: item for item in page["data"]}
