@@ -86,6 +86,15 @@ def test_many_refused_inputs_cost_one_record(appliance: Appliance) -> None:
                                                                                      first["error"]["message"])
 
 
+def test_a_batch_of_only_refused_and_blank_inputs_answers_every_error(appliance: Appliance) -> None:
+    body = {"model": MAIN, "inputs": [[LONG, " "], [LONG + "!"]], "truncate": False, "on_error": "skip"}
+    status, _, answer = post(appliance.url + "/api/embed/batch", body)
+    assert status == 200, answer
+    assert [[item["error"]["type"] for item in group] for group in answer["batches"]] == [
+        ["input_too_long", "empty_input"], ["input_too_long"]]
+    assert answer["cache_stats"] == {"hits": 0, "misses": 0, "hit_rate": 0.0}
+
+
 def test_refused_inputs_are_not_cached_and_the_rest_are_cached_right(appliance: Appliance) -> None:
     texts = inputs("cached")
     good = [t for i, t in enumerate(texts) if i not in REFUSED_AT]
