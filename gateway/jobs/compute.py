@@ -19,7 +19,7 @@ import numpy as np
 
 from appliance.protocol import BACKGROUND, Input, TruncationDirection
 from gateway import encoding, errors
-from gateway.backend import Backend, isolate_option
+from gateway.backend import Backend
 from gateway.items import blank_error, is_blank, renamed_message, serve_isolating
 from gateway.prompts import apply_prompt
 from gateway.jobs.model import ItemResult
@@ -58,14 +58,14 @@ async def serve(backend: Backend, task: str, model: str, options: dict[str, Any]
     if task == "rerank":
         outcome = await backend.rerank(model, str(options["query"]), [str(item) for item in items],
                                        truncate=truncate, deadline=deadline, priority=BACKGROUND,
-                                       truncation_direction=direction, **isolate_option(True))  # fmt: skip
+                                       truncation_direction=direction, isolate=True)  # fmt: skip
         makers = [score_maker(float(score), tokens) for score, tokens in zip(outcome.scores, outcome.tokens)]
         return makers, outcome.refused
     normalize = options.get("normalize")  # None for a job submitted before the options existed
     outcome = await backend.embed(model, apply_prompt(str(options.get("prompt", "")), items), truncate=truncate,
                                   deadline=deadline, use_cache=bool(options.get("use_cache", True)),
                                   priority=BACKGROUND, normalize=normalize, truncation_direction=direction,
-                                  **isolate_option(True))  # fmt: skip
+                                  isolate=True)  # fmt: skip
     vectors = encoding.shorten(np.asarray(outcome.vectors, dtype=np.float32), options.get("dimensions"),
                                normalize is not False)  # fmt: skip
     makers = [vector_maker(vector.astype("<f4").tobytes(), tokens) for vector, tokens in zip(vectors, outcome.tokens)]
