@@ -21,11 +21,12 @@ Priority: each request's items join its model's batcher in the message's class (
 (round-robin among equals), so interactive work of one model never waits behind background work
 of another.
 
-Per-item refusals: an ``Embed`` (a ``Rerank``: its documents) with ``isolate`` is tokenized by ``workers/refusals.py``, which
-leaves out each input the tokenizer refuses on its own and names it in a ``Refusal``; the rest
-are batched as usual, and the one ``Vectors`` (``Scores``) answering the request carries their
-rows and ``tokens`` (the refused skipped) and the refusals. Without ``isolate`` the first refused input
-fails the whole request with a ``Failed`` naming it.
+Per-item refusals: an ``Embed`` (a ``Rerank``: its documents) with ``isolate`` is tokenized by
+``workers/refusals.py``, which leaves out each input the tokenizer refuses on its own and names
+it in a ``Refusal``; the rest are batched as usual, and the one ``Vectors`` (``Scores``)
+answering the request carries their rows and ``tokens`` (the refused skipped) and the refusals.
+Without ``isolate`` the first refused input fails the whole request with a ``Failed`` naming it
+(counted in ``refused_requests``).
 
 Lent cores: a request may carry idle workers' cores the gateway lends it (``Embed.spare_cores``,
 ``gateway/lending.py``). A batch runs on them too (``workers/pinning.py`` ``TorchThreads``) only
@@ -110,7 +111,7 @@ class Pending:
     normalize: bool = False  # embed: L2-normalise the rows (resolved: the request's, else the model's)
     raw_scores: bool = False  # cross_rerank: the logits, not their sigmoid
     spare_cores: tuple[int, ...] = ()  # idle workers' cores the gateway lent it (``Embed.spare_cores``)
-    refused: list[Refusal] | None = None  # an isolating embed's refused inputs (``workers/refusals.py``)
+    refused: list[Refusal] | None = None  # an isolating request's refused inputs (``workers/refusals.py``)
 
 
 class WorkerLoop:
@@ -242,19 +243,9 @@ class WorkerLoop:
         if runtime is not None:
             # a cross-encoder's own tokenize refuses (TypeError), which fails the request as unsupported
             normalize = runtime.normalize if message.normalize is None else message.normalize
-            if not message.isolate:
-                self.admit(message, "embed", lambda: runtime.tokenize(message.inputs, truncate=message.truncate,
-                                                                      direction=message.truncation_direction),
-                           normalize=normalize)  # fmt: skip
-                return
-            refused: list[Refusal] = []  # filled by tokenize_each, inside admit's error handling
-
-            def tokenize_run(lo: int, hi: int) -> list[Tokenized]:
-                return runtime.tokenize(message.inputs[lo:hi], truncate=message.truncate,
-                                        direction=message.truncation_direction)  # fmt: skip
-
-            self.admit(message, "embed", lambda: tokenize_each(tokenize_run, len(message.inputs), refused),
-                       normalize=normalize, refused=refused)  # fmt: skip
+            refused: list[Refusal] | None = [] if message.isolate else None  # filled by the tokenizing
+            self.admit(message, "embed", lambda: embed_items(runtime, message, refused), normalize=normalize,
+                       refused=refused)  # fmt: skip
 
     def rerank(self, message: Rerank) -> None:
         runtime = self.runtime_for(message)
@@ -441,6 +432,19 @@ def ring_wait_ns(sent: float) -> int:
     """Nanoseconds since the gateway stamped a request (``time.monotonic``, one clock for every
     process); 0 for an unstamped one, or a clock read that went backwards."""
     return max(0, int((time.monotonic() - sent) * 1e9)) if sent else 0
+
+
+def embed_items(runtime: Runtime, message: Embed, refused: list[Refusal] | None = None) -> list[Tokenized]:
+    """Each input, tokenized; with ``refused`` (an isolating embed), the inputs refused on their
+    own are left out and named there."""
+    if refused is None:
+        return runtime.tokenize(message.inputs, truncate=message.truncate, direction=message.truncation_direction)
+
+    def tokenize_run(lo: int, hi: int) -> list[Tokenized]:
+        return runtime.tokenize(message.inputs[lo:hi], truncate=message.truncate,
+                                direction=message.truncation_direction)  # fmt: skip
+
+    return tokenize_each(tokenize_run, len(message.inputs), refused)
 
 
 def bi_rerank_items(runtime: Runtime, message: Rerank, refused: list[Refusal] | None = None) -> list[Tokenized]:
