@@ -64,6 +64,10 @@ class Embed(msgspec.Struct, tag="embed", array_like=True, gc=False):
     # only to a lone interactive request on a CPU worker, when no other worker has anything to do
     # (gateway/lending.py); empty: compute on the worker's own cores
     spare_cores: list[int] = []
+    # answer per item: an input refused on its own (too long with truncate false, an invalid token
+    # id) is named in ``Vectors.refused`` and the others are computed, instead of the whole record
+    # failing for it (False: the whole record fails, as an older gateway expects)
+    isolate: bool = False
 
 
 class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
@@ -82,6 +86,7 @@ class Rerank(msgspec.Struct, tag="rerank", array_like=True, gc=False):
     raw_scores: bool = False
     sent: float = 0.0  # as Embed.sent
     spare_cores: list[int] = []  # as Embed.spare_cores
+    isolate: bool = False  # as Embed.isolate, for the documents (``Scores.refused``); the query still fails it whole
 
 
 class Cancel(msgspec.Struct, tag="cancel", array_like=True, gc=False):
@@ -121,8 +126,19 @@ class Ready(msgspec.Struct, tag="ready", array_like=True, gc=False):
     cores: list[int] = []
 
 
+class Refusal(msgspec.Struct, array_like=True, gc=False):
+    """One input an isolating request (``Embed.isolate``, ``Rerank.isolate``) did not compute, and
+    why: ``index`` counts the record's inputs (a rerank's documents), ``kind`` and ``message`` are
+    what a ``Failed`` for it would say."""
+
+    index: int
+    kind: FailureKind
+    message: str
+
+
 class Vectors(msgspec.Struct, tag="vectors", array_like=True, gc=False):
-    """``len(tokens)`` vectors of ``dim`` float32 each, row-major, in input order."""
+    """``len(tokens)`` vectors of ``dim`` float32 each, row-major, in input order: the inputs of
+    the request less those in ``refused`` (only an isolating request refuses any)."""
 
     id: int
     dim: int
@@ -131,6 +147,7 @@ class Vectors(msgspec.Struct, tag="vectors", array_like=True, gc=False):
     compute_us: int = 0
     queue_us: int = 0  # from the gateway's send (``Embed.sent``) to its first batch, less tokenizing
     tokenize_us: int = 0
+    refused: list[Refusal] = []  # in index order; ``tokens`` and the rows skip them
 
     def array(self) -> np.ndarray:
         """Zero-copy (n, dim) float32 view of ``data``."""
@@ -151,6 +168,7 @@ class Scores(msgspec.Struct, tag="scores", array_like=True, gc=False):
     queue_us: int = 0
     tokenize_us: int = 0
     query_tokens: int = 0
+    refused: list[Refusal] = []  # an isolating rerank's refused documents; ``scores`` and ``tokens`` skip them
 
     def array(self) -> np.ndarray:
         return np.frombuffer(self.scores, dtype="<f4")
@@ -211,6 +229,11 @@ class WorkerCounters(msgspec.Struct, kw_only=True, gc=False):
     threads: int = 0  # torch's intra-op threads when the counters were read: the own cores' count between batches
     contended_loans: int = 0  # widened batches that ran with a lent core busy (``workers/loans.py``)
     declined_loans: int = 0  # lent batches computed on the own cores while the worker backed off
+
+    # requests failed whole at tokenizing for one input (too long, an invalid token id): with
+    # ``requests`` (admitted), every work record that got that far; an isolating request is not
+    # refused whole, it is admitted with its refusals
+    refused_requests: int = 0
 
 
 class Stats(msgspec.Struct, tag="stats", array_like=True, gc=False):

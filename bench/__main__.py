@@ -25,6 +25,7 @@ SCENARIOS = {
     "lone": "bench.lone",
     "restart": "bench.restart",
     "gateway-cpu": "bench.gateway_cpu",
+    "refusals": "bench.refusals",
     "compare": "bench.compare",
     "all": "bench.everything",
     "diff": "bench.diff",

@@ -14,6 +14,7 @@ import msgspec
 import numpy as np
 
 from appliance.protocol import INTERACTIVE, Input, ModelKind, TruncationDirection, WorkerCounters
+from gateway.errors import ApiError
 
 
 class Timings(msgspec.Struct, gc=False):
@@ -33,6 +34,9 @@ class EmbedOutcome(msgspec.Struct, gc=False):
     # each full-width vector already as JSON: set by ``Backend.lookup`` (every input a hit) when
     # asked for, so a JSON route splices them instead of formatting floats
     json_rows: list[bytes] | None = None
+    # an isolating call's inputs not served, by their place in the call, each with its own error
+    # (its message ends "(input N)"); ``vectors`` and ``tokens`` skip them (``gateway/items.py``)
+    refused: dict[int, ApiError] = {}
 
 
 class RerankOutcome(msgspec.Struct, gc=False):
@@ -40,6 +44,7 @@ class RerankOutcome(msgspec.Struct, gc=False):
     tokens: list[int]
     workers: str = ""
     timings: Timings = msgspec.field(default_factory=Timings)
+    refused: dict[int, ApiError] = {}  # as EmbedOutcome.refused, by document; ``scores`` skips them
 
 
 class ModelCard(msgspec.Struct):
@@ -119,23 +124,36 @@ class UncachedBackend(Protocol):
     async def embed(
         self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float, use_cache: bool = True,
         priority: int = INTERACTIVE, normalize: bool | None = None, truncation_direction: TruncationDirection = "right",
+        isolate: bool = False,
     ) -> EmbedOutcome:
         """``deadline`` is an absolute ``loop.time()``; past it the call raises DeadlineExceeded.
         ``use_cache=False`` bypasses the result cache (the batch route's per-request switch).
         ``priority=BACKGROUND`` (``appliance.protocol``; bulk jobs) runs below interactive work
         and waits for room instead of getting 429 (``gateway/router.py``). ``normalize``: L2-normalise
         the vectors (None: as the model does by default); ``truncation_direction``: the side a
-        too-long input loses with ``truncate``."""
+        too-long input loses with ``truncate``. ``isolate``: an input refused on its own (too
+        long with ``truncate`` false, an invalid token id) goes to ``EmbedOutcome.refused`` and the
+        others are served, instead of the whole call raising its error (pass it with
+        ``isolate_option``)."""
         ...
 
     async def rerank(
         self, model: str, query: str, documents: Sequence[str], *, truncate: bool, deadline: float,
         priority: int = INTERACTIVE, raw_scores: bool = False, truncation_direction: TruncationDirection = "right",
+        isolate: bool = False,
     ) -> RerankOutcome:
         """Cross-encoder scores for a cross_encoder model (its raw logits with ``raw_scores``, else
         their sigmoid), else query/document cosine (``raw_scores`` changes nothing there);
-        ``priority`` and ``truncation_direction`` as for ``embed``."""
+        ``priority``, ``truncation_direction`` and ``isolate`` (its documents; a refused query
+        still raises) as for ``embed``."""
         ...
+
+
+def isolate_option(isolate: bool) -> dict[str, bool]:
+    """``embed``'s ``isolate=True`` as keywords, or none when False: a backend written before the
+    option (a test double, a wrapper) is then called exactly as it always was, and answers an
+    input error by raising it, which ``gateway/items.py`` still handles."""
+    return {"isolate": True} if isolate else {}
 
 
 def enforces_deadline(backend: object) -> bool:

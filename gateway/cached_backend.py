@@ -32,6 +32,11 @@ Choices worth knowing:
   it wait at background priority, behind all the interactive work that keeps that chunk waiting
   (up to the chunk's deadline under load). It computes its own copy instead; the duplicate costs a
   few items of work. The two kinds are kept apart in two ``InFlight`` tables.
+- **Isolating calls** (``isolate``, ``gateway/items.py``): the computation answers per item, and
+  an input it refused is a ``Refused`` row: never cached, never served as a vector, and given to
+  each waiter as that input's error, its message naming the waiter's own index. A waiter that
+  did not ask to isolate raises it, which recomputes that request on its own as above; one that
+  did and joined a computation that failed whole for an input does the same, isolating.
 - Rerank is passed through untouched (with its priority and options).
 """
 
@@ -57,7 +62,9 @@ from gateway.backend import (
     UncachedBackend,
     WorkerCard,
     enforces_deadline,
+    isolate_option,
 )
+from gateway.items import renamed_message
 from gateway.result_cache import Entry, ModelCounters, ResultCache, item_key, key_variant
 from gateway.coalesce import InFlight, settle
 
@@ -79,6 +86,13 @@ class Row:
     timings: Timings
 
 
+@dataclass(slots=True)
+class Refused:
+    """One input an isolating computation refused: its error, never cached."""
+
+    error: errors.ApiError
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     """How one embed request wants its vectors computed (all but ``priority`` are in its keys)."""
@@ -87,6 +101,7 @@ class Options:
     priority: int
     normalize: bool | None
     direction: TruncationDirection
+    isolate: bool = False  # refused inputs become ``Refused`` rows instead of failing the call
 
 
 @dataclass(slots=True)
@@ -95,10 +110,11 @@ class Plan:
 
     inputs: Sequence[Input]
     keys: list[bytes]  # per input
-    rows: list[Row | Entry | None]  # per input: the hit, or None until computed
+    rows: list[Row | Entry | None]  # per input: the hit, or None until computed (or refused)
     hits: int
     lead: dict[bytes, Input]  # keys this request computes itself, in first-seen order
-    joined: dict[bytes, asyncio.Future[Row]]  # keys already in flight elsewhere
+    joined: dict[bytes, asyncio.Future[Row | Refused]]  # keys already in flight elsewhere
+    refused: dict[int, errors.ApiError] | None = None  # an isolating request's refused inputs
 
 
 class CachedBackend:
@@ -106,8 +122,8 @@ class CachedBackend:
         self.config = config
         self.inner = inner
         self.cache = ResultCache(config.cache_bytes)
-        self.inflight: InFlight[bytes, Row] = InFlight()  # interactive computations: anyone may join
-        self.background_inflight: InFlight[bytes, Row] = InFlight()  # only background requests join
+        self.inflight: InFlight[bytes, Row | Refused] = InFlight()  # interactive computations: anyone may join
+        self.background_inflight: InFlight[bytes, Row | Refused] = InFlight()  # only background requests join
         # the router ends every call by its deadline, so its waiters need no timers: nor do ours
         self.enforces_deadline = enforces_deadline(inner)
 
@@ -126,10 +142,11 @@ class CachedBackend:
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool,
                      deadline: float, priority: int = INTERACTIVE, raw_scores: bool = False,
-                     truncation_direction: TruncationDirection = "right") -> RerankOutcome:  # fmt: skip
+                     truncation_direction: TruncationDirection = "right", isolate: bool = False) -> RerankOutcome:  # fmt: skip
         return await self.inner.rerank(model, query, documents, truncate=truncate, deadline=deadline,
                                        priority=priority, raw_scores=raw_scores,
-                                       truncation_direction=truncation_direction)  # fmt: skip
+                                       truncation_direction=truncation_direction,
+                                       **isolate_option(isolate))  # fmt: skip
 
     def variant(self, model: str, truncate: bool, normalize: bool | None, direction: TruncationDirection) -> bytes:
         """The key variant of a request's options (``key_variant``), against the model's default."""
@@ -171,8 +188,8 @@ class CachedBackend:
 
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
                     use_cache: bool = True, priority: int = INTERACTIVE, normalize: bool | None = None,
-                    truncation_direction: TruncationDirection = "right") -> EmbedOutcome:  # fmt: skip
-        options = Options(truncate, priority, normalize, truncation_direction)
+                    truncation_direction: TruncationDirection = "right", isolate: bool = False) -> EmbedOutcome:  # fmt: skip
+        options = Options(truncate, priority, normalize, truncation_direction, isolate)
         plan = self.plan(model, inputs, options, use_cache)
         if plan.lead or plan.joined:
             try:
@@ -181,14 +198,15 @@ class CachedBackend:
                 if len(plan.lead) == len(inputs):
                     raise  # computed exactly as sent: the error and its input index are this request's
                 return await self.inner_embed(model, inputs, options, deadline)
-        return assemble(plan.rows, plan.hits)
+        return assemble(plan.rows, plan.hits, plan.refused)
 
     def inner_embed(self, model: str, inputs: Sequence[Input], options: Options,
                     deadline: float) -> Awaitable[EmbedOutcome]:  # fmt: skip
         # not a coroutine of its own: one frame fewer on every computation
         return self.inner.embed(model, inputs, truncate=options.truncate, deadline=deadline,
                                       priority=options.priority, normalize=options.normalize,
-                                      truncation_direction=options.direction)  # fmt: skip
+                                      truncation_direction=options.direction,
+                                      **isolate_option(options.isolate))  # fmt: skip
 
     def plan(self, model: str, inputs: Sequence[Input], options: Options, use_cache: bool) -> Plan:
         """Steps 1 to 3: key every input, serve the hits, sort each miss into "join" or "lead".
@@ -240,19 +258,24 @@ class CachedBackend:
                 f"request not finished within its deadline ({self.config.request_timeout:g}s)")
         for i, key in enumerate(plan.keys):
             if plan.rows[i] is None:
-                plan.rows[i] = futures[key].result()  # raises the shared error, if any
+                row = futures[key].result()  # raises the shared error, if any
+                if isinstance(row, Refused):
+                    refuse(plan, i, row, options.isolate)
+                else:
+                    plan.rows[i] = row
         if use_cache and plan.joined:
             self.keep_joined(model, plan)
 
     async def compute(self, model: str, items: list[Input], keys: list[bytes], store: list[bool],
-                      options: Options, deadline: float) -> list[Row]:  # fmt: skip
-        """The shared computation (runs in its own task): one router call, then the cache fill."""
+                      options: Options, deadline: float) -> list[Row | Refused]:  # fmt: skip
+        """The shared computation (runs in its own task): one router call, then the cache fill
+        (of the computed rows only: a refused input has no vector, and the rows after it must
+        not slide onto its key)."""
         outcome = await self.inner_embed(model, items, options, deadline)
         vectors = np.ascontiguousarray(outcome.vectors, dtype=np.float32)
-        rows = [Row(vectors[j].tobytes(), outcome.tokens[j], outcome.workers, outcome.timings)
-                for j in range(len(items))]  # fmt: skip
+        rows = computed_rows(outcome, vectors, len(items))
         for key, row, keep in zip(keys, rows, store):
-            if keep:
+            if keep and isinstance(row, Row):
                 self.cache.put(key, model, row.vector, row.tokens)
         return rows
 
@@ -262,7 +285,8 @@ class CachedBackend:
         for item, key in zip(plan.inputs, plan.keys):
             if key in plan.joined and key not in self.cache and self.cacheable(item):
                 row = plan.joined[key].result()
-                self.cache.put(key, model, row.vector, row.tokens)
+                if isinstance(row, Row):
+                    self.cache.put(key, model, row.vector, row.tokens)
 
     def cacheable(self, item: Input) -> bool:
         return self.cache.enabled and len(item) <= self.config.cache_max_text_chars
@@ -312,15 +336,45 @@ def sum_counters(all_counters: Iterable[ModelCounters]) -> ModelCounters:
     return total
 
 
-def assemble(rows: Sequence[Row | Entry | None], hits: int) -> EmbedOutcome:
-    """The rows, all present by now, as one outcome in input order: ONE join of the float32
-    bytes and one (read-only) array over them."""
+def computed_rows(outcome: EmbedOutcome, vectors: np.ndarray, count: int) -> list[Row | Refused]:
+    """One row per input of a computation of ``count``: its vector, or its refusal. The
+    outcome's rows skip the refused inputs, so each input takes the next row only if it has one."""
+    if not outcome.refused:  # the common case: row j is input j
+        return [Row(vectors[j].tobytes(), outcome.tokens[j], outcome.workers, outcome.timings) for j in range(count)]
+    rows: list[Row | Refused] = []
+    served = 0
+    for j in range(count):
+        if j in outcome.refused:
+            rows.append(Refused(outcome.refused[j]))
+            continue
+        rows.append(Row(vectors[served].tobytes(), outcome.tokens[served], outcome.workers, outcome.timings))
+        served += 1
+    return rows
+
+
+def refuse(plan: Plan, index: int, refused: Refused, isolate: bool) -> None:
+    """Input ``index`` of the request was refused by the computation it awaited: kept as its
+    error when the request isolates, else raised (the whole request fails on it)."""
+    error = type(refused.error)(renamed_message(refused.error, index))
+    if not isolate:
+        raise error
+    if plan.refused is None:
+        plan.refused = {}
+    plan.refused[index] = error
+
+
+def assemble(rows: Sequence[Row | Entry | None], hits: int,
+             refused: dict[int, errors.ApiError] | None = None) -> EmbedOutcome:  # fmt: skip
+    """The rows, all present by now but the refused, as one outcome in input order: ONE join of
+    the float32 bytes and one (read-only) array over them."""
     done = [row for row in rows if row is not None]
-    assert len(done) == len(rows), "every input has a row once its computations are settled"
+    assert len(done) + len(refused or ()) == len(rows), "every input has a row once its computations are settled"
+    if not done:  # every input refused
+        return EmbedOutcome(vectors=np.zeros((0, 0), dtype=np.float32), tokens=[], refused=refused or {})
     vectors = np.frombuffer(b"".join([row.vector for row in done]), dtype=np.float32).reshape(len(done), -1)
     workers, timings = provenance([row for row in done if isinstance(row, Row)])
     return EmbedOutcome(vectors=vectors, tokens=[row.tokens for row in done], workers=workers, timings=timings,
-                        cache_hits=hits)  # fmt: skip
+                        cache_hits=hits, refused=refused or {})  # fmt: skip
 
 
 def provenance(computed: list[Row]) -> tuple[str, Timings]:

@@ -21,7 +21,7 @@ from appliance.config import Config
 from appliance.protocol import Input, TruncationDirection, can_embed
 from gateway import errors
 from gateway.admission import Admission
-from gateway.backend import Backend, EmbedOutcome, ModelCard, RerankOutcome, enforces_deadline
+from gateway.backend import Backend, EmbedOutcome, ModelCard, RerankOutcome, enforces_deadline, isolate_option
 from gateway.jobs.service import Jobs
 from gateway.telemetry import Telemetry
 
@@ -86,11 +86,12 @@ class Context:
 
     async def embed(self, model: str, inputs: Sequence[Input], truncate: bool, *, use_cache: bool = True,
                     json: bool = False, normalize: bool | None = None,
-                    truncation_direction: TruncationDirection = "right") -> EmbedOutcome:  # fmt: skip
+                    truncation_direction: TruncationDirection = "right", isolate: bool = False) -> EmbedOutcome:  # fmt: skip
         """``json``: the route answers with JSON numbers, so full hits come with ``json_rows``.
         A request that is all cache hits is answered without a deadline timer: nothing awaits.
-        ``normalize`` (None: the model's default) and ``truncation_direction`` go to the backend;
-        a prompt is already in front of each text (``gateway/prompts.py``)."""
+        ``normalize`` (None: the model's default), ``truncation_direction`` and ``isolate``
+        (``gateway/items.py``) go to the backend; a prompt is already in front of each text
+        (``gateway/prompts.py``)."""
         hit = self.backend.lookup(model, inputs, truncate=truncate, use_cache=use_cache, json=json,
                                   normalize=normalize, truncation_direction=truncation_direction)  # fmt: skip
         if hit is not None:
@@ -98,7 +99,8 @@ class Context:
         deadline = self.deadline()
         return await self.bounded(self.backend.embed(model, inputs, truncate=truncate, deadline=deadline,
                                                      use_cache=use_cache, normalize=normalize,
-                                                     truncation_direction=truncation_direction), deadline)  # fmt: skip
+                                                     truncation_direction=truncation_direction,
+                                                     **isolate_option(isolate)), deadline)  # fmt: skip
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], truncate: bool, *,
                      raw_scores: bool = False, truncation_direction: TruncationDirection = "right") -> RerankOutcome:

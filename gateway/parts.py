@@ -7,6 +7,9 @@ Cutting (``cut``) bounds each part twice: its request record (the inputs, ``reco
 upper bound of each one's msgpack size) and its answer record (``answer_bytes`` per input) must
 each fit in half a ring (``record_budget``), the most a ring takes in one record. A request of
 ``SPLIT_MIN_INPUTS`` or more inputs is also spread over every worker that holds its model.
+
+Merging (``merge_vectors``) puts the parts' rows back in request order; an isolating request's
+refused inputs (``Vectors.refused``) become errors named by their index in the whole request.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from appliance.protocol import INTERACTIVE, Embed, Failed, Input, Rerank, Scores, Vectors
+from appliance.protocol import INTERACTIVE, Embed, Failed, Input, Refusal, Rerank, Scores, Vectors
+from gateway import errors
 from gateway.backend import EmbedOutcome, Timings
 
 SPLIT_MIN_INPUTS = 64  # below this, one worker does a request (splitting costs more than it saves)
@@ -51,6 +55,15 @@ class Part:
         if failed.index < 0:
             return failed.message
         return f"{failed.message} (input {failed.index + self.offset})"
+
+    def refused(self, result: Vectors | Scores) -> dict[int, errors.ApiError]:
+        """An isolating part's refused inputs by their index in the whole request, each with the
+        error its ``Failed`` would have raised."""
+        return {self.offset + r.index: refusal_error(r, self.offset) for r in getattr(result, "refused", ())}
+
+
+def refusal_error(refusal: Refusal, offset: int) -> errors.ApiError:
+    return errors.from_worker_failure(refusal.kind, f"{refusal.message} (input {refusal.index + offset})")
 
 
 def record_budget(ring_bytes: int) -> int:
@@ -99,8 +112,17 @@ def served_by(parts: list[Part]) -> str:
     return ",".join(str(w) for w in sorted({p.served_by for p in parts if p.served_by >= 0}))
 
 
-def merge_vectors(results: list[Vectors | Scores]) -> EmbedOutcome:
-    """The parts' vectors in request order (parts are cut in order and awaited in order)."""
+def merge_vectors(parts: list[Part], results: list[Vectors | Scores]) -> EmbedOutcome:
+    """The parts' vectors in request order (parts are cut in order and awaited in order), and
+    the inputs they refused (an isolating request's)."""
+    outcome = merge_rows(results)
+    for part, result in zip(parts, results):
+        if getattr(result, "refused", None):
+            outcome.refused = {**outcome.refused, **part.refused(result)}
+    return outcome
+
+
+def merge_rows(results: list[Vectors | Scores]) -> EmbedOutcome:
     if len(results) == 1 and isinstance(only := results[0], Vectors):  # the common case, without the merging
         return EmbedOutcome(only.array(), only.tokens, "", Timings(only.queue_us, only.tokenize_us, only.compute_us))
     vectors = [r for r in results if isinstance(r, Vectors)]

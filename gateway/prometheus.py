@@ -238,7 +238,9 @@ WORKER_COUNTERS = (("batches", "Batches the worker ran", lambda w: w.batches),
                    ("contended_loans", "Widened batches that ran with a lent core busy",
                     lambda w: w.contended_loans),
                    ("declined_loans", "Lent batches the worker computed on its own cores, backing off after "
-                    "a contended one", lambda w: w.declined_loans))  # fmt: skip
+                    "a contended one", lambda w: w.declined_loans),
+                   ("refused_requests", "Requests the worker failed whole for one input (too long, invalid)",
+                    lambda w: w.refused_requests))  # fmt: skip
 
 
 def worker_families(workers: list[WorkerCard]) -> Iterator[Metric]:

@@ -199,7 +199,7 @@ class Router:
     # ---- Backend: work -------------------------------------------------------------------
     async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
                     use_cache: bool = True, priority: int = INTERACTIVE, normalize: bool | None = None,
-                    truncation_direction: TruncationDirection = "right") -> EmbedOutcome:  # fmt: skip
+                    truncation_direction: TruncationDirection = "right", isolate: bool = False) -> EmbedOutcome:  # fmt: skip
         del use_cache  # the router computes everything it is given; the cache wraps it
         holders = self.holders_now(model) or await self.holder_wait.wait(model, deadline, priority > INTERACTIVE,
                                                                          self.up_holders)  # fmt: skip
@@ -207,27 +207,27 @@ class Router:
         slices = cut(inputs, answer_bytes=max(dim, 1) * 4, budget=self.record_budget, ways=len(holders))
         expires = monotonic_deadline(deadline)
         parts = [self.part(model, Embed(0, model, list(inputs[a:b]), truncate, expires, priority, normalize,
-                                        truncation_direction), b - a,
+                                        truncation_direction, isolate=isolate), b - a,
                            sum(map(estimate_tokens, inputs[a:b])), a, deadline) for a, b in slices]  # fmt: skip
         results = await self.run_parts(parts, deadline)
-        outcome = merge_vectors(results)
+        outcome = merge_vectors(parts, results)
         outcome.workers = served_by(parts)
         return outcome
 
     async def rerank(self, model: str, query: str, documents: Sequence[str], *, truncate: bool,
                      deadline: float, priority: int = INTERACTIVE, raw_scores: bool = False,
-                     truncation_direction: TruncationDirection = "right") -> RerankOutcome:  # fmt: skip
+                     truncation_direction: TruncationDirection = "right", isolate: bool = False) -> RerankOutcome:  # fmt: skip
         await self.holders(model, deadline, background=priority > INTERACTIVE)
         tokens = estimate_tokens(query) * len(documents) + sum(map(estimate_tokens, documents))
         message = Rerank(0, model, query, list(documents), truncate, monotonic_deadline(deadline), priority,
-                         truncation_direction, raw_scores)  # fmt: skip
+                         truncation_direction, raw_scores, isolate=isolate)  # fmt: skip
         part = self.part(model, message, len(documents) + 1, tokens, 0, deadline)
         (result,) = await self.run_parts([part], deadline)
         assert isinstance(result, Scores)
         timings = Timings(result.queue_us, result.tokenize_us, result.compute_us)
         # usage counts the query once for a bi-encoder (it was embedded once), per pair for a cross-encoder
         tokens = list(result.tokens) + ([result.query_tokens] if result.query_tokens else [])
-        return RerankOutcome(result.array().copy(), tokens, served_by([part]), timings)
+        return RerankOutcome(result.array().copy(), tokens, served_by([part]), timings, part.refused(result))
 
     async def holders(self, model: str, deadline: float, *, background: bool = False) -> list[WorkerState]:
         """The up workers holding ``model``. When none is up (a recycle or a crash of the only

@@ -21,6 +21,13 @@ Priority: each request's items join its model's batcher in the message's class (
 (round-robin among equals), so interactive work of one model never waits behind background work
 of another.
 
+Per-item refusals: an ``Embed`` (a ``Rerank``: its documents) with ``isolate`` is tokenized by
+``workers/refusals.py``, which leaves out each input the tokenizer refuses on its own and names
+it in a ``Refusal``; the rest are batched as usual, and the one ``Vectors`` (``Scores``)
+answering the request carries their rows and ``tokens`` (the refused skipped) and the refusals.
+Without ``isolate`` the first refused input fails the whole request with a ``Failed`` naming it
+(counted in ``refused_requests``).
+
 Lent cores: a request may carry idle workers' cores the gateway lends it (``Embed.spare_cores``,
 ``gateway/lending.py``). A batch runs on them too (``workers/pinning.py`` ``TorchThreads``) only
 when every request in it carries a loan and nothing else is queued here: the loan was made for a
@@ -61,6 +68,7 @@ from appliance.protocol import (
     Ready,
     Request,
     RequestCodec,
+    Refusal,
     Rerank,
     ResponseCodec,
     Scores,
@@ -76,6 +84,7 @@ from workers.histogram import Histogram
 from workers.loans import LoanGuard
 from workers.models import device_for
 from workers.pinning import TorchThreads
+from workers.refusals import tokenize_each
 from workers.runtimes import InputTooLong, Runtime, Tokenized, cosine_scores, l2_normalize, sigmoid
 from workers.signals import sigterm_received
 
@@ -106,6 +115,7 @@ class Pending:
     normalize: bool = False  # embed: L2-normalise the rows (resolved: the request's, else the model's)
     raw_scores: bool = False  # cross_rerank: the logits, not their sigmoid
     spare_cores: tuple[int, ...] = ()  # idle workers' cores the gateway lent it (``Embed.spare_cores``)
+    refused: list[Refusal] | None = None  # an isolating request's refused inputs (``workers/refusals.py``)
 
 
 class WorkerLoop:
@@ -239,19 +249,20 @@ class WorkerLoop:
         if runtime is not None:
             # a cross-encoder's own tokenize refuses (TypeError), which fails the request as unsupported
             normalize = runtime.normalize if message.normalize is None else message.normalize
-            self.admit(message, "embed", lambda: runtime.tokenize(message.inputs, truncate=message.truncate,
-                                                                  direction=message.truncation_direction),
-                       normalize=normalize)  # fmt: skip
+            refused: list[Refusal] | None = [] if message.isolate else None  # filled by the tokenizing
+            self.admit(message, "embed", lambda: embed_items(runtime, message, refused), normalize=normalize,
+                       refused=refused)  # fmt: skip
 
     def rerank(self, message: Rerank) -> None:
         runtime = self.runtime_for(message)
         if runtime is None:
             return
+        refused: list[Refusal] | None = [] if message.isolate else None  # filled by the tokenizing
         if can_embed(runtime.kind):  # a bi-encoder compares embeddings; a cross-encoder scores the pairs
-            self.admit(message, "bi_rerank", lambda: bi_rerank_items(runtime, message))
+            self.admit(message, "bi_rerank", lambda: bi_rerank_items(runtime, message, refused), refused=refused)
         else:
-            self.admit(message, "cross_rerank", lambda: cross_rerank_items(runtime, message),
-                       raw_scores=message.raw_scores)  # fmt: skip
+            self.admit(message, "cross_rerank", lambda: cross_rerank_items(runtime, message, refused),
+                       raw_scores=message.raw_scores, refused=refused)  # fmt: skip
 
     def runtime_for(self, message: Embed | Rerank) -> Runtime | None:
         """The runtime that will serve ``message``; None once it has been answered with why not."""
@@ -267,22 +278,29 @@ class WorkerLoop:
         return runtime
 
     def admit(self, message: Embed | Rerank, mode: Mode, tokenize: Callable[[], list[Tokenized]], *,
-              normalize: bool = False, raw_scores: bool = False) -> None:  # fmt: skip
-        """Tokenize ``message`` and queue its items; a bad input fails only this request.
-        ``normalize`` and ``raw_scores`` are kept for ``result``."""
+              normalize: bool = False, raw_scores: bool = False, refused: list[Refusal] | None = None) -> None:  # fmt: skip
+        """Tokenize ``message`` and queue its items; a bad input fails only this request (an
+        isolating one's only that input: ``tokenize`` fills ``refused`` and leaves it out).
+        ``normalize``, ``raw_scores`` and ``refused`` are kept for ``result``."""
         received = time.perf_counter_ns()
         try:
             items = tokenize()
         except InputTooLong as exc:
+            self.counters.refused_requests += 1
             self.fail(message.id, FailureKind.INPUT_TOO_LONG, str(exc), exc.index)
             return
         except ValueError as exc:  # e.g. a token id outside the vocabulary
+            self.counters.refused_requests += 1
             self.fail(message.id, FailureKind.INVALID_INPUT, str(exc), getattr(exc, "index", -1))
             return
         except TypeError as exc:  # the model cannot do this kind of request
             self.fail(message.id, FailureKind.UNSUPPORTED, str(exc))
             return
         tokenize_us = (time.perf_counter_ns() - received) // 1000
+        if not items and refused:  # every input refused: nothing to compute, answer now
+            self.counters.requests += 1
+            self.send(self.nothing_computed(message, refused, tokenize_us))
+            return
         # back-dated by the time it waited unread in the ring (a batch was running): queueing too
         received -= ring_wait_ns(message.sent)
         lengths = [t.length for t in items]
@@ -295,9 +313,16 @@ class WorkerLoop:
         self.counters.requests += 1
         self.pending[message.id] = Pending(message.id, message.model, mode, lengths, received, tokenize_us,
                                            normalize=normalize, raw_scores=raw_scores,
-                                           spare_cores=tuple(message.spare_cores))  # fmt: skip
+                                           spare_cores=tuple(message.spare_cores), refused=refused)  # fmt: skip
         if message.deadline:
             heapq.heappush(self.deadlines, (message.deadline, message.id))
+
+    def nothing_computed(self, message: Embed | Rerank, refused: list[Refusal], tokenize_us: int) -> Vectors | Scores:
+        """The answer of an isolating request whose every input was refused."""
+        if isinstance(message, Embed):
+            return Vectors(message.id, self.runtimes[message.model].dim, b"", [], tokenize_us=tokenize_us,
+                           refused=refused)  # fmt: skip
+        return Scores(message.id, b"", [], tokenize_us=tokenize_us, refused=refused)  # a cross-encoder's
 
     # ---- batches -------------------------------------------------------------------------
     def run_batch(self, name: str, batch: Batch) -> None:
@@ -365,14 +390,14 @@ class WorkerLoop:
         if request.mode == "embed":
             vectors = l2_normalize(output) if request.normalize else output
             return Vectors(request.id, int(output.shape[1]), f32_bytes(vectors), request.tokens,
-                           request.compute_us, queue_us, request.tokenize_us)  # fmt: skip
+                           request.compute_us, queue_us, request.tokenize_us, request.refused or [])  # fmt: skip
         if request.mode == "bi_rerank":
             scores = cosine_scores(output[0], output[1:])
             return Scores(request.id, f32_bytes(scores), request.tokens[1:], request.compute_us, queue_us,
-                          request.tokenize_us, query_tokens=request.tokens[0])  # fmt: skip
+                          request.tokenize_us, query_tokens=request.tokens[0], refused=request.refused or [])  # fmt: skip
         logits = output.reshape(-1)
         return Scores(request.id, f32_bytes(logits if request.raw_scores else sigmoid(logits)), request.tokens,
-                      request.compute_us, queue_us, request.tokenize_us)  # fmt: skip
+                      request.compute_us, queue_us, request.tokenize_us, refused=request.refused or [])  # fmt: skip
 
     # ---- output --------------------------------------------------------------------------
     def fail(self, request_id: int, kind: FailureKind, message: str, index: int = -1) -> None:
@@ -422,20 +447,49 @@ def ring_wait_ns(sent: float) -> int:
     return max(0, int((time.monotonic() - sent) * 1e9)) if sent else 0
 
 
-def bi_rerank_items(runtime: Runtime, message: Rerank) -> list[Tokenized]:
-    """The query and then each document, embedded alike and compared by cosine afterwards."""
-    texts: list[Input] = [message.query, *message.documents]
+def embed_items(runtime: Runtime, message: Embed, refused: list[Refusal] | None = None) -> list[Tokenized]:
+    """Each input, tokenized; with ``refused`` (an isolating embed), the inputs refused on their
+    own are left out and named there."""
+    if refused is None:
+        return runtime.tokenize(message.inputs, truncate=message.truncate, direction=message.truncation_direction)
+
+    def tokenize_run(lo: int, hi: int) -> list[Tokenized]:
+        return runtime.tokenize(message.inputs[lo:hi], truncate=message.truncate,
+                                direction=message.truncation_direction)  # fmt: skip
+
+    return tokenize_each(tokenize_run, len(message.inputs), refused)
+
+
+def bi_rerank_items(runtime: Runtime, message: Rerank, refused: list[Refusal] | None = None) -> list[Tokenized]:
+    """The query and then each document, embedded alike and compared by cosine afterwards; with
+    ``refused`` (an isolating rerank), the documents refused on their own are left out and named
+    there (a refused query still fails the whole request)."""
+    texts: list[Input] = [message.query] if refused is not None else [message.query, *message.documents]
     try:
-        return runtime.tokenize(texts, truncate=message.truncate, direction=message.truncation_direction)
+        items = runtime.tokenize(texts, truncate=message.truncate, direction=message.truncation_direction)
     except InputTooLong as exc:
         exc.index = exc.index - 1  # report the document's index; -1 means the query
         raise
+    if refused is None:
+        return items
+
+    def tokenize_run(lo: int, hi: int) -> list[Tokenized]:
+        return runtime.tokenize(message.documents[lo:hi], truncate=message.truncate,
+                                direction=message.truncation_direction)  # fmt: skip
+
+    return items + tokenize_each(tokenize_run, len(message.documents), refused)
 
 
-def cross_rerank_items(runtime: Runtime, message: Rerank) -> list[Tokenized]:
-    """Each (query, document) pair as one sequence, scored by the cross-encoder itself."""
-    return runtime.tokenize_pairs(message.query, message.documents, truncate=message.truncate,
-                                  direction=message.truncation_direction)  # fmt: skip
+def cross_rerank_items(runtime: Runtime, message: Rerank, refused: list[Refusal] | None = None) -> list[Tokenized]:
+    """Each (query, document) pair as one sequence, scored by the cross-encoder itself; with
+    ``refused``, the pairs refused on their own are left out and named there."""
+    def tokenize_run(lo: int, hi: int) -> list[Tokenized]:
+        return runtime.tokenize_pairs(message.query, message.documents[lo:hi], truncate=message.truncate,
+                                      direction=message.truncation_direction)  # fmt: skip
+
+    if refused is None:
+        return tokenize_run(0, len(message.documents))
+    return tokenize_each(tokenize_run, len(message.documents), refused)
 
 
 def forward_splitting_on_oom(forward: Callable[[Sequence[Tokenized]], np.ndarray],

@@ -4,7 +4,8 @@ A chunk goes to the backend as one call (so the workers batch it, and it uses th
 and coalescing like any request), at background priority, with the options the job was
 submitted with (resolved then: the prompt put before each text, the normalisation, the
 truncation side). An item the backend refuses on its own (blank, too long with ``truncate:
-false``, an invalid token id) gets its error and the rest are served without it (``gateway/items.py``). Any other error (a worker lost twice, no holder
+false``, an invalid token id) gets its error and the rest are served in the same call (the
+workers answer per item: ``gateway/items.py``). Any other error (a worker lost twice, no holder
 within the deadline, a full queue) is about the chunk, not an item, and is raised for the runner
 to retry the whole chunk later.
 """
@@ -36,7 +37,7 @@ async def compute_chunk(backend: Backend, task: str, model: str, options: dict[s
     failures = {i: blank_error(start + i) for i, item in enumerate(inputs) if is_blank(item)}
     live = [i for i in range(len(inputs)) if i not in failures]
 
-    async def call(chosen: list[int]) -> list[Maker]:
+    async def call(chosen: list[int]) -> tuple[list[Maker], dict[int, errors.ApiError]]:
         return await serve(backend, task, model, options, [inputs[i] for i in chosen], timeout)
 
     deadline = asyncio.get_running_loop().time() + timeout
@@ -47,8 +48,9 @@ async def compute_chunk(backend: Backend, task: str, model: str, options: dict[s
 
 
 async def serve(backend: Backend, task: str, model: str, options: dict[str, Any], items: list[Input],
-                timeout: float) -> list[Maker]:  # fmt: skip
-    """One backend call; a result maker per item (it takes the item's job index)."""
+                timeout: float) -> tuple[list[Maker], dict[int, errors.ApiError]]:  # fmt: skip
+    """One backend call: a result maker per served item (it takes the item's job index), and the
+    errors of the items refused on their own, by their place in ``items``."""
     deadline = asyncio.get_running_loop().time() + timeout
     truncate = bool(options.get("truncate", True))
     left = options.get("truncation_direction") == "left"  # a job from before the option has no key
@@ -56,15 +58,18 @@ async def serve(backend: Backend, task: str, model: str, options: dict[str, Any]
     if task == "rerank":
         outcome = await backend.rerank(model, str(options["query"]), [str(item) for item in items],
                                        truncate=truncate, deadline=deadline, priority=BACKGROUND,
-                                       truncation_direction=direction)  # fmt: skip
-        return [score_maker(float(score), tokens) for score, tokens in zip(outcome.scores, outcome.tokens)]
+                                       truncation_direction=direction, isolate=True)  # fmt: skip
+        makers = [score_maker(float(score), tokens) for score, tokens in zip(outcome.scores, outcome.tokens)]
+        return makers, outcome.refused
     normalize = options.get("normalize")  # None for a job submitted before the options existed
     outcome = await backend.embed(model, apply_prompt(str(options.get("prompt", "")), items), truncate=truncate,
                                   deadline=deadline, use_cache=bool(options.get("use_cache", True)),
-                                  priority=BACKGROUND, normalize=normalize, truncation_direction=direction)  # fmt: skip
+                                  priority=BACKGROUND, normalize=normalize, truncation_direction=direction,
+                                  isolate=True)  # fmt: skip
     vectors = encoding.shorten(np.asarray(outcome.vectors, dtype=np.float32), options.get("dimensions"),
                                normalize is not False)  # fmt: skip
-    return [vector_maker(vector.astype("<f4").tobytes(), tokens) for vector, tokens in zip(vectors, outcome.tokens)]
+    makers = [vector_maker(vector.astype("<f4").tobytes(), tokens) for vector, tokens in zip(vectors, outcome.tokens)]
+    return makers, outcome.refused
 
 
 def vector_maker(vector: bytes, tokens: int) -> Maker:

@@ -42,7 +42,7 @@ NOTHING_SERVED = EmbedOutcome(vectors=np.zeros((0, 0), dtype=np.float32), tokens
 
 
 class Items:
-    """Texts embedded in as few calls as their failures allow (``gateway/items.py``): ``embed``
+    """Texts embedded in one call however many fail (``gateway/items.py``): ``embed``
     serves those it can and keeps, per text, why each of the others was not served. ``offset``
     is the place of ``texts[0]`` in the client's request: the failures' messages name that place.
     """
@@ -60,9 +60,11 @@ class Items:
                     json: bool = False) -> None:  # fmt: skip
         """Serve the live texts with ``choice``'s options (its prompt goes before each; a blank text
         was set aside on what the client sent)."""
-        async def call(live: list[int]) -> EmbedOutcome:
-            return await ctx.embed(model, choice.inputs([self.texts[i] for i in live]), truncate, use_cache=use_cache,
-                                   json=json, normalize=choice.normalize, truncation_direction=choice.direction)
+        async def call(live: list[int]) -> tuple[EmbedOutcome, dict[int, errors.ApiError]]:
+            outcome = await ctx.embed(model, choice.inputs([self.texts[i] for i in live]), truncate,
+                                      use_cache=use_cache, json=json, normalize=choice.normalize,
+                                      truncation_direction=choice.direction, isolate=True)  # fmt: skip
+            return outcome, outcome.refused
 
         set_aside: dict[int, errors.ApiError] = {}
         deadline = asyncio.get_running_loop().time() + ctx.config.request_timeout

@@ -54,14 +54,15 @@ def appliance(tmp_path_factory: pytest.TempPathFactory, tiny_transformer: Path,
         yield running
 
 
-def settled_items(appliance: Appliance, timeout: float = 20.0) -> int:
-    """Inputs computed by all workers, once two reads more than a Stats period apart agree."""
+def settled_items(appliance: Appliance, timeout: float = 20.0, counter: str = "items") -> int:
+    """Inputs computed by all workers (or another of their ``counter``s, summed), once two reads
+    more than a Stats period apart agree."""
     deadline = time.monotonic() + timeout
     last = -1
     while time.monotonic() < deadline:
         workers = get(appliance.url + "/stats")[2]["workers"]
         if all(w["pid"] for w in workers):  # every worker has reported at least once
-            total = sum(w["items"] for w in workers)
+            total = sum(w[counter] for w in workers)
             if total == last:
                 return total
             last = total

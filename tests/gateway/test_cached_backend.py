@@ -402,3 +402,65 @@ def test_cache_stats_and_stats_routes(backend: Any) -> None:
         assert stats["cache"]["entries"] == 3 and stats["ready"] is True
 
     run(with_client(CachedBackend(CONFIG, backend), body))
+
+
+class IsolatingBackend(PickyBackend):
+    """As a worker answers an isolating call: each input with "TOO LONG" in it refused on its own
+    (in ``EmbedOutcome.refused``, by its place in the call), the others computed."""
+
+    async def embed(self, model: str, inputs: Sequence[Input], *, truncate: bool, deadline: float,
+                    use_cache: bool = True, priority: int = INTERACTIVE, isolate: bool = False,
+                    **options: Any) -> EmbedOutcome:  # fmt: skip
+        if not isolate:
+            return await super().embed(model, inputs, truncate=truncate, deadline=deadline, priority=priority)
+        bad = {i for i, item in enumerate(inputs) if "TOO LONG" in item}
+        good = [item for i, item in enumerate(inputs) if i not in bad]
+        outcome = EmbedOutcome(np.zeros((0, 0), np.float32), [])
+        if good:
+            outcome = await self.inner.embed(model, good, truncate=truncate, deadline=deadline, priority=priority)
+        outcome.refused = {i: errors.InputTooLong(f"input {i} exceeds 128 tokens (input {i})") for i in bad}
+        return outcome
+
+
+async def isolating(cb: CachedBackend, inputs: Sequence[Input]) -> EmbedOutcome:
+    deadline = asyncio.get_running_loop().time() + 2.0
+    return await cb.embed(MAIN, inputs, truncate=False, deadline=deadline, isolate=True)
+
+
+def test_an_isolating_call_caches_only_what_it_computed(backend: Any) -> None:
+    async def main() -> None:
+        cb = CachedBackend(CONFIG, IsolatingBackend(backend))  # type: ignore[arg-type]
+        first = await isolating(cb, ["a", "TOO LONG 1", "b", "TOO LONG 2", "c"])
+        np.testing.assert_array_equal(first.vectors, backend.vectors_for(MAIN, ["a", "b", "c"]))
+        assert first.tokens == [3, 3, 3] and sorted(first.refused) == [1, 3]
+        assert first.refused[3].message.endswith("(input 3)") and isinstance(first.refused[3], errors.InputTooLong)
+        backend.calls.clear()
+        again = await isolating(cb, ["c", "TOO LONG 2", "b"])  # the refused key was not cached
+        assert computed(backend) == []  # the hits served here, the refused one answered without a vector
+        np.testing.assert_array_equal(again.vectors, backend.vectors_for(MAIN, ["c", "b"]))  # not slid
+        assert list(again.refused) == [1] and again.refused[1].message.endswith("(input 1)")
+        assert again.cache_hits == 2
+        everything_refused = await isolating(cb, ["TOO LONG 1"])
+        assert everything_refused.tokens == [] and list(everything_refused.refused) == [0]
+
+    run(main())
+
+
+def test_a_refused_input_is_each_waiter_s_own_error(backend: Any) -> None:
+    async def main() -> None:
+        backend.delay_s = 0.05
+        cb = CachedBackend(CONFIG, IsolatingBackend(backend))  # type: ignore[arg-type]
+        lead = asyncio.create_task(isolating(cb, ["x", "TOO LONG y"]))
+        await asyncio.sleep(0.01)
+        joiner = await isolating(cb, ["z", "w", "TOO LONG y"])  # joins the refused key
+        assert list(joiner.refused) == [2] and joiner.refused[2].message.endswith("(input 2)")
+        np.testing.assert_array_equal(joiner.vectors, backend.vectors_for(MAIN, ["z", "w"]))
+        assert list((await lead).refused) == [1]
+        # a request that does not isolate fails on it, with its own index (recomputed on its own)
+        slow = asyncio.create_task(isolating(cb, ["v", "TOO LONG u"]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(errors.InputTooLong, match=r"\(input 1\)$"):
+            await embed(cb, ["q", "TOO LONG u"], truncate=False)
+        await slow
+
+    run(main())

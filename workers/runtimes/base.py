@@ -58,11 +58,19 @@ class InputTooLong(Exception):
 
 
 class InvalidInput(ValueError):
-    """An input the model cannot take: a token id outside the vocabulary, an empty id list, a wrong type."""
+    """An input the model cannot take: a token id outside the vocabulary, an empty id list, a wrong type.
+
+    As with ``InputTooLong``, ``index`` may be renumbered by the caller (the worker names an input
+    by its place in the whole request, ``workers/refusals.py``): the message is built when read.
+    """
 
     def __init__(self, index: int, message: str) -> None:
-        super().__init__(f"input {index}: {message}")
+        super().__init__(index, message)
         self.index = index
+        self.reason = message
+
+    def __str__(self) -> str:
+        return f"input {self.index}: {self.reason}"
 
 
 class ModelLoadError(Exception):
