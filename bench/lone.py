@@ -7,7 +7,9 @@ sees the same noise: ``one`` (1 thread), ``all`` (every core this process may us
 ``switch`` (``torch.set_num_threads(all)`` before the pass, ``1`` after: what a worker would do
 for a lone request, so the switch's own cost is in it). With ``--busy N``, N processes spin on
 the other cores meanwhile (a gateway, a load generator or another worker using them). Figures:
-median and p90 per mode, and ``all``'s and ``switch``'s median over ``one``'s.
+median and p90 per mode, ``all``'s and ``switch``'s median over ``one``'s, and ``all``'s CPU share (the
+process's CPU time over threads x wall time, 1st percentile and median: the contention signal
+``workers/loans.py`` reads; under ``--busy`` it shows what a contended pass reads).
 """
 
 from __future__ import annotations
@@ -43,10 +45,15 @@ def spin(stop: "multiprocessing.synchronize.Event") -> None:  # type: ignore[nam
         sum(range(10_000))
 
 
-def timed(run: Callable[[], object]) -> float:
-    started = time.perf_counter()
+def timed(run: Callable[[], object], shares: list[float] | None = None, threads: int = 1) -> float:
+    """``run``'s wall time in ms; with ``shares``, also appends the process's CPU time over
+    ``threads`` x that wall time (what ``workers/loans.py`` reads as contention)."""
+    started, cpu = time.perf_counter(), time.process_time()
     run()
-    return (time.perf_counter() - started) * 1000
+    wall = time.perf_counter() - started
+    if shares is not None and wall > 0:
+        shares.append((time.process_time() - cpu) / (threads * wall))
+    return wall * 1000
 
 
 def main(argv: Sequence[str]) -> int:
@@ -76,11 +83,12 @@ def main(argv: Sequence[str]) -> int:
     for p in spinners:
         p.start()
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    shares: list[float] = []  # of the "all" passes
     try:
         for item in items:
             times["one"].append(timed(lambda: runtime.forward(item)))
             torch.set_num_threads(cores)
-            times["all"].append(timed(lambda: runtime.forward(item)))
+            times["all"].append(timed(lambda: runtime.forward(item), shares, cores))
             torch.set_num_threads(1)
             times["switch"].append(timed(switched(item)))
     finally:
@@ -93,6 +101,9 @@ def main(argv: Sequence[str]) -> int:
     for mode, f in figures.items():
         print(f"{mode:<7} p50 {f['p50_ms']:7.2f} ms  p90 {f['p90_ms']:7.2f} ms  {f['p50_ms'] / one:5.2f}x one's p50")
     over_one = {mode: round(f["p50_ms"] / one, 3) for mode, f in figures.items()}
+    ranked = sorted(shares)
+    share = {"p1": round(ranked[len(ranked) // 100], 3), "p50": round(statistics.median(ranked), 3)}
+    print(f"all's CPU share (process CPU / threads x wall): p1 {share['p1']:.2f}, p50 {share['p50']:.2f}")
     print(json.dumps({"dtype": runtime.dtype, "cores": cores, "busy": args.busy, "forwards": args.forwards,
-                      "figures": figures, "over_one": over_one}))  # fmt: skip
+                      "figures": figures, "over_one": over_one, "all_cpu_share": share}))  # fmt: skip
     return 0

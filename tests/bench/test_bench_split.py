@@ -33,3 +33,4 @@ def test_lone_bench_times_every_mode_with_the_other_cores_busy(tiny_transformer:
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(report["figures"]) == set(lone.MODES) and report["busy"] == 1
     assert all(f["p50_ms"] > 0 for f in report["figures"].values()) and report["over_one"]["one"] == 1.0
+    assert 0 < report["all_cpu_share"]["p1"] <= report["all_cpu_share"]["p50"]
