@@ -240,7 +240,11 @@ WORKER_COUNTERS = (("batches", "Batches the worker ran", lambda w: w.batches),
                    ("declined_loans", "Lent batches the worker computed on its own cores, backing off after "
                     "a contended one", lambda w: w.declined_loans),
                    ("refused_requests", "Requests the worker failed whole for one input (too long, invalid)",
-                    lambda w: w.refused_requests))  # fmt: skip
+                    lambda w: w.refused_requests),
+                   ("ring_full", "Sends the worker's request ring refused (full); each asks for a room signal",
+                    lambda w: w.ring_full),
+                   ("room_signals", "Room signals from the worker: it took records off a ring found full",
+                    lambda w: w.room_signals))  # fmt: skip
 
 
 def worker_families(workers: list[WorkerCard]) -> Iterator[Metric]:
