@@ -223,5 +223,7 @@ def test_an_answer_nobody_reads_is_dropped_after_write_timeout(tmp_path: Path, t
             wait_until(lambda: held(running) == 1, 5)
             took = wait_until(lambda: held(running) == 0, 30 + WRITE_S + MARGIN_S)  # compute, then the timeout
             assert took < 60, "closed by keep-alive, not by the write timeout"
-            assert closed_by_peer(stalled)
+            # the server's close may still be behind the answer's bytes in its kernel's buffer,
+            # which this reader drains a window at a time: reading on until EOF can take a moment
+            wait_until(lambda: closed_by_peer(stalled), MARGIN_S)
         assert statistics.median(normal_latencies(running)) < 1.0  # and it serves on
