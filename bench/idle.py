@@ -14,6 +14,9 @@ could have done to the core, interleaving the modes forward by forward over the 
 
 Figures: median and p90 per mode, and each median over ``none``'s. ``sleep`` far above ``spin``
 says the idle core itself is slow to come back; ``thrash`` above ``spin`` says the caches are.
+``--modes none,sleep`` with a long gap keeps the core idle most of the time, as a lightly loaded
+worker's is; its ``none`` against a default run's says whether a mostly idle core computes slower
+(on the 2-core dev box it does: ``bench/README.md``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     p.add_argument("--forwards", type=int, default=200, help="forwards per mode")
     p.add_argument("--gap-ms", type=float, default=40.0, help="the gap before each forward but none's")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help="which, interleaved (none,sleep alone keeps the core idle most of the time, as a "
+                        "lightly loaded worker's)")  # fmt: skip
     return p.parse_args(list(argv))
 
 
@@ -63,6 +69,9 @@ def gaps(seconds: float, buffer: np.ndarray) -> dict[str, Callable[[], None]]:
 
 def main(argv: Sequence[str]) -> int:
     args = parse(argv)
+    args.modes = [m for m in MODES if m in args.modes.split(",")]
+    if "none" not in args.modes:
+        raise SystemExit("--modes must include none, the baseline")
     allowed = os.sched_getaffinity(0)
     core = max(allowed)
     os.sched_setaffinity(0, {core})  # one thread on one core, as a CPU worker computes
@@ -91,10 +100,10 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         runtime = load(args)
         items = [runtime.tokenize([s], truncate=True) for s in sentences(args.forwards)]
         before = gaps(args.gap_ms / 1000, np.zeros(THRASH_BYTES, np.uint8))
-        times: dict[str, list[float]] = {mode: [] for mode in MODES}
+        times: dict[str, list[float]] = {mode: [] for mode in args.modes}
         runtime.forward(items[0])
         for item in items:
-            for mode in MODES:
+            for mode in args.modes:
                 before[mode]()
                 started = time.perf_counter()
                 runtime.forward(item)
