@@ -23,6 +23,7 @@ SCENARIOS = {
     "split": "bench.split",
     "exactness": "bench.exactness",
     "lone": "bench.lone",
+    "idle": "bench.idle",
     "restart": "bench.restart",
     "gateway-cpu": "bench.gateway_cpu",
     "refusals": "bench.refusals",
