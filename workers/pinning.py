@@ -35,18 +35,16 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-from appliance.slots import VISIBLE, Slot, by_uuid, discover_gpus, visible_entries
+from appliance.slots import THREAD_VARS, VISIBLE, Slot, by_uuid, discover_gpus, thread_env, visible_entries
 
 log = logging.getLogger("appliance.pinning")
 
-# Native thread pools that size themselves from the environment when the library loads.
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # libgomp's barrier spin (iterations, ~100,000 a millisecond by its own estimate) in a worker that
 # may compute on lent cores; a worker that computes only on its own cores keeps passive waiting.
 SPIN_ON_LENT_CORES = 100_000
 
-__all__ = ["SPIN_ON_LENT_CORES", "THREAD_VARS", "TorchThreads", "apply_in_child", "apply_torch_threads", "gpu_device_name",
-           "start_openmp_unpinned"]
+__all__ = ["SPIN_ON_LENT_CORES", "THREAD_VARS", "TorchThreads", "apply_in_child", "apply_torch_threads",
+           "gpu_device_name", "start_openmp_unpinned"]
 
 
 def apply_in_child(slot: Slot, *, borrows: bool = False) -> None:
@@ -55,9 +53,9 @@ def apply_in_child(slot: Slot, *, borrows: bool = False) -> None:
     for a pass (``lend_idle_cores``), so its OpenMP threads spin briefly at barriers."""
     _refuse_after_cuda()
     _set_visible_gpu(slot)
-    threads = str(max(1, len(slot.cores)))
-    for var in THREAD_VARS:
-        os.environ[var] = threads
+    # the spawner set these already (numpy loads before this runs); set again for a worker
+    # started some other way, and for torch, whose pools size themselves from them
+    os.environ.update(thread_env(slot))
     # OpenMP threads spin at every barrier by default. When the gateway or another worker takes a
     # core for a moment, the spinning siblings burn it too: measured here with MiniLM, 2 threads,
     # a busy 2-core box: 194-236 ms per single-sentence forward spinning vs 31 ms passive.
