@@ -407,7 +407,8 @@ class Router:
         the senders waiting for room; a freed background slot goes to a parked part first."""
         if worker.parts.pop(part.id, None) is None:
             return False
-        self.end_loans(part)
+        if self.config.lend_idle_cores:  # no loans to end otherwise: keep the answer path free of it
+            self.end_loans(part)
         worker.outstanding_tokens -= part.tokens
         worker.outstanding_inputs -= part.inputs
         if not worker.parts:
