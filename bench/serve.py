@@ -18,6 +18,10 @@ Scenarios (``--scenarios``, all by default):
 - ``--batching``: after each throughput point, how the workers batched it (padding ratio,
   inputs per batch, ms per batch) and the mean ms per request in the client, the gateway's
   handler and the worker's queue, tokenizer and model, from ``/metrics`` (``bench/batching.py``).
+- ``--cpu``: after each throughput and open-loop point, where the machine's CPU went during it:
+  CPU us per request of the load generator (this process), the gateway and each worker, and
+  their shares of the cores with the rest busy and idle (``bench/cpu_split.py``); with ``--url``
+  only the client and the machine.
 - ``hit``: every request a cached sentence, at concurrency 64, driven by Debian's ``wrk``
   (``apt-get install wrk``) because a Python client saturates before the gateway does on small
   machines (its script prints the 95th percentile, which ``--latency`` leaves out). Then the
@@ -32,20 +36,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import sys
 import urllib.request
 from dataclasses import asdict
-from typing import Sequence
+from typing import ContextManager, Sequence
 
 import msgspec
 import numpy as np
 
-from bench import batching, wrk
+from bench import batching, cpu_split, wrk
 from bench.corpus import sentences
 from bench.floor import http_floor
+from bench.launcher import Appliance
 from bench.loadgen import Texts, corpus_texts, pinned, split_cores
 from bench.loadgen.apis import APIS
 from bench.loadgen.drive import Target, open_loop
@@ -81,6 +87,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                    help="only the c=32 point without and with a 1 s /metrics scraper, interleaved, twice each")  # fmt: skip
     p.add_argument("--batching", action="store_true",
                    help="after each throughput point, the workers' padding ratio and batch sizes during it")  # fmt: skip
+    p.add_argument("--cpu", action="store_true",
+                   help="after each throughput and open-loop point, the CPU per request and the cores' shares "
+                        "of the client, the gateway and the workers")  # fmt: skip
     p.add_argument("--api", choices=APIS, default="ollama",
                    help="API of the server (with --url, any peer's): openai or tei run the throughput sweep only")  # fmt: skip
     return p.parse_args(argv)
@@ -115,10 +124,12 @@ def measure(args: argparse.Namespace) -> int:
     corpus = sentences(4000)
     raws = [] if args.no_raw or "throughput" not in scenarios else [measure_raw(args, corpus, args.raw_seconds)]
     points: list[Point] = []
+    meter = None
     if "throughput" in scenarios:
         # cache off: the sweep measures the model path, and a corpus sentence seen twice is no hit
-        with appliance(args, {"APPLIANCE_CACHE_BYTES": "0"}) as (url, _):
-            points += run_sweep(args, url, corpus)
+        with appliance(args, {"APPLIANCE_CACHE_BYTES": "0"}) as (url, started):
+            meter = cpu_meter(args, started)
+            points += run_sweep(args, url, corpus, meter)
     if scenarios & {"repeat", "hit"}:
         with appliance(args, {}) as (url, _):
             if "repeat" in scenarios:
@@ -134,7 +145,7 @@ def measure(args: argparse.Namespace) -> int:
         print(f"raw limit ({args.model} on {args.device}, {os.cpu_count()} threads, sorted batches of 32): "
               f"{raw:.1f} sentences/s (runs: {', '.join(f'{r:.1f}' for r in raws)})")  # fmt: skip
     print(table(points))
-    summary = report(args, raw, raws, points)
+    summary = report(args, raw, raws, points, meter)
     hit = summary["pure_hit"]
     if isinstance(hit, dict) and hit["over_floor"]:
         print(f"pure hits: {hit['rps']:.0f} req/s = {hit['over_floor']:.2f}x the bare-aiohttp floor "
@@ -155,7 +166,8 @@ def scrape_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
-def report(args: argparse.Namespace, raw: float, raws: list[float], points: list[Point]) -> dict[str, object]:
+def report(args: argparse.Namespace, raw: float, raws: list[float], points: list[Point],
+           meter: cpu_split.Meter | None = None) -> dict[str, object]:  # fmt: skip
     def find(scenario: str, batch: int = 1, concurrency: int = 32) -> Point | None:
         return next((p for p in points if (p.scenario, p.batch, p.concurrency) == (scenario, batch, concurrency)), None)
 
@@ -170,37 +182,58 @@ def report(args: argparse.Namespace, raw: float, raws: list[float], points: list
                          "client": hit.scenario, "floor_rps": floor.rps if floor else None,
                          "over_floor": round(hit.rps / floor.rps, 2) if floor and floor.rps else None}
                         if hit else None,
-            "points": [asdict(p) for p in points]}  # fmt: skip
+            "points": [asdict(p) for p in points],
+            **({"cpu": meter.records} if meter else {})}  # fmt: skip
 
 
-def run_sweep(args: argparse.Namespace, url: str, corpus: list[str]) -> list[Point]:
+def cpu_meter(args: argparse.Namespace, started: Appliance | None) -> cpu_split.Meter | None:
+    """``--cpu``'s meter over this process and the appliance this bench started, if it did."""
+    if not args.cpu:
+        return None
+    if started is None:
+        print("cpu: --url names a server this bench did not start: no gateway or worker pids, "
+              "so only the client's CPU and the machine's shares", flush=True)  # fmt: skip
+    return cpu_split.Meter(cpu_split.processes_of(started))
+
+
+def cpu_window(meter: cpu_split.Meter | None, args: argparse.Namespace) -> ContextManager[cpu_split.Window | None]:
+    return meter.window(args.warmup, args.seconds) if meter else contextlib.nullcontext()
+
+
+def run_sweep(args: argparse.Namespace, url: str, corpus: list[str],
+              meter: cpu_split.Meter | None = None) -> list[Point]:  # fmt: skip
     points = []
     headers = auth_headers(args.api_key)
     for batch in (int(b) for b in args.batches.split(",")):
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             texts = corpus_texts(corpus, batch)
             before = batching.settled_counters(url, headers) if args.batching else {}
-            with pinned(args.load_cores):
+            with pinned(args.load_cores), cpu_window(meter, args) as window:
                 point = show(asyncio.run(closed_loop(url, args.model, texts, concurrency, args.seconds,
                                                      args.warmup, headers=headers, api=args.api)))  # fmt: skip
             points.append(point)
+            if meter and window:
+                print(meter.split(window, point).line(), flush=True)
             if args.batching:  # a closed loop's mean round trip: its concurrency over its request rate
                 figures = batching.between(before, batching.settled_counters(url, headers))
                 print(figures.line(1000 * concurrency / point.rps if point.rps else 0.0), flush=True)
-        points += [open_point(args, url, corpus_texts(corpus, batch), float(rate), headers)
+        points += [open_point(args, url, corpus_texts(corpus, batch), float(rate), headers, meter)
                    for rate in args.rates.split(",") if rate]  # fmt: skip
     return points
 
 
-def open_point(args: argparse.Namespace, url: str, texts: Texts, rate: float, headers: dict[str, str]) -> Point:
+def open_point(args: argparse.Namespace, url: str, texts: Texts, rate: float, headers: dict[str, str],
+               meter: cpu_split.Meter | None = None) -> Point:  # fmt: skip
     """Poisson arrivals at ``rate`` requests/s: the latency a server shows to independent clients,
     where a closed loop's next request waits for the last answer (scenario ``open@<rate>``)."""
     target = Target(url, args.api, headers)
     before = batching.settled_counters(url, headers) if args.batching else {}
-    with pinned(args.load_cores):
+    with pinned(args.load_cores), cpu_window(meter, args) as window:
         result = asyncio.run(open_loop(target, lambda i: Request(args.model, texts(i)), rate=rate,
                                        seconds=args.seconds, warmup=args.warmup, scenario=f"open@{rate:g}"))  # fmt: skip
     point = show(result.point)
+    if meter and window:
+        print(meter.split(window, point).line(), flush=True)
     if args.batching:  # the client's mean: what the stages add up to, from the scheduled send
         figures = batching.between(before, batching.settled_counters(url, headers))
         print(figures.line(result.mean_ms), flush=True)
