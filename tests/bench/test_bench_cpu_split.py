@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import bench.serve as serve
 from bench import cpu_split
 from bench.cpu_split import Processes, Snapshot
 from bench.points import Point
@@ -114,6 +115,14 @@ def test_the_window_snapshots_bound_the_measured_part_of_a_load() -> None:
         pass  # a load that ended inside its warm-up measured nothing
     with pytest.raises(RuntimeError, match="ended before its measured window"):
         meter.split(early, point(1))
+
+
+def test_with_url_serve_says_once_that_only_the_client_is_accounted(capsys: pytest.CaptureFixture[str]) -> None:
+    args = serve.parse(["--url", "http://127.0.0.1:1", "--cpu"])
+    meter = serve.cpu_meter(args, None)
+    assert meter is not None and meter.processes.gateway is None and list(meter.processes.workers()) == []
+    assert "no gateway or worker pids" in capsys.readouterr().out
+    assert serve.cpu_meter(serve.parse(["--url", "http://127.0.0.1:1"]), None) is None  # no --cpu: no meter
 
 
 @pytest.mark.slow
