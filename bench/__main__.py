@@ -26,6 +26,7 @@ SCENARIOS = {
     "idle": "bench.idle",
     "restart": "bench.restart",
     "gateway-cpu": "bench.gateway_cpu",
+    "at-rest": "bench.at_rest",
     "refusals": "bench.refusals",
     "compare": "bench.compare",
     "all": "bench.everything",

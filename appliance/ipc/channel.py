@@ -15,8 +15,9 @@ re-checks and sleeps on its doorbell; a producer publishes, then rings only a pa
 The gateway side never blocks: its reader (``start_reader``, ``loop_reader.py``) hooks the
 response eventfd into the event loop, with a rescue timer and a spin window after each send.
 
-The worker side blocks, always with a timeout: ``wait_requests`` spins with yields, then sleeps
-on the request doorbell in slices of ``rescue_s``; ``send_response`` naps while the ring is full.
+The worker side blocks, always with a timeout: ``wait_requests`` spins with yields, then parks
+and sleeps on the request doorbell, ``rescue_s`` first and ``idle_rescue_s`` at a time once a
+sleep found nothing (``doorbell.py``); ``send_response`` naps while the ring is full.
 
 The room signal. A full request ring makes ``send_request`` return False, and the gateway's
 senders wait (``gateway/router.py``). So that they wait no longer than the worker takes to drain,
@@ -36,7 +37,7 @@ from __future__ import annotations
 import os
 import time
 
-from appliance.ipc.doorbell import CONTENDED_YIELD_S, RESCUE_S, SPIN_S, Doorbell, SpinPolicy
+from appliance.ipc.doorbell import CONTENDED_YIELD_S, IDLE_RESCUE_S, RESCUE_S, SPIN_S, Doorbell, SpinPolicy
 from appliance.ipc.doorbell import new_eventfd, require_eventfd, yield_was_contended
 from appliance.ipc.loop_reader import LoopReader
 from appliance.ipc.ring import Ring
@@ -65,6 +66,7 @@ class Channel(LoopReader):
         self.spec = spec
         self.spin_s = SPIN_S
         self.rescue_s = RESCUE_S
+        self.idle_rescue_s = IDLE_RESCUE_S
         self.contended_yield_s = CONTENDED_YIELD_S
         self._segment = segment
         region = Ring.region_bytes(spec.ring_bytes)
@@ -217,8 +219,8 @@ class Channel(LoopReader):
         spun = self._spin_policy.allow()
         if spun and self._spin(ring, deadline):
             records = ring.drain()
-        while not records and (remaining := deadline - time.monotonic()) > 0:
-            records = self._sleep(ring, remaining)
+        while not records and deadline > time.monotonic():
+            records = self._sleep(ring, deadline)
         if records and not spun and time.monotonic() - start <= self.spin_s:
             self._spin_policy.would_have_caught()
         return self._count_received(records)
@@ -240,7 +242,9 @@ class Channel(LoopReader):
         self._spin_policy.record(False)
         return False
 
-    def _sleep(self, ring: Ring, remaining: float) -> list[bytes]:
+    def _sleep(self, ring: Ring, deadline: float) -> list[bytes]:
+        """Park and sleep until a record comes or ``deadline``: ``rescue_s`` first (the park's
+        race), then ``idle_rescue_s`` at a time, parked throughout (``doorbell.py``)."""
         ring.park()
         # order matters: re-check after parking (Dekker); a record published before the
         # producer could see the park store would otherwise wait for the timeout.
@@ -250,14 +254,21 @@ class Channel(LoopReader):
             if not records:
                 os.sched_yield()  # published but not visible yet: let the stores land
             return records
-        rung = self._request_bell.wait(min(self.rescue_s, remaining))
+        nap = self.rescue_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            rung = self._request_bell.wait(min(nap, remaining))
+            records = ring.drain()
+            if records:
+                ring.unpark()
+                self._counts["wakeups" if rung else "rescues"] += 1
+                return records
+            if rung:
+                self._counts["spurious"] += 1
+            # rung for nothing: a stale count, or (checked mode) a record not yet valid, which
+            # will not ring again for this park: look again soon
+            nap = self.rescue_s if rung else self.idle_rescue_s
         ring.unpark()
-        records = ring.drain()
-        if records and not rung:
-            self._counts["rescues"] += 1
-        elif rung:
-            self._counts["wakeups" if records else "spurious"] += 1
-        return records
+        return []
 
     def _count_received(self, records: list[bytes]) -> list[bytes]:
         if records:

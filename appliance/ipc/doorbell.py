@@ -6,14 +6,22 @@ producer rings the eventfd only when the park word says parked, once per park
 (``Doorbell.ring_if_parked``): a consumer that keeps up costs its producer no syscall. The
 response doorbell also carries the worker's room signal (``Doorbell.ring``, see ``channel.py``).
 
-Why every sleep is bounded. Parking and the producer's check form a Dekker pattern: the consumer
+Why a sleep is bounded. Parking and the producer's check form a Dekker pattern: the consumer
 stores "parked" then loads the tail, the producer stores the tail then loads the park word. Each
 needs its store visible before its load, which even x86 does not promise without a full fence (a
 load may pass an earlier store), and Python cannot issue one: both sides can read the old value,
-and the wake-up is lost. So every sleep is bounded by ``RESCUE_S`` (a few ms), the most a lost
-wake-up can cost, and a wake-up by timeout that finds data is counted as a rescue. eventfd
-counts coalesce and may be stale (a ring for a park that already ended): a wake-up is only a
-hint to drain, re-check and loop.
+and the wake-up is lost. So the first sleep of a park is bounded by ``RESCUE_S`` (a few ms), the most a lost
+wake-up can cost, and a wake-up by timeout that finds data is counted as a rescue.
+
+Why only the first sleep of a park is that short. The race exists only while the park store is
+on its way to the producer: a record published once it is visible finds the consumer parked and
+rings. A consumer that woke by timeout with nothing to read stays parked (same park word) and
+sleeps ``IDLE_RESCUE_S`` at a time from then on, so an idle side wakes ten times a second, not
+five hundred (``python -m bench at-rest`` on the 2-core dev VM: an idle appliance's three
+processes woke 1,442 times a second between them before this, 62 after). A wake-up that finds
+records ends the park; the next park is a new word and a new race, covered by a short sleep
+again. eventfd counts coalesce and may be stale (a ring for a park that already ended): a
+wake-up is only a hint to drain, re-check and loop.
 
 Why spins yield. Every spin yields the core on each poll (``os.sched_yield``): on a 2-core box a
 hot spin starves the very producer it waits for. A yield that took long means another task wanted
@@ -32,6 +40,7 @@ import time
 
 SPIN_S = 100e-6  # long enough to catch the gateway's next request in a request/response loop
 RESCUE_S = 0.002  # the most a lost wake-up can cost
+IDLE_RESCUE_S = 0.1  # later sleeps of a park that found nothing: no race is left to lose
 CONTENDED_YIELD_S = 20e-6  # an idle core yields in ~1 us; longer means someone else ran
 
 

@@ -1,7 +1,11 @@
 """The gateway side's reader of a channel's response ring: it runs on the event loop and never blocks.
 
 ``start_reader`` hooks the response eventfd into the event loop (``loop.add_reader``) plus a
-periodic rescue timer that delivers what a lost wake-up left behind. Its spin is a *spin window*:
+periodic rescue timer that delivers what a lost wake-up left behind. The timer ticks every
+``rescue_s`` while the reader parks again or waits for room, and backs off to ``idle_rescue_s``
+once a tick finds neither since the last one: a park that is older than a tick has no race left to
+lose (``doorbell.py``), and an idle gateway then wakes ten times a second per worker, not 500. A
+park re-arms the short tick. Its spin is a *spin window*:
 after a send (``Channel.send_request`` opens it), one poll of the response ring per loop iteration
 for ``spin_s``, unparked, so a fast answer costs neither side a syscall nor a wake-up. A corrupt
 response ring stops the reader and goes to ``on_corrupt``.
@@ -37,6 +41,7 @@ class LoopReader:
     _spin_policy: SpinPolicy
     spin_s: float
     rescue_s: float
+    idle_rescue_s: float
     contended_yield_s: float
 
     def _init_reader(self) -> None:
@@ -46,6 +51,9 @@ class LoopReader:
         self._on_room: Callable[[], None] | None = None
         self._room_head = -1  # the request ring's head at the latest refused send; -1: nobody waits
         self._rescue_timer: asyncio.TimerHandle | None = None
+        self._tick_s = 0.0  # the rescue timer's period now: rescue_s, or idle_rescue_s once idle
+        self._parks = 0  # parks since the reader started; a tick compares it with the last one's
+        self._tick_parks = 0
         self._spin_handle: asyncio.Handle | None = None
         self._spin_until = 0.0
         self._spin_sent = 0
@@ -67,7 +75,7 @@ class LoopReader:
         self._loop, self._on_records, self._on_corrupt = loop, on_records, on_corrupt
         self._on_room = on_room
         loop.add_reader(self._response_bell.fd, self._on_doorbell)
-        self._rescue_timer = loop.call_later(self.rescue_s, self._on_rescue_tick)
+        self._arm_rescue(self.rescue_s)
         self._deliver()  # whatever arrived before we listened; also parks
 
     def stop_reader(self) -> None:
@@ -91,9 +99,22 @@ class LoopReader:
             self._check_room(rung=True)
         self._deliver()
 
-    def _on_rescue_tick(self) -> None:
+    def _arm_rescue(self, period: float) -> None:
         assert self._loop is not None
-        self._rescue_timer = self._loop.call_later(self.rescue_s, self._on_rescue_tick)
+        if self._rescue_timer is not None:
+            self._rescue_timer.cancel()
+        self._tick_s = period
+        self._rescue_timer = self._loop.call_later(period, self._on_rescue_tick)
+
+    def _hurry_rescue(self) -> None:
+        """A new park, or a wait for room: the next tick within ``rescue_s``."""
+        if self._tick_s > self.rescue_s and self._loop is not None:
+            self._arm_rescue(self.rescue_s)
+
+    def _on_rescue_tick(self) -> None:
+        quiet = self._parks == self._tick_parks and self._room_head < 0
+        self._tick_parks = self._parks
+        self._arm_rescue(self.idle_rescue_s if quiet else self.rescue_s)
         if self._room_head >= 0:
             self._check_room(rung=False)
         if self.responses.pending():
@@ -107,6 +128,7 @@ class LoopReader:
         ring = self.requests
         self._room_head = ring.full_head
         ring.want_room()
+        self._hurry_rescue()
 
     def _check_room(self, *, rung: bool) -> None:
         """``on_room`` once the worker's head has moved past the refused write's (module doc)."""
@@ -126,6 +148,8 @@ class LoopReader:
         ring = self.responses
         if self._spin_handle is None:
             ring.park()
+            self._parks += 1
+            self._hurry_rescue()
         # order matters: park before draining, so a record published after this drain finds us
         # parked and rings; one racing the park store is the rescue timer's.
         records = self._drain_responses()

@@ -138,6 +138,34 @@ def test_a_lost_wake_up_is_rescued_within_the_sleep_bound(channel: Channel) -> N
         worker.close()
 
 
+def test_an_idle_wait_sleeps_a_short_slice_then_long_ones_and_stays_parked(channel: Channel) -> None:
+    worker = attach_here(channel)
+    slices: list[float] = []
+    wait = worker._request_bell.wait
+
+    def counted(timeout: float) -> bool:
+        slices.append(timeout)
+        return wait(timeout)
+
+    worker._request_bell.wait = counted  # type: ignore[method-assign]
+    try:
+        assert worker.wait_requests(0.35) == []
+        # one park: the race's short sleep, then idle_rescue_s at a time (was ~175 slices of 2 ms)
+        assert slices[0] == worker.rescue_s
+        assert 3 <= len(slices) <= 6 and all(s <= worker.idle_rescue_s for s in slices)
+        assert channel.stats["doorbells"] == 0 and not worker.requests.parked
+        # a record sent during a long slice finds the park and rings: no waiting out the slice
+        sender = threading.Timer(0.05, channel.send_request, args=(b"rung",))
+        sender.start()
+        started = time.monotonic()
+        assert worker.wait_requests(5.0) == [b"rung"]
+        sender.join()
+        assert time.monotonic() - started < 0.05 + worker.idle_rescue_s
+        assert channel.stats["doorbells"] == 1 and worker.stats["wakeups"] == 1
+    finally:
+        worker.close()
+
+
 def test_a_spin_on_a_busy_core_gives_up_and_the_doorbell_wakes(channel: Channel) -> None:
     worker = attach_here(channel)
     worker.contended_yield_s = 0.0  # every yield looks as if another task took the core
@@ -247,6 +275,40 @@ def test_uvloop_reader_delivers_rings_and_rescues(channel: Channel) -> None:
         assert got == [b"one", b"two", b"silent"]
         assert worker.stats["doorbells"] == 2 and channel.stats["rescues"] == 1
         assert channel.poll_responses() == [b"after stop"]
+    finally:
+        worker.close()
+
+
+def test_an_idle_reader_ticks_slowly_and_a_park_hurries_the_next_tick(channel: Channel) -> None:
+    worker = attach_here(channel)
+
+    async def scenario() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        got: list[bytes] = []
+        arrived = asyncio.Event()
+
+        def on_records(records: list[bytes]) -> None:
+            got.extend(records)
+            arrived.set()
+
+        channel.start_reader(loop, on_records)
+        await asyncio.sleep(0.05)  # nothing happens: the ticks back off
+        assert channel._tick_s == channel.idle_rescue_s
+        assert worker.send_response(b"rung")  # the doorbell; the delivery parks again
+        await asyncio.wait_for(arrived.wait(), 5.0)
+        arrived.clear()
+        assert channel._tick_s == channel.rescue_s
+        await asyncio.sleep(0.05)
+        assert channel._tick_s == channel.idle_rescue_s
+        # a record the doorbell never announced, found by a slow tick: in idle_rescue_s at most
+        assert worker.responses.try_write(b"silent")
+        await asyncio.wait_for(arrived.wait(), channel.idle_rescue_s + 1.0)
+        channel.stop_reader()
+        return got
+
+    try:
+        assert uvloop.run(scenario()) == [b"rung", b"silent"]
+        assert channel.stats["rescues"] == 1
     finally:
         worker.close()
 
