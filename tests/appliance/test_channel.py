@@ -246,29 +246,37 @@ def test_send_response_waits_bounded_while_full_then_delivers() -> None:
 
 
 # ---- the gateway side under uvloop --------------------------------------------------------
+class Delivered:
+    """A reader's ``on_records``: keeps what it delivers; ``next`` waits for the next delivery."""
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+        self.arrived = asyncio.Event()
+
+    def __call__(self, records: list[bytes]) -> None:
+        self.got.extend(records)
+        self.arrived.set()
+
+    async def next(self, timeout: float = 5.0) -> None:
+        await asyncio.wait_for(self.arrived.wait(), timeout)
+        self.arrived.clear()
+
+
 def test_uvloop_reader_delivers_rings_and_rescues(channel: Channel) -> None:
     worker = attach_here(channel)
 
     async def scenario() -> list[bytes]:
-        loop = asyncio.get_running_loop()
-        got: list[bytes] = []
-        arrived = asyncio.Event()
-
-        def on_records(records: list[bytes]) -> None:
-            got.extend(records)
-            arrived.set()
-
-        channel.start_reader(loop, on_records)
+        delivered = Delivered()
+        channel.start_reader(asyncio.get_running_loop(), delivered)
         for record in (b"one", b"two"):  # through the doorbell
             assert worker.send_response(record)
-            await asyncio.wait_for(arrived.wait(), 5.0)
-            arrived.clear()
+            await delivered.next()
         assert worker.responses.try_write(b"silent")  # published, doorbell never rung
-        await asyncio.wait_for(arrived.wait(), 5.0)
+        await delivered.next()
         channel.stop_reader()
         assert worker.send_response(b"after stop")
         await asyncio.sleep(0.05)
-        return got
+        return delivered.got
 
     try:
         got = uvloop.run(scenario())
@@ -283,28 +291,20 @@ def test_an_idle_reader_ticks_slowly_and_a_park_hurries_the_next_tick(channel: C
     worker = attach_here(channel)
 
     async def scenario() -> list[bytes]:
-        loop = asyncio.get_running_loop()
-        got: list[bytes] = []
-        arrived = asyncio.Event()
-
-        def on_records(records: list[bytes]) -> None:
-            got.extend(records)
-            arrived.set()
-
-        channel.start_reader(loop, on_records)
+        delivered = Delivered()
+        channel.start_reader(asyncio.get_running_loop(), delivered)
         await asyncio.sleep(0.05)  # nothing happens: the ticks back off
         assert channel._tick_s == channel.idle_rescue_s
         assert worker.send_response(b"rung")  # the doorbell; the delivery parks again
-        await asyncio.wait_for(arrived.wait(), 5.0)
-        arrived.clear()
+        await delivered.next()
         assert channel._tick_s == channel.rescue_s
         await asyncio.sleep(0.05)
         assert channel._tick_s == channel.idle_rescue_s
         # a record the doorbell never announced, found by a slow tick: in idle_rescue_s at most
         assert worker.responses.try_write(b"silent")
-        await asyncio.wait_for(arrived.wait(), channel.idle_rescue_s + 1.0)
+        await delivered.next(channel.idle_rescue_s + 1.0)
         channel.stop_reader()
-        return got
+        return delivered.got
 
     try:
         assert uvloop.run(scenario()) == [b"rung", b"silent"]
