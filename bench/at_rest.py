@@ -24,6 +24,7 @@ from typing import Sequence
 import psutil
 
 from appliance.config import STATIC_MODEL_NAME
+from bench.cpu_split import cpu_seconds
 from bench.gateway_cpu import HERE, rotated, static_model_path
 from bench.launcher import running
 
@@ -54,8 +55,8 @@ def reading(processes: list[psutil.Process]) -> list[tuple[float, int]]:
     """(CPU seconds, context switches) of each process now."""
     out = []
     for process in processes:
-        times, switches = process.cpu_times(), process.num_ctx_switches()
-        out.append((times.user + times.system, switches.voluntary + switches.involuntary))
+        switches = process.num_ctx_switches()
+        out.append((cpu_seconds(process), switches.voluntary + switches.involuntary))
     return out
 
 

@@ -37,6 +37,7 @@ import psutil
 
 from appliance.config import STATIC_MODEL_NAME, default_models, resolve_model_path
 from bench.corpus import sentences
+from bench.cpu_split import cpu_seconds as process_seconds
 from bench.floor import floor_process
 from bench.launcher import Appliance, running
 from bench.serve import one_answer
@@ -92,13 +93,13 @@ def static_model_path(args: argparse.Namespace) -> Path:
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
+    """The processes' CPU seconds together; one that is gone counts nothing."""
     total = 0.0
     for pid in pids:
         try:
-            times = psutil.Process(pid).cpu_times()
+            total += process_seconds(psutil.Process(pid))
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
     return total
 
 
